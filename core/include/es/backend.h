@@ -1,0 +1,99 @@
+/*
+ * The backend interface: how the server talks to storage.
+ *
+ * A backend is a handle whose first member is an es_backend_t, which points at
+ * a table of methods (like SQLite's sqlite3_file / sqlite3_io_methods). Callers
+ * use the es_backend_*() wrappers, never the table: the wrappers are the one
+ * place for argument checks and tracing.
+ *
+ * Contract of every method:
+ *   - returns ES_OK or a negative es_status; on failure it fills err (when
+ *     non-NULL) and leaves out-params zeroed; a failed call changes nothing;
+ *   - is safe to call from any number of threads at once;
+ *   - requests have been through the core prepare functions (validate.h);
+ *   - a backend whose `blocking` flag is set may wait on I/O: the server calls
+ *     it from worker threads only, never from a completion-queue thread.
+ *
+ * Semantics (API.md): expected versions, atomic batches, idempotent retries,
+ * gap-free global positions 1, 2, 3, ... in commit order, stream types, paging
+ * edges and filters. After each commit a backend publishes its new head to
+ * the notifier it was given (es_backend_set_notifier), so that waiting
+ * subscriptions wake up; a backend shared by several processes also publishes
+ * the commits of the others.
+ */
+#ifndef ES_BACKEND_H
+#define ES_BACKEND_H
+
+#include <stdint.h>
+
+#include "es/error.h"
+#include "es/event.h"
+#include "es/notifier.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct es_backend es_backend_t;
+
+typedef struct es_backend_methods {
+  const char *name;  /* "memory", "postgres" */
+  int blocking;      /* 1: methods may wait on I/O */
+
+  /* Frees the backend and everything it owns. Pages still held by callers
+   * must have been freed before. Never fails. */
+  void (*close)(es_backend_t *b);
+
+  /* Appends req->events atomically. On success fills *out (OUT). On a
+   * duplicate batch fills the original result with duplicate = true.
+   * Errors: ES_EEXIST (id reused, msg names it), ES_ETYPE, ES_EVERSION (err
+   * carries actual_version), ES_EUNAVAIL, ES_ENOMEM. */
+  int (*append)(es_backend_t *b, const es_append_req_t *req,
+                es_append_result_t *out, es_err_t *err);
+
+  /* One page of a stream. ES_ENOTFOUND when the stream has no events.
+   * *out (OUT) must be freed with es_page_free(). */
+  int (*read_stream)(es_backend_t *b, const es_read_stream_req_t *req,
+                     es_page_t *out, es_err_t *err);
+
+  /* One page of the global log. *out (OUT) must be freed with es_page_free().
+   * FORWARD: out->next is one past the last position examined (the resume
+   * point), out->is_end when that passed the head. */
+  int (*read_all)(es_backend_t *b, const es_read_all_req_t *req,
+                  es_page_t *out, es_err_t *err);
+
+  /* The last committed global position (0 when the log is empty). */
+  int (*head)(es_backend_t *b, uint64_t *out, es_err_t *err);
+} es_backend_methods_t;
+
+/* The common head of every backend handle. */
+struct es_backend {
+  const es_backend_methods_t *methods;
+  es_notifier_t *notifier; /* borrowed; may be NULL; see es_backend_set_notifier */
+};
+
+/* Wrappers (see the method comments above). */
+void es_backend_close(es_backend_t *b);
+int es_backend_append(es_backend_t *b, const es_append_req_t *req,
+                      es_append_result_t *out, es_err_t *err);
+int es_backend_read_stream(es_backend_t *b, const es_read_stream_req_t *req,
+                           es_page_t *out, es_err_t *err);
+int es_backend_read_all(es_backend_t *b, const es_read_all_req_t *req,
+                        es_page_t *out, es_err_t *err);
+int es_backend_head(es_backend_t *b, uint64_t *out, es_err_t *err);
+int es_backend_is_blocking(const es_backend_t *b);
+const char *es_backend_name(const es_backend_t *b);
+
+/* Tells the backend where to publish growth of the log. n is borrowed and
+ * must outlive the backend (or be unset with NULL before it is freed). Call
+ * before the backend is shared between threads. */
+void es_backend_set_notifier(es_backend_t *b, es_notifier_t *n);
+
+/* For backends: publishes a new head to the notifier, if any. */
+void es__backend_publish(es_backend_t *b, uint64_t head);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ES_BACKEND_H */

@@ -1,0 +1,164 @@
+/*
+ * Events and requests as the core sees them: plain C structs with borrowed
+ * pointers. Nothing here knows about protobuf or gRPC; server/ translates the
+ * wire messages into these types, and backends store and return them.
+ *
+ * Strings are NUL-terminated UTF-8. Pointers in request structs are borrowed
+ * from the caller for the duration of the call. Pointers in es_recorded_t are
+ * owned by the page (es_page_t) that holds the event: valid until
+ * es_page_free().
+ */
+#ifndef ES_EVENT_H
+#define ES_EVENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ES_UUID_LEN 16
+#define ES_UUID_STR_LEN 36 /* 8-4-4-4-12 */
+#define ES_DEFAULT_CONTENT_TYPE "application/octet-stream"
+
+typedef struct es_kv {
+  const char *key;
+  const char *value;
+} es_kv_t;
+
+/* An event as a client appends it (wire: EventData). */
+typedef struct es_event_data {
+  const char *event_id;         /* text as given; "" = assign a UUIDv7 */
+  const char *event_type;       /* required */
+  uint32_t event_version;       /* stored as given */
+  const char *content_type;     /* "" = ES_DEFAULT_CONTENT_TYPE */
+  const uint8_t *payload;       /* may be NULL when payload_len == 0 */
+  size_t payload_len;
+  const es_kv_t *metadata;      /* metadata_count entries */
+  size_t metadata_count;
+  const char *correlation_id;   /* "" = none */
+  const char *causation_id;     /* "" = none */
+  uint64_t occurred_at_unix_ms; /* 0 = not given */
+  /* Filled by es_append_prepare(): the parsed or assigned id. Backends use
+   * this, never event_id. */
+  uint8_t id[ES_UUID_LEN];
+} es_event_data_t;
+
+typedef enum es_expected_kind {
+  ES_EXPECT_ANY = 0,
+  ES_EXPECT_NO_STREAM = 1,
+  ES_EXPECT_STREAM_EXISTS = 2,
+  ES_EXPECT_EXACT = 3,
+} es_expected_kind_t;
+
+typedef enum es_direction {
+  ES_FORWARD = 0,
+  ES_BACKWARD = 1,
+} es_direction_t;
+
+/* Wire: AppendRequest. expected_kind / events are validated by
+ * es_append_prepare() before a backend sees the request. */
+typedef struct es_append_req {
+  const char *stream_id;
+  const char *stream_type;    /* "" = no opinion */
+  int expected_kind;          /* es_expected_kind_t; int so bad wire values survive to validation */
+  uint64_t expected_version;  /* only with ES_EXPECT_EXACT */
+  es_event_data_t *events;    /* event_count entries; prepare fills their id */
+  size_t event_count;
+} es_append_req_t;
+
+/* Wire: AppendResponse. */
+typedef struct es_append_result {
+  uint64_t first_version;
+  uint64_t last_version;
+  uint64_t first_position;
+  uint64_t last_position;
+  uint64_t recorded_at_unix_ms;
+  bool duplicate;
+} es_append_result_t;
+
+/* Wire: Filter. Both parts given: both must match. */
+typedef struct es_filter {
+  const char *stream_prefix;        /* NULL or "" = all streams */
+  const char *const *event_types;   /* event_type_count exact names */
+  size_t event_type_count;          /* 0 = all types */
+} es_filter_t;
+
+/* Wire: ReadStreamRequest, after es_read_stream_prepare(): max_count is the
+ * effective page size (1..limit) and max_bytes the response budget. */
+typedef struct es_read_stream_req {
+  const char *stream_id;
+  uint64_t from_version;
+  uint32_t max_count;
+  int direction;              /* es_direction_t */
+  size_t max_bytes;           /* stop before the page's size bound exceeds this (≥ 1 event) */
+} es_read_stream_req_t;
+
+/* Wire: ReadAllRequest, after es_read_all_prepare(). */
+typedef struct es_read_all_req {
+  uint64_t from_position;
+  uint32_t max_count;
+  int direction;              /* es_direction_t */
+  es_filter_t filter;
+  size_t max_bytes;
+  uint64_t max_scan;          /* with a filter: examine at most this many events */
+} es_read_all_req_t;
+
+/* An event as the store returns it (wire: RecordedEvent). */
+typedef struct es_recorded {
+  const char *stream_id;
+  const char *stream_type;      /* "" if the stream has none */
+  uint64_t stream_version;
+  uint64_t global_position;
+  char event_id[ES_UUID_STR_LEN + 1];
+  const char *event_type;
+  uint32_t event_version;
+  const char *content_type;
+  const uint8_t *payload;
+  size_t payload_len;
+  const es_kv_t *metadata;
+  size_t metadata_count;
+  const char *correlation_id;
+  const char *causation_id;
+  uint64_t occurred_at_unix_ms;
+  uint64_t recorded_at_unix_ms;
+} es_recorded_t;
+
+/* One page of a read. `next` is next_version (ReadStream) or next_position
+ * (ReadAll); `last` is the stream's last version or the head position. */
+typedef struct es_page {
+  es_recorded_t *events;      /* count entries, owned by the page */
+  size_t count;
+  uint64_t next;
+  bool is_end;
+  uint64_t last;
+  /* Owner of whatever the events point into; released by es_page_free(). */
+  void *owner;
+  void (*release)(void *owner);
+} es_page_t;
+
+/* Frees the events array and releases the owner. Safe on a zeroed page;
+ * leaves the page zeroed. */
+void es_page_free(es_page_t *page);
+
+/* True when the event matches the filter (NULL filter = everything). */
+bool es_filter_match(const es_filter_t *filter, const char *stream_id,
+                     const char *event_type);
+
+/* True when the filter selects a subset (prefix or types given). */
+bool es_filter_active(const es_filter_t *filter);
+
+/* An upper bound of the protobuf encoding of ev as a RecordedEvent inside a
+ * repeated field, used to keep pages under the message size limit. */
+size_t es_recorded_size_bound(const es_recorded_t *ev);
+
+/* Milliseconds since the Unix epoch (CLOCK_REALTIME). */
+uint64_t es_now_unix_ms(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ES_EVENT_H */

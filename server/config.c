@@ -1,0 +1,183 @@
+/*
+ * Configuration parsing. Each option is declared once in the OPTIONS table with
+ * its flag, environment variable, kind and destination, so that --help, the
+ * environment and the flags cannot disagree.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { OPT_STR, OPT_INT, OPT_MS, OPT_U32, OPT_SIZE, OPT_U64, OPT_LEVEL } opt_kind_t;
+
+typedef struct option_def {
+  const char *flag;   /* long option name */
+  const char *env;    /* environment variable, or NULL */
+  opt_kind_t kind;
+  size_t offset;      /* of the destination within es_config_t */
+  size_t size;        /* of the destination (strings) */
+  const char *help;
+} option_def_t;
+
+#define STR(field, flag, env, help) {flag, env, OPT_STR, offsetof(es_config_t, field), sizeof(((es_config_t *)0)->field), help}
+#define NUM(kind, field, flag, env, help) {flag, env, kind, offsetof(es_config_t, field), sizeof(((es_config_t *)0)->field), help}
+
+static const option_def_t OPTIONS[] = {
+    STR(bind_addr, "bind", "BIND_ADDR", "address to listen on (default 127.0.0.1:50051; port 0 picks one)"),
+    STR(backend, "backend", "BACKEND", "storage backend: memory (default)"),
+    STR(database_url, "database-url", "DATABASE_URL", "PostgreSQL connection URL (backend postgres)"),
+    STR(port_file, "port-file", NULL, "write the bound port to this file once serving"),
+    NUM(OPT_INT, cq_threads, "threads", "ES_THREADS", "completion-queue threads (default 1)"),
+    NUM(OPT_INT, workers, "workers", "ES_WORKERS", "worker threads for backend work and subscriptions (default 2)"),
+    NUM(OPT_MS, shutdown_grace_ms, "shutdown-grace-ms", "ES_SHUTDOWN_GRACE_MS", "how long shutdown waits for calls in flight (default 5000)"),
+    NUM(OPT_LEVEL, log_level, "log-level", "LOG_LEVEL", "debug | info (default) | warn | error"),
+    NUM(OPT_SIZE, limits.max_request_bytes, "max-request-bytes", "ES_MAX_REQUEST_BYTES", "largest request message (default 4194304)"),
+    NUM(OPT_U32, limits.max_append_events, "max-append-events", "ES_MAX_APPEND_EVENTS", "events per Append (default 1000)"),
+    NUM(OPT_U32, limits.max_metadata_entries, "max-metadata-entries", "ES_MAX_METADATA_ENTRIES", "metadata entries per event (default 64)"),
+    NUM(OPT_SIZE, limits.max_metadata_bytes, "max-metadata-bytes", "ES_MAX_METADATA_BYTES", "metadata bytes per event (default 65536)"),
+    NUM(OPT_SIZE, limits.max_id_bytes, "max-id-bytes", "ES_MAX_ID_BYTES", "bytes of stream_id, event_type, stream_type, correlation_id, causation_id (default 256)"),
+    NUM(OPT_SIZE, limits.max_content_type_bytes, "max-content-type-bytes", "ES_MAX_CONTENT_TYPE_BYTES", "bytes of content_type (default 128)"),
+    NUM(OPT_U32, limits.max_page_events, "max-page-events", "ES_MAX_PAGE_EVENTS", "events per read page (default 1000)"),
+    NUM(OPT_U32, limits.default_page_events, "default-page-events", "ES_DEFAULT_PAGE_EVENTS", "page size when max_count is 0 (default 100)"),
+    NUM(OPT_SIZE, limits.max_page_bytes, "max-page-bytes", "ES_MAX_PAGE_BYTES", "response budget of a page (default 4128768)"),
+    NUM(OPT_U32, limits.default_checkpoint_interval, "checkpoint-interval", "ES_CHECKPOINT_INTERVAL", "default subscription checkpoint interval (default 1000)"),
+};
+#define N_OPTIONS (sizeof OPTIONS / sizeof OPTIONS[0])
+
+static void usage(FILE *out, const char *argv0) {
+  fprintf(out,
+          "eventstore %s — a gRPC event store\n\n"
+          "usage: %s [options]\n\noptions (environment variable in brackets):\n",
+          ES_VERSION, argv0);
+  for (size_t i = 0; i < N_OPTIONS; i++) {
+    char left[64];
+    snprintf(left, sizeof left, "--%s", OPTIONS[i].flag);
+    fprintf(out, "  %-26s %s", left, OPTIONS[i].help);
+    if (OPTIONS[i].env) fprintf(out, " [%s]", OPTIONS[i].env);
+    fputc('\n', out);
+  }
+  fprintf(out, "  %-26s %s\n  %-26s %s\n", "--help", "print this help", "--version",
+          "print the version");
+}
+
+static int set_option(es_config_t *cfg, const option_def_t *o, const char *value,
+                      const char *source) {
+  char *dst = (char *)cfg + o->offset;
+  if (o->kind == OPT_STR) {
+    if (strlen(value) >= o->size) {
+      fprintf(stderr, "eventstore: %s: value too long (limit %zu bytes)\n", source, o->size - 1);
+      return -1;
+    }
+    memcpy(dst, value, strlen(value) + 1);
+    return 0;
+  }
+  if (o->kind == OPT_LEVEL) {
+    if (es_log_parse_level(value, (es_log_level_t *)(void *)dst) != 0) {
+      fprintf(stderr, "eventstore: %s: '%s' is not one of debug, info, warn, error\n", source,
+              value);
+      return -1;
+    }
+    return 0;
+  }
+  char *end = NULL;
+  errno = 0;
+  unsigned long long v = strtoull(value, &end, 10);
+  if (errno || !end || *end || value[0] == '\0' || value[0] == '-') {
+    fprintf(stderr, "eventstore: %s: '%s' is not a non-negative integer\n", source, value);
+    return -1;
+  }
+  switch (o->kind) {
+    case OPT_INT:
+      if (v < 1 || v > 1024) {
+        fprintf(stderr, "eventstore: %s: %llu is out of range 1..1024\n", source, v);
+        return -1;
+      }
+      *(int *)(void *)dst = (int)v;
+      break;
+    case OPT_MS:
+      if (v > 600000) {
+        fprintf(stderr, "eventstore: %s: %llu is out of range 0..600000\n", source, v);
+        return -1;
+      }
+      *(int *)(void *)dst = (int)v;
+      break;
+    case OPT_U32:
+      if (v < 1 || v > UINT32_MAX) {
+        fprintf(stderr, "eventstore: %s: %llu is out of range 1..%u\n", source, v, UINT32_MAX);
+        return -1;
+      }
+      *(uint32_t *)(void *)dst = (uint32_t)v;
+      break;
+    case OPT_SIZE:
+      if (v < 1 || v > (1ull << 31)) {
+        fprintf(stderr, "eventstore: %s: %llu is out of range 1..2147483648\n", source, v);
+        return -1;
+      }
+      *(size_t *)(void *)dst = (size_t)v;
+      break;
+    default:
+      *(uint64_t *)(void *)dst = (uint64_t)v;
+      break;
+  }
+  return 0;
+}
+
+int es_config_load(es_config_t *cfg, int argc, char **argv) {
+  memset(cfg, 0, sizeof *cfg);
+  snprintf(cfg->bind_addr, sizeof cfg->bind_addr, "127.0.0.1:50051");
+  snprintf(cfg->backend, sizeof cfg->backend, "memory");
+  cfg->cq_threads = 1;
+  cfg->workers = 2;
+  cfg->shutdown_grace_ms = 5000;
+  cfg->log_level = ES_LOG_INFO;
+  es_limits_default(&cfg->limits);
+
+  for (size_t i = 0; i < N_OPTIONS; i++) {
+    const char *v = OPTIONS[i].env ? getenv(OPTIONS[i].env) : NULL;
+    if (v && *v && set_option(cfg, &OPTIONS[i], v, OPTIONS[i].env) != 0)
+      return ES_CONFIG_EXIT_USAGE;
+  }
+
+  struct option longopts[N_OPTIONS + 3];
+  for (size_t i = 0; i < N_OPTIONS; i++)
+    longopts[i] = (struct option){OPTIONS[i].flag, required_argument, NULL, (int)(256 + i)};
+  longopts[N_OPTIONS] = (struct option){"help", no_argument, NULL, 'h'};
+  longopts[N_OPTIONS + 1] = (struct option){"version", no_argument, NULL, 'V'};
+  longopts[N_OPTIONS + 2] = (struct option){NULL, 0, NULL, 0};
+
+  optind = 1;
+  int c;
+  while ((c = getopt_long(argc, argv, "hV", longopts, NULL)) != -1) {
+    if (c == 'h') {
+      usage(stdout, argv[0]);
+      return ES_CONFIG_EXIT_OK;
+    }
+    if (c == 'V') {
+      printf("eventstore %s\n", ES_VERSION);
+      return ES_CONFIG_EXIT_OK;
+    }
+    if (c >= 256 && (size_t)(c - 256) < N_OPTIONS) {
+      char source[64];
+      snprintf(source, sizeof source, "--%s", OPTIONS[c - 256].flag);
+      if (set_option(cfg, &OPTIONS[c - 256], optarg, source) != 0) return ES_CONFIG_EXIT_USAGE;
+      continue;
+    }
+    fprintf(stderr, "eventstore: try --help\n");
+    return ES_CONFIG_EXIT_USAGE;
+  }
+  if (optind < argc) {
+    fprintf(stderr, "eventstore: unexpected argument '%s' (try --help)\n", argv[optind]);
+    return ES_CONFIG_EXIT_USAGE;
+  }
+  if (cfg->limits.default_page_events > cfg->limits.max_page_events) {
+    fprintf(stderr, "eventstore: --default-page-events %u exceeds --max-page-events %u\n",
+            cfg->limits.default_page_events, cfg->limits.max_page_events);
+    return ES_CONFIG_EXIT_USAGE;
+  }
+  cfg->limits.max_event_bytes = cfg->limits.max_request_bytes;
+  return ES_CONFIG_RUN;
+}

@@ -1,0 +1,92 @@
+/*
+ * The eventstore binary: configuration, backend, server, signals.
+ *
+ * SIGINT and SIGTERM are blocked before grpc_init() starts any thread, so
+ * every thread inherits the mask and main() alone receives them via sigwait().
+ */
+#include <errno.h>
+#include <grpc/grpc.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "es/backend_memory.h"
+#include "log.h"
+#include "server.h"
+
+static int write_port_file(const char *path, int port) {
+  char tmp[1100];
+  snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
+  FILE *f = fopen(tmp, "w");
+  if (!f) return -1;
+  fprintf(f, "%d\n", port);
+  if (fclose(f) != 0) return -1;
+  return rename(tmp, path);
+}
+
+static int open_backend(const es_config_t *cfg, es_backend_t **out) {
+  es_err_t err;
+  es_err_clear(&err);
+  if (strcmp(cfg->backend, "memory") == 0) {
+    if (es_mem_open(out, &err) != ES_OK) {
+      es_log(ES_LOG_ERROR, "cannot open the memory backend: %s", err.msg);
+      return -1;
+    }
+    return 0;
+  }
+  es_log(ES_LOG_ERROR, "unknown backend '%s' (supported: memory)", cfg->backend);
+  return -1;
+}
+
+int main(int argc, char **argv) {
+  static es_config_t cfg;
+  int rc = es_config_load(&cfg, argc, argv);
+  if (rc == ES_CONFIG_EXIT_OK) return 0;
+  if (rc == ES_CONFIG_EXIT_USAGE) return 2;
+  es_log_set_level(cfg.log_level);
+
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  es_backend_t *backend = NULL;
+  if (open_backend(&cfg, &backend) != 0) return 1;
+
+  grpc_init();
+  es_server_t *srv = NULL;
+  char errbuf[512];
+  if (es_server_start(&cfg, backend, &srv, errbuf, sizeof errbuf) != 0) {
+    es_log(ES_LOG_ERROR, "cannot start: %s", errbuf);
+    es_backend_close(backend);
+    grpc_shutdown();
+    return 1;
+  }
+  es_log(ES_LOG_INFO,
+         "eventstore %s serving on %s (port %d), backend %s, %d completion-queue thread(s), %d "
+         "worker(s)",
+         ES_VERSION, cfg.bind_addr, es_server_port(srv), cfg.backend, cfg.cq_threads, cfg.workers);
+  if (cfg.port_file[0] && write_port_file(cfg.port_file, es_server_port(srv)) != 0)
+    es_log(ES_LOG_ERROR, "cannot write port file %s: %s", cfg.port_file, strerror(errno));
+
+  int sig = 0;
+  while (sigwait(&sigs, &sig) != 0) {
+  }
+  es_log(ES_LOG_INFO, "received %s: stopping (grace %d ms)", sig == SIGINT ? "SIGINT" : "SIGTERM",
+         cfg.shutdown_grace_ms);
+  struct timespec t0, t1;
+  clock_gettime(CLOCK_MONOTONIC, &t0);
+  es_server_stop(srv);
+  es_backend_close(backend);
+  grpc_shutdown();
+  clock_gettime(CLOCK_MONOTONIC, &t1);
+  es_log(ES_LOG_INFO, "stopped in %ld ms",
+         (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
+  return 0;
+}

@@ -1,0 +1,415 @@
+/*
+ * eventstore.v1.EventStore: translation between the wire messages
+ * (protobuf-c) and the core types, and the four RPCs.
+ *
+ * Requests are unpacked into protobuf-c structs owned by the call; the core
+ * request structs borrow their strings. Responses borrow the strings of the
+ * backend's page (zero-copy for the memory backend) and are packed into one
+ * buffer that gRPC takes over. Everything else lives in the call's arena.
+ *
+ * Subscribe is a pump over an es_sub_t (core/subscription.h): each step hands
+ * out one item and starts one send — one outstanding write per call, so a slow
+ * client holds back only itself (real back-pressure through HTTP/2 flow
+ * control). At the head the call parks a waiter on the log notifier; the
+ * backend's publication wakes it through the worker pool.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eventstore/v1/eventstore.pb-c.h"
+#include "es/validate.h"
+#include "log.h"
+#include "server_int.h"
+
+/* ---------------------------------------------------------------- encode */
+
+static Eventstore__V1__RecordedEvent *encode_event(call_t *c, const es_recorded_t *ev) {
+  Eventstore__V1__RecordedEvent *m = call_alloc(c, sizeof *m);
+  if (!m) return NULL;
+  eventstore__v1__recorded_event__init(m);
+  m->stream_id = (char *)ev->stream_id;
+  m->stream_type = (char *)(ev->stream_type ? ev->stream_type : "");
+  m->stream_version = ev->stream_version;
+  m->global_position = ev->global_position;
+  m->event_id = (char *)ev->event_id;
+  m->event_type = (char *)ev->event_type;
+  m->event_version = ev->event_version;
+  m->content_type = (char *)ev->content_type;
+  m->payload.data = (uint8_t *)ev->payload;
+  m->payload.len = ev->payload_len;
+  m->correlation_id = (char *)(ev->correlation_id ? ev->correlation_id : "");
+  m->causation_id = (char *)(ev->causation_id ? ev->causation_id : "");
+  m->occurred_at_unix_ms = ev->occurred_at_unix_ms;
+  m->recorded_at_unix_ms = ev->recorded_at_unix_ms;
+  if (ev->metadata_count) {
+    Eventstore__V1__RecordedEvent__MetadataEntry *entries =
+        call_alloc(c, ev->metadata_count * sizeof *entries);
+    Eventstore__V1__RecordedEvent__MetadataEntry **ptrs =
+        call_alloc(c, ev->metadata_count * sizeof *ptrs);
+    if (!entries || !ptrs) return NULL;
+    for (size_t i = 0; i < ev->metadata_count; i++) {
+      eventstore__v1__recorded_event__metadata_entry__init(&entries[i]);
+      entries[i].key = (char *)ev->metadata[i].key;
+      entries[i].value = (char *)ev->metadata[i].value;
+      ptrs[i] = &entries[i];
+    }
+    m->metadata = ptrs;
+    m->n_metadata = ev->metadata_count;
+  }
+  return m;
+}
+
+static Eventstore__V1__RecordedEvent **encode_page(call_t *c, const es_page_t *page) {
+  if (!page->count) return NULL;
+  Eventstore__V1__RecordedEvent **evs = call_alloc(c, page->count * sizeof *evs);
+  if (!evs) return NULL;
+  for (size_t i = 0; i < page->count; i++)
+    if (!(evs[i] = encode_event(c, &page->events[i]))) return NULL;
+  return evs;
+}
+
+static void oom(call_t *c) {
+  call_set_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+}
+
+/* ---------------------------------------------------------------- filter */
+
+static void decode_filter(const Eventstore__V1__Filter *f, es_filter_t *out) {
+  memset(out, 0, sizeof *out);
+  if (!f) return;
+  out->stream_prefix = f->stream_prefix;
+  out->event_types = (const char *const *)f->event_types;
+  out->event_type_count = f->n_event_types;
+}
+
+/* ---------------------------------------------------------------- Append */
+
+/* Map entries may repeat a key on the wire; protobuf semantics keep the last
+ * value. Only done when the count is within the limit (otherwise validation
+ * rejects the request anyway), which keeps this quadratic loop small. */
+static size_t dedupe_metadata(es_kv_t *kv, size_t n) {
+  size_t out = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t j;
+    for (j = 0; j < out; j++)
+      if (strcmp(kv[j].key, kv[i].key) == 0) break;
+    if (j < out)
+      kv[j].value = kv[i].value;
+    else
+      kv[out++] = kv[i];
+  }
+  return out;
+}
+
+static grpc_byte_buffer *do_append(call_t *c, const es_config_t *cfg) {
+  Eventstore__V1__AppendRequest *m = es_unpack(&eventstore__v1__append_request__descriptor, c->payload);
+  if (!m) {
+    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT,
+                    "request is not a valid eventstore.v1.AppendRequest");
+    return NULL;
+  }
+  grpc_byte_buffer *resp = NULL;
+  es_append_req_t req = {
+      .stream_id = m->stream_id,
+      .stream_type = m->stream_type,
+      .expected_kind = (int)m->expected_kind,
+      .expected_version = m->expected_version,
+      .event_count = m->n_events,
+  };
+  if (m->n_events) {
+    req.events = call_alloc(c, m->n_events * sizeof *req.events);
+    if (!req.events) goto oom;
+  }
+  for (size_t i = 0; i < m->n_events; i++) {
+    const Eventstore__V1__EventData *e = m->events[i];
+    es_event_data_t *d = &req.events[i];
+    d->event_id = e->event_id;
+    d->event_type = e->event_type;
+    d->event_version = e->event_version;
+    d->content_type = e->content_type;
+    d->payload = e->payload.data;
+    d->payload_len = e->payload.len;
+    d->correlation_id = e->correlation_id;
+    d->causation_id = e->causation_id;
+    d->occurred_at_unix_ms = e->occurred_at_unix_ms;
+    if (e->n_metadata) {
+      es_kv_t *kv = call_alloc(c, e->n_metadata * sizeof *kv);
+      if (!kv) goto oom;
+      for (size_t k = 0; k < e->n_metadata; k++) {
+        kv[k].key = e->metadata[k]->key;
+        kv[k].value = e->metadata[k]->value;
+      }
+      d->metadata = kv;
+      d->metadata_count = e->n_metadata <= cfg->limits.max_metadata_entries
+                              ? dedupe_metadata(kv, e->n_metadata)
+                              : e->n_metadata;
+    }
+  }
+  es_err_t err;
+  es_err_clear(&err);
+  int rc = es_append_prepare(&cfg->limits, &req, &err);
+  es_append_result_t res;
+  memset(&res, 0, sizeof res);
+  if (rc == ES_OK) rc = es_backend_append(c->srv->backend, &req, &res, &err);
+  if (rc != ES_OK) {
+    call_set_error(c, &err, rc);
+    goto done;
+  }
+  Eventstore__V1__AppendResponse r = EVENTSTORE__V1__APPEND_RESPONSE__INIT;
+  r.first_stream_version = res.first_version;
+  r.last_stream_version = res.last_version;
+  r.first_global_position = res.first_position;
+  r.last_global_position = res.last_position;
+  r.recorded_at_unix_ms = res.recorded_at_unix_ms;
+  r.duplicate = res.duplicate;
+  resp = es_pack(&r.base);
+  if (!resp) oom(c);
+  goto done;
+oom:
+  oom(c);
+done:
+  protobuf_c_message_free_unpacked(&m->base, NULL);
+  return resp;
+}
+
+/* ---------------------------------------------------------------- reads */
+
+static grpc_byte_buffer *do_read_stream(call_t *c, const es_config_t *cfg) {
+  Eventstore__V1__ReadStreamRequest *m =
+      es_unpack(&eventstore__v1__read_stream_request__descriptor, c->payload);
+  if (!m) {
+    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT,
+                    "request is not a valid eventstore.v1.ReadStreamRequest");
+    return NULL;
+  }
+  grpc_byte_buffer *resp = NULL;
+  es_read_stream_req_t req = {
+      .stream_id = m->stream_id,
+      .from_version = m->from_version,
+      .max_count = m->max_count,
+      .direction = (int)m->direction,
+  };
+  es_err_t err;
+  es_err_clear(&err);
+  es_page_t page;
+  memset(&page, 0, sizeof page);
+  int rc = es_read_stream_prepare(&cfg->limits, &req, &err);
+  if (rc == ES_OK) rc = es_backend_read_stream(c->srv->backend, &req, &page, &err);
+  if (rc != ES_OK) {
+    call_set_error(c, &err, rc);
+    goto done;
+  }
+  Eventstore__V1__ReadStreamResponse r = EVENTSTORE__V1__READ_STREAM_RESPONSE__INIT;
+  r.events = encode_page(c, &page);
+  if (page.count && !r.events) {
+    oom(c);
+    goto done;
+  }
+  r.n_events = page.count;
+  r.next_version = page.next;
+  r.is_end = page.is_end;
+  r.stream_version = page.last;
+  resp = es_pack(&r.base);
+  if (!resp) oom(c);
+done:
+  es_page_free(&page);
+  protobuf_c_message_free_unpacked(&m->base, NULL);
+  return resp;
+}
+
+static grpc_byte_buffer *do_read_all(call_t *c, const es_config_t *cfg) {
+  Eventstore__V1__ReadAllRequest *m =
+      es_unpack(&eventstore__v1__read_all_request__descriptor, c->payload);
+  if (!m) {
+    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT,
+                    "request is not a valid eventstore.v1.ReadAllRequest");
+    return NULL;
+  }
+  grpc_byte_buffer *resp = NULL;
+  es_read_all_req_t req = {
+      .from_position = m->from_position,
+      .max_count = m->max_count,
+      .direction = (int)m->direction,
+  };
+  decode_filter(m->filter, &req.filter);
+  es_err_t err;
+  es_err_clear(&err);
+  es_page_t page;
+  memset(&page, 0, sizeof page);
+  int rc = es_read_all_prepare(&cfg->limits, &req, &err);
+  if (rc == ES_OK) rc = es_backend_read_all(c->srv->backend, &req, &page, &err);
+  if (rc != ES_OK) {
+    call_set_error(c, &err, rc);
+    goto done;
+  }
+  Eventstore__V1__ReadAllResponse r = EVENTSTORE__V1__READ_ALL_RESPONSE__INIT;
+  r.events = encode_page(c, &page);
+  if (page.count && !r.events) {
+    oom(c);
+    goto done;
+  }
+  r.n_events = page.count;
+  r.next_position = page.next;
+  r.is_end = page.is_end;
+  r.head_position = page.last;
+  resp = es_pack(&r.base);
+  if (!resp) oom(c);
+done:
+  es_page_free(&page);
+  protobuf_c_message_free_unpacked(&m->base, NULL);
+  return resp;
+}
+
+void rpc_store_unary(call_t *c) {
+  const es_config_t *cfg = c->srv->cfg;
+  grpc_byte_buffer *resp = NULL;
+  if (!c->payload) {
+    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, "missing request message");
+  } else {
+    switch (c->method) {
+      case M_APPEND: resp = do_append(c, cfg); break;
+      case M_READ_STREAM: resp = do_read_stream(c, cfg); break;
+      default: resp = do_read_all(c, cfg); break;
+    }
+  }
+  call_finish_unary(c, resp);
+}
+
+/* ---------------------------------------------------------------- Subscribe */
+
+static void on_sub_sent(call_t *c, int ok);
+
+static void on_wake(es_waiter_t *w) {
+  call_t *c = w->arg;
+  call_schedule(c);
+}
+
+/* Opens the subscription from the request (first pump). Returns false when the
+ * call was finished instead. */
+static bool sub_open(call_t *c) {
+  const es_config_t *cfg = c->srv->cfg;
+  Eventstore__V1__SubscribeRequest *m =
+      es_unpack(&eventstore__v1__subscribe_request__descriptor, c->payload);
+  if (!m) {
+    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT,
+                    c->payload ? "request is not a valid eventstore.v1.SubscribeRequest"
+                               : "missing request message");
+    call_finish_stream(c);
+    return false;
+  }
+  es_sub_opts_t opts;
+  memset(&opts, 0, sizeof opts);
+  opts.from_position = m->from_position;
+  opts.from_end = m->from_end;
+  opts.checkpoint_interval = m->checkpoint_interval;
+  decode_filter(m->filter, &opts.filter);
+  es_err_t err;
+  es_err_clear(&err);
+  int rc = es_sub_open(c->srv->backend, &cfg->limits, &opts, &c->sub, &err);
+  protobuf_c_message_free_unpacked(&m->base, NULL);
+  if (rc != ES_OK) {
+    c->sub = NULL;
+    call_set_error(c, &err, rc);
+    call_finish_stream(c);
+    return false;
+  }
+  return true;
+}
+
+static grpc_byte_buffer *encode_item(call_t *c, const es_sub_item_t *item) {
+  Eventstore__V1__SubscribeResponse r = EVENTSTORE__V1__SUBSCRIBE_RESPONSE__INIT;
+  Eventstore__V1__CaughtUp cu = EVENTSTORE__V1__CAUGHT_UP__INIT;
+  Eventstore__V1__Checkpoint cp = EVENTSTORE__V1__CHECKPOINT__INIT;
+  grpc_byte_buffer *bb;
+  switch (item->kind) {
+    case ES_SUB_EVENT:
+      r.message_case = EVENTSTORE__V1__SUBSCRIBE_RESPONSE__MESSAGE_EVENT;
+      r.event = encode_event(c, item->event);
+      if (!r.event) return NULL;
+      bb = es_pack(&r.base);
+      /* Event encodings are per message: recycle the arena between sends. */
+      arena_block_t *b = c->arena;
+      if (b) {
+        while (b->next) {
+          arena_block_t *n = b->next;
+          b->next = n->next;
+          free(n);
+        }
+        b->used = 0;
+      }
+      return bb;
+    case ES_SUB_CAUGHT_UP:
+      r.message_case = EVENTSTORE__V1__SUBSCRIBE_RESPONSE__MESSAGE_CAUGHT_UP;
+      cu.head_position = item->position;
+      r.caught_up = &cu;
+      return es_pack(&r.base);
+    default:
+      r.message_case = EVENTSTORE__V1__SUBSCRIBE_RESPONSE__MESSAGE_CHECKPOINT;
+      cp.position = item->position;
+      r.checkpoint = &cp;
+      return es_pack(&r.base);
+  }
+}
+
+void rpc_subscribe_pump(call_t *c) {
+  es_server_t *srv = c->srv;
+  if (!c->sub && !call_is_done(c) && !sub_open(c)) return;
+  for (;;) {
+    if (call_is_done(c)) {
+      if (atomic_load(&c->cancelled))
+        call_set_status(c, GRPC_STATUS_CANCELLED, "subscription cancelled");
+      else
+        call_set_status(c, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+      call_finish_stream(c);
+      return;
+    }
+    es_sub_item_t item;
+    es_err_t err;
+    es_err_clear(&err);
+    int rc = es_sub_next(c->sub, &item, &err);
+    if (rc == ES_OK) {
+      call_send(c, encode_item(c, &item), on_sub_sent);
+      return;
+    }
+    if (rc != ES_EAGAIN) {
+      call_set_error(c, &err, rc);
+      call_finish_stream(c);
+      return;
+    }
+    c->waiter.fn = on_wake;
+    c->waiter.arg = c;
+    if (es_notifier_wait(srv->log_notifier, &c->waiter, es_sub_position(c->sub)) == 1) continue;
+    /* Parked. A cancellation or shutdown that raced with parking must not be
+     * missed: if it happened, take the waiter back and finish ourselves. */
+    if (call_is_done(c) && es_notifier_cancel(srv->log_notifier, &c->waiter) == 1) continue;
+    return;
+  }
+}
+
+static void on_sub_sent(call_t *c, int ok) {
+  if (!ok) atomic_store(&c->cancelled, 1);
+  if (!es_backend_is_blocking(c->srv->backend) || es_sub_has_buffered(c->sub))
+    rpc_subscribe_pump(c);
+  else
+    call_schedule(c);
+}
+
+void rpc_subscribe_on_close(call_t *c, int ok) {
+  if (c->close_cancelled || !ok) {
+    atomic_store(&c->cancelled, 1);
+    /* If the driver is parked on the notifier, take it back and finish. */
+    if (es_notifier_cancel(c->srv->log_notifier, &c->waiter) == 1) call_schedule(c);
+  }
+  call_unref(c);
+}
+
+void rpc_subscribe_start(call_t *c) {
+  /* refs: the driver (set on arrival) + the close watch (taken here). */
+  call_start_close_watch(c, rpc_subscribe_on_close);
+  if (es_backend_is_blocking(c->srv->backend))
+    call_schedule(c);
+  else
+    rpc_subscribe_pump(c);
+}

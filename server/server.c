@@ -1,0 +1,543 @@
+/*
+ * The call machinery on the gRPC C core.
+ *
+ * For every registered method a few requested calls are kept posted on the
+ * completion queue; when one arrives it is replaced by a fresh request and
+ * dispatched. Unary calls carry their request payload on arrival
+ * (GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER) and are answered with a single
+ * batch (initial metadata, message, status, close). A generic request is
+ * always posted too, so calls to unknown methods get UNIMPLEMENTED instead of
+ * hanging.
+ *
+ * Shutdown (es_server_stop): health turns NOT_SERVING (Watch streams see it),
+ * the server stops accepting calls, waiting subscriptions are woken and end
+ * with UNAVAILABLE, and we wait for the live-call count to reach zero —
+ * cancelling whatever is left after the grace period — before the queue is
+ * shut down and drained. The core's shutdown tag alone would not wait for
+ * calls the application still holds.
+ */
+#include "server.h"
+
+#include <errno.h>
+#include <grpc/grpc_security.h>
+#include <grpc/support/alloc.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "server_int.h"
+
+#define REQUESTS_PER_METHOD 4
+
+static const struct {
+  const char *path;
+  grpc_server_register_method_payload_handling payload;
+} METHODS[M_COUNT] = {
+    [M_APPEND] = {"/eventstore.v1.EventStore/Append", GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER},
+    [M_READ_STREAM] = {"/eventstore.v1.EventStore/ReadStream",
+                       GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER},
+    [M_READ_ALL] = {"/eventstore.v1.EventStore/ReadAll", GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER},
+    [M_SUBSCRIBE] = {"/eventstore.v1.EventStore/Subscribe",
+                     GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER},
+    [M_HEALTH_CHECK] = {"/grpc.health.v1.Health/Check", GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER},
+    [M_HEALTH_WATCH] = {"/grpc.health.v1.Health/Watch", GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER},
+    [M_REFLECTION] = {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+                      GRPC_SRM_PAYLOAD_NONE},
+};
+
+/* ---------------------------------------------------------------- arena */
+
+void *call_alloc(call_t *c, size_t size) {
+  size = (size + 15) & ~(size_t)15;
+  arena_block_t *b = c->arena;
+  if (!b || b->cap - b->used < size) {
+    size_t cap = size > 8192 ? size : 8192;
+    arena_block_t *nb = malloc(sizeof *nb + cap);
+    if (!nb) return NULL;
+    nb->next = b;
+    nb->used = 0;
+    nb->cap = cap;
+    c->arena = b = nb;
+  }
+  void *p = b->data + b->used;
+  b->used += size;
+  memset(p, 0, size);
+  return p;
+}
+
+static void arena_free(call_t *c) {
+  arena_block_t *b = c->arena;
+  while (b) {
+    arena_block_t *next = b->next;
+    free(b);
+    b = next;
+  }
+  c->arena = NULL;
+}
+
+/* ---------------------------------------------------------------- codec */
+
+void *es_unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb) {
+  if (!bb) return NULL;
+  if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+      bb->data.raw.slice_buffer.count == 1) {
+    grpc_slice s = bb->data.raw.slice_buffer.slices[0];
+    return protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  }
+  if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
+      bb->data.raw.slice_buffer.count == 0) {
+    static const uint8_t empty[1];
+    return protobuf_c_message_unpack(d, NULL, 0, empty);
+  }
+  grpc_byte_buffer_reader r;
+  if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
+  grpc_slice s = grpc_byte_buffer_reader_readall(&r);
+  grpc_byte_buffer_reader_destroy(&r);
+  void *m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  grpc_slice_unref(s);
+  return m;
+}
+
+static void free_packed(void *p) { free(p); }
+
+grpc_byte_buffer *es_pack(const ProtobufCMessage *m) {
+  size_t len = protobuf_c_message_get_packed_size(m);
+  uint8_t *buf = malloc(len ? len : 1);
+  if (!buf) return NULL;
+  protobuf_c_message_pack(m, buf);
+  grpc_slice s = grpc_slice_new(buf, len, free_packed);
+  grpc_byte_buffer *bb = grpc_raw_byte_buffer_create(&s, 1);
+  grpc_slice_unref(s);
+  return bb;
+}
+
+/* ---------------------------------------------------------------- calls */
+
+static void on_new(call_t *c, int ok);
+static void post_request(es_server_t *srv, method_id_t m);
+
+static call_t *call_new(es_server_t *srv, method_id_t m) {
+  call_t *c = calloc(1, sizeof *c);
+  if (!c) return NULL;
+  c->srv = srv;
+  c->method = m;
+  grpc_metadata_array_init(&c->req_md);
+  grpc_call_details_init(&c->details);
+  c->t_new = (op_tag_t){on_new, c};
+  c->watch_last_sent = -1;
+  c->status = GRPC_STATUS_OK;
+  atomic_init(&c->refs, 0);
+  atomic_init(&c->cancelled, 0);
+  return c;
+}
+
+static void call_free(call_t *c, bool live) {
+  es_server_t *srv = c->srv;
+  if (c->sub) es_sub_close(c->sub);
+  if (c->payload) grpc_byte_buffer_destroy(c->payload);
+  if (c->call) grpc_call_unref(c->call);
+  grpc_metadata_array_destroy(&c->req_md);
+  grpc_call_details_destroy(&c->details);
+  if (c->has_status_details) grpc_slice_unref(c->status_details);
+  for (size_t i = 0; i < c->n_trailer; i++) {
+    grpc_slice_unref(c->trailer[i].key);
+    grpc_slice_unref(c->trailer[i].value);
+  }
+  free(c->watch_service);
+  arena_free(c);
+  free(c);
+  if (live) {
+    pthread_mutex_lock(&srv->mu);
+    if (--srv->live_calls == 0) pthread_cond_broadcast(&srv->cv);
+    pthread_mutex_unlock(&srv->mu);
+  }
+}
+
+void call_ref(call_t *c) { atomic_fetch_add(&c->refs, 1); }
+
+void call_unref(call_t *c) {
+  if (atomic_fetch_sub(&c->refs, 1) == 1) call_free(c, true);
+}
+
+bool call_is_done(call_t *c) {
+  return atomic_load(&c->cancelled) || atomic_load(&c->srv->shutting_down);
+}
+
+void call_set_status(call_t *c, grpc_status_code code, const char *msg) {
+  c->status = code;
+  if (c->has_status_details) grpc_slice_unref(c->status_details);
+  c->status_details = grpc_slice_from_copied_string(msg ? msg : "");
+  c->has_status_details = true;
+  if (code != GRPC_STATUS_OK)
+    ES_LOG_DEBUG_F("call %s: status %d: %s",
+                   c->method == M_GENERIC ? "generic" : METHODS[c->method].path, (int)code,
+                   msg ? msg : "");
+}
+
+void call_set_error(call_t *c, const es_err_t *err, int rc) {
+  grpc_status_code code;
+  switch (rc) {
+    case ES_EINVAL: code = GRPC_STATUS_INVALID_ARGUMENT; break;
+    case ES_ETOOBIG: code = GRPC_STATUS_RESOURCE_EXHAUSTED; break;
+    case ES_EVERSION: code = GRPC_STATUS_ABORTED; break;
+    case ES_ENOTFOUND: code = GRPC_STATUS_NOT_FOUND; break;
+    case ES_EEXIST: code = GRPC_STATUS_ALREADY_EXISTS; break;
+    case ES_ETYPE: code = GRPC_STATUS_FAILED_PRECONDITION; break;
+    case ES_EUNAVAIL: code = GRPC_STATUS_UNAVAILABLE; break;
+    case ES_ENOMEM: code = GRPC_STATUS_RESOURCE_EXHAUSTED; break;
+    case ES_ECANCELLED: code = GRPC_STATUS_CANCELLED; break;
+    default: code = GRPC_STATUS_INTERNAL; break;
+  }
+  const char *msg = (err && err->msg[0]) ? err->msg : es_strerror(rc);
+  call_set_status(c, code, msg);
+  if (rc == ES_EVERSION && err && err->has_actual_version && c->n_trailer == 0) {
+    char buf[24];
+    snprintf(buf, sizeof buf, "%" PRIu64, err->actual_version);
+    c->trailer[0].key = grpc_slice_from_static_string("es-actual-version");
+    c->trailer[0].value = grpc_slice_from_copied_string(buf);
+    c->n_trailer = 1;
+  }
+  if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNAVAILABLE)
+    es_log(ES_LOG_ERROR, "%s failed: %s (%s)",
+           c->method == M_GENERIC ? "call" : METHODS[c->method].path, msg, es_errname(rc));
+}
+
+static void fill_status_op(call_t *c, grpc_op *op) {
+  memset(op, 0, sizeof *op);
+  op->op = GRPC_OP_SEND_STATUS_FROM_SERVER;
+  op->data.send_status_from_server.status = c->status;
+  op->data.send_status_from_server.status_details = c->has_status_details ? &c->status_details : NULL;
+  op->data.send_status_from_server.trailing_metadata_count = c->n_trailer;
+  op->data.send_status_from_server.trailing_metadata = c->n_trailer ? c->trailer : NULL;
+}
+
+static void on_unary_done(call_t *c, int ok) { call_unref(c); }
+
+void call_finish_unary(call_t *c, grpc_byte_buffer *response) {
+  grpc_op ops[4];
+  size_t n = 0;
+  memset(ops, 0, sizeof ops);
+  ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+  if (response) {
+    ops[n].op = GRPC_OP_SEND_MESSAGE;
+    ops[n++].data.send_message.send_message = response;
+  }
+  fill_status_op(c, &ops[n++]);
+  ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  ops[n++].data.recv_close_on_server.cancelled = &c->close_cancelled;
+  c->t_done = (op_tag_t){on_unary_done, c};
+  grpc_call_error e = grpc_call_start_batch(c->call, ops, n, &c->t_done, NULL);
+  if (response) grpc_byte_buffer_destroy(response);
+  if (e != GRPC_CALL_OK) {
+    es_log(ES_LOG_ERROR, "start_batch (unary finish) failed: %d", (int)e);
+    call_unref(c);
+  }
+}
+
+static void on_stream_done(call_t *c, int ok) { call_unref(c); /* the driver */ }
+
+void call_finish_stream(call_t *c) {
+  grpc_op ops[2];
+  size_t n = 0;
+  memset(ops, 0, sizeof ops);
+  if (!c->initial_md_sent) {
+    ops[n++].op = GRPC_OP_SEND_INITIAL_METADATA;
+    c->initial_md_sent = true;
+  }
+  fill_status_op(c, &ops[n++]);
+  c->t_done = (op_tag_t){on_stream_done, c};
+  if (grpc_call_start_batch(c->call, ops, n, &c->t_done, NULL) != GRPC_CALL_OK) call_unref(c);
+}
+
+bool call_send(call_t *c, grpc_byte_buffer *msg, void (*next)(call_t *c, int ok)) {
+  if (!msg) {
+    call_set_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory encoding a message");
+    call_finish_stream(c);
+    return false;
+  }
+  grpc_op op;
+  memset(&op, 0, sizeof op);
+  op.op = GRPC_OP_SEND_MESSAGE;
+  op.data.send_message.send_message = msg;
+  c->t_send = (op_tag_t){next, c};
+  grpc_call_error e = grpc_call_start_batch(c->call, &op, 1, &c->t_send, NULL);
+  grpc_byte_buffer_destroy(msg);
+  if (e != GRPC_CALL_OK) {
+    es_log(ES_LOG_ERROR, "start_batch (send) failed: %d", (int)e);
+    atomic_store(&c->cancelled, 1);
+    call_set_status(c, GRPC_STATUS_INTERNAL, "send failed");
+    call_finish_stream(c);
+    return false;
+  }
+  return true;
+}
+
+void call_start_close_watch(call_t *c, void (*on_close)(call_t *c, int ok)) {
+  grpc_op ops[2];
+  memset(ops, 0, sizeof ops);
+  ops[0].op = GRPC_OP_SEND_INITIAL_METADATA;
+  ops[1].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
+  ops[1].data.recv_close_on_server.cancelled = &c->close_cancelled;
+  c->initial_md_sent = true;
+  c->t_close = (op_tag_t){on_close, c};
+  call_ref(c);
+  if (grpc_call_start_batch(c->call, ops, 2, &c->t_close, NULL) != GRPC_CALL_OK) {
+    es_log(ES_LOG_ERROR, "start_batch (close watch) failed");
+    atomic_store(&c->cancelled, 1);
+    call_unref(c);
+  }
+}
+
+static void call_run_job(es_job_t *job) {
+  call_t *c = (call_t *)((char *)job - offsetof(call_t, job));
+  switch (c->method) {
+    case M_APPEND:
+    case M_READ_STREAM:
+    case M_READ_ALL:
+      rpc_store_unary(c);
+      break;
+    case M_SUBSCRIBE:
+      rpc_subscribe_pump(c);
+      break;
+    case M_HEALTH_WATCH:
+      rpc_health_watch_pump(c);
+      break;
+    default:
+      es_log(ES_LOG_ERROR, "job for method %d: not expected", (int)c->method);
+      break;
+  }
+}
+
+void call_schedule(call_t *c) {
+  c->job.fn = call_run_job;
+  es_workers_submit(c->srv->workers, &c->job);
+}
+
+static void answer_unimplemented(call_t *c) {
+  char msg[512];
+  size_t len = GRPC_SLICE_LENGTH(c->details.method);
+  if (len > 400) len = 400;
+  snprintf(msg, sizeof msg, "unknown method %.*s", (int)len,
+           (const char *)GRPC_SLICE_START_PTR(c->details.method));
+  call_set_status(c, GRPC_STATUS_UNIMPLEMENTED, msg);
+  call_finish_unary(c, NULL);
+}
+
+static void on_new(call_t *c, int ok) {
+  es_server_t *srv = c->srv;
+  if (!ok) { /* the server is shutting down: this request will never be matched */
+    call_free(c, false);
+    return;
+  }
+  pthread_mutex_lock(&srv->mu);
+  srv->live_calls++;
+  pthread_mutex_unlock(&srv->mu);
+  if (!atomic_load(&srv->shutting_down)) post_request(srv, c->method);
+  atomic_store(&c->refs, 1);
+  switch (c->method) {
+    case M_APPEND:
+    case M_READ_STREAM:
+    case M_READ_ALL:
+      if (es_backend_is_blocking(srv->backend))
+        call_schedule(c);
+      else
+        rpc_store_unary(c);
+      break;
+    case M_SUBSCRIBE:
+      rpc_subscribe_start(c);
+      break;
+    case M_HEALTH_CHECK:
+      rpc_health_check(c);
+      break;
+    case M_HEALTH_WATCH:
+      rpc_health_watch_start(c);
+      break;
+    case M_REFLECTION:
+      rpc_reflection_start(c);
+      break;
+    default:
+      answer_unimplemented(c);
+      break;
+  }
+}
+
+static void post_request(es_server_t *srv, method_id_t m) {
+  call_t *c = call_new(srv, m);
+  if (!c) {
+    es_log(ES_LOG_ERROR, "out of memory posting a call request");
+    return;
+  }
+  grpc_call_error e;
+  if (m == M_GENERIC) {
+    e = grpc_server_request_call(srv->server, &c->call, &c->details, &c->req_md, srv->cq, srv->cq,
+                                 &c->t_new);
+  } else {
+    e = grpc_server_request_registered_call(
+        srv->server, srv->methods[m], &c->call, &c->deadline, &c->req_md,
+        METHODS[m].payload == GRPC_SRM_PAYLOAD_NONE ? NULL : &c->payload, srv->cq, srv->cq,
+        &c->t_new);
+  }
+  if (e != GRPC_CALL_OK) {
+    if (!atomic_load(&srv->shutting_down))
+      es_log(ES_LOG_ERROR, "request_call failed for method %d: %d", (int)m, (int)e);
+    call_free(c, false);
+  }
+}
+
+static void *cq_main(void *arg) {
+  es_server_t *srv = arg;
+  for (;;) {
+    grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
+    if (ev.type != GRPC_OP_COMPLETE) continue;
+    op_tag_t *t = ev.tag;
+    t->fn(t->c, ev.success);
+  }
+  return NULL;
+}
+
+static void on_shutdown(call_t *c, int ok) {
+  /* c is NULL: the tag belongs to the server. */
+  (void)c;
+}
+
+int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t **out,
+                    char *errbuf, size_t errlen) {
+  es_server_t *srv = calloc(1, sizeof *srv);
+  if (!srv) {
+    snprintf(errbuf, errlen, "out of memory");
+    return -1;
+  }
+  srv->cfg = cfg;
+  srv->backend = backend;
+  pthread_mutex_init(&srv->mu, NULL);
+  pthread_cond_init(&srv->cv, NULL);
+  atomic_init(&srv->serving, 1);
+  atomic_init(&srv->health_version, 1);
+  srv->log_notifier = es_notifier_new();
+  srv->health_notifier = es_notifier_new();
+  if (!srv->log_notifier || !srv->health_notifier) {
+    snprintf(errbuf, errlen, "out of memory");
+    goto fail;
+  }
+  es_notifier_publish(srv->health_notifier, 1);
+  uint64_t head = 0;
+  es_err_t err;
+  es_err_clear(&err);
+  if (es_backend_head(backend, &head, &err) == ES_OK) es_notifier_publish(srv->log_notifier, head);
+  es_backend_set_notifier(backend, srv->log_notifier);
+
+  srv->workers = es_workers_start((size_t)cfg->workers);
+  if (!srv->workers) {
+    snprintf(errbuf, errlen, "cannot start %d worker threads", cfg->workers);
+    goto fail;
+  }
+
+  grpc_arg args[3];
+  args[0].type = GRPC_ARG_INTEGER;
+  args[0].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
+  args[0].value.integer = (int)cfg->limits.max_request_bytes;
+  args[1].type = GRPC_ARG_INTEGER;
+  args[1].key = GRPC_ARG_MAX_SEND_MESSAGE_LENGTH;
+  args[1].value.integer = -1;
+  args[2].type = GRPC_ARG_INTEGER;
+  args[2].key = GRPC_ARG_ALLOW_REUSEPORT;
+  args[2].value.integer = 0;
+  grpc_channel_args chargs = {3, args};
+  srv->server = grpc_server_create(&chargs, NULL);
+  srv->cq = grpc_completion_queue_create_for_next(NULL);
+  grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+  for (int m = 0; m < M_COUNT; m++)
+    srv->methods[m] = grpc_server_register_method(srv->server, METHODS[m].path, NULL,
+                                                  METHODS[m].payload, 0);
+  grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
+  srv->port = grpc_server_add_http2_port(srv->server, cfg->bind_addr, creds);
+  grpc_server_credentials_release(creds);
+  if (srv->port <= 0) {
+    snprintf(errbuf, errlen, "cannot listen on %s (address in use or invalid)", cfg->bind_addr);
+    grpc_server_destroy(srv->server);
+    srv->server = NULL;
+    grpc_completion_queue_shutdown(srv->cq);
+    while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+    grpc_completion_queue_destroy(srv->cq);
+    srv->cq = NULL;
+    goto fail;
+  }
+  grpc_server_start(srv->server);
+  for (int m = 0; m <= M_GENERIC; m++)
+    for (int i = 0; i < REQUESTS_PER_METHOD; i++) post_request(srv, (method_id_t)m);
+
+  srv->n_cq_threads = cfg->cq_threads;
+  srv->cq_threads = calloc((size_t)srv->n_cq_threads, sizeof(pthread_t));
+  for (int i = 0; i < srv->n_cq_threads; i++) pthread_create(&srv->cq_threads[i], NULL, cq_main, srv);
+  *out = srv;
+  return 0;
+
+fail:
+  if (srv->workers) es_workers_stop(srv->workers);
+  es_backend_set_notifier(backend, NULL);
+  if (srv->log_notifier) es_notifier_free(srv->log_notifier);
+  if (srv->health_notifier) es_notifier_free(srv->health_notifier);
+  pthread_mutex_destroy(&srv->mu);
+  pthread_cond_destroy(&srv->cv);
+  free(srv);
+  return -1;
+}
+
+int es_server_port(const es_server_t *s) { return s->port; }
+
+static bool wait_live_calls(es_server_t *srv, int ms) {
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += ms / 1000;
+  until.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&srv->mu);
+  int rc = 0;
+  while (srv->live_calls > 0 && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&srv->cv, &srv->mu, &until);
+  bool done = srv->live_calls == 0;
+  pthread_mutex_unlock(&srv->mu);
+  return done;
+}
+
+void es_server_stop(es_server_t *srv) {
+  /* Health first, so that watchers and load balancers see NOT_SERVING. */
+  atomic_store(&srv->serving, 0);
+  unsigned long v = atomic_fetch_add(&srv->health_version, 1) + 1;
+  es_notifier_publish(srv->health_notifier, v);
+
+  atomic_store(&srv->shutting_down, 1);
+  srv->t_shutdown = (op_tag_t){on_shutdown, NULL};
+  grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->t_shutdown);
+  es_notifier_wake_all(srv->log_notifier);
+  es_notifier_wake_all(srv->health_notifier);
+
+  if (!wait_live_calls(srv, srv->cfg->shutdown_grace_ms)) {
+    es_log(ES_LOG_WARN, "shutdown: %ld calls still running after %d ms; cancelling them",
+           srv->live_calls, srv->cfg->shutdown_grace_ms);
+    grpc_server_cancel_all_calls(srv->server);
+    es_notifier_wake_all(srv->log_notifier);
+    if (!wait_live_calls(srv, 5000))
+      es_log(ES_LOG_ERROR, "shutdown: %ld calls did not end", srv->live_calls);
+  }
+  grpc_completion_queue_shutdown(srv->cq);
+  for (int i = 0; i < srv->n_cq_threads; i++) pthread_join(srv->cq_threads[i], NULL);
+  free(srv->cq_threads);
+  grpc_server_destroy(srv->server);
+  grpc_completion_queue_destroy(srv->cq);
+  es_workers_stop(srv->workers);
+  es_backend_set_notifier(srv->backend, NULL);
+  es_notifier_free(srv->log_notifier);
+  es_notifier_free(srv->health_notifier);
+  pthread_mutex_destroy(&srv->mu);
+  pthread_cond_destroy(&srv->cv);
+  free(srv);
+}

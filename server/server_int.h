@@ -1,0 +1,152 @@
+/*
+ * Internals shared by the files of server/: the server object, the per-call
+ * state machine and the helpers every RPC uses.
+ *
+ * Threading. One completion queue polled by cfg.cq_threads threads. Every
+ * completion carries an op_tag_t that names the call and the function to run.
+ * Work that may block (a blocking backend) and subscription wake-ups run on the
+ * worker pool; they resume the call with grpc_call_start_batch, which is
+ * thread-safe. A streaming call has exactly one "driver" at a time — the code
+ * that decides what the call does next: a running pump, a queued job, a
+ * registered notifier waiter, or an outstanding send — so its state needs no
+ * lock; only `cancelled` is shared (atomic).
+ *
+ * Lifetime. A call is reference-counted: one reference per outstanding batch
+ * whose completion will touch it, plus one for the driver of a streaming call.
+ * The last release frees it and lets shutdown know one call fewer is live.
+ */
+#ifndef ES_SERVER_INT_H
+#define ES_SERVER_INT_H
+
+#include <grpc/byte_buffer.h>
+#include <grpc/byte_buffer_reader.h>
+#include <grpc/grpc.h>
+#include <grpc/slice.h>
+#include <grpc/support/time.h>
+#include <protobuf-c/protobuf-c.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+
+#include "config.h"
+#include "es/backend.h"
+#include "es/notifier.h"
+#include "es/subscription.h"
+#include "workers.h"
+
+typedef enum method_id {
+  M_APPEND = 0,
+  M_READ_STREAM,
+  M_READ_ALL,
+  M_SUBSCRIBE,
+  M_HEALTH_CHECK,
+  M_HEALTH_WATCH,
+  M_REFLECTION,
+  M_COUNT,
+  M_GENERIC = M_COUNT, /* any other method: answered UNIMPLEMENTED */
+} method_id_t;
+
+typedef struct es_server es_server_t;
+typedef struct call call_t;
+
+typedef struct op_tag {
+  void (*fn)(call_t *c, int ok); /* runs on a completion-queue thread */
+  call_t *c;
+} op_tag_t;
+
+/* A bump allocator for per-call memory, freed with the call. */
+typedef struct arena_block {
+  struct arena_block *next;
+  size_t used, cap;
+  _Alignas(16) unsigned char data[];
+} arena_block_t;
+
+struct call {
+  es_server_t *srv;
+  method_id_t method;
+  grpc_call *call;            /* owned: unref at free */
+  gpr_timespec deadline;
+  grpc_metadata_array req_md; /* request metadata */
+  grpc_call_details details;  /* M_GENERIC only */
+  grpc_byte_buffer *payload;  /* initial payload, or the last message received */
+  op_tag_t t_new, t_close, t_send, t_recv, t_done;
+  int close_cancelled;        /* out-param of RECV_CLOSE_ON_SERVER */
+  atomic_int cancelled;       /* the client went away (or a send failed) */
+  atomic_int refs;
+  es_job_t job;               /* runs call_run_job() on a worker */
+  arena_block_t *arena;
+
+  /* Final status. */
+  grpc_status_code status;
+  grpc_slice status_details;
+  bool has_status_details;
+  grpc_metadata trailer[1];
+  size_t n_trailer;
+  bool initial_md_sent;
+
+  /* Streaming state (owned by the driver). */
+  es_sub_t *sub;              /* Subscribe: open subscription, NULL before the first pump */
+  es_waiter_t waiter;         /* registered with a notifier while waiting */
+  int watch_last_sent;        /* Health/Watch: last status sent, -1 none */
+  char *watch_service;        /* Health/Watch: service name (malloc) */
+};
+
+struct es_server {
+  const es_config_t *cfg;
+  es_backend_t *backend;          /* borrowed */
+  es_notifier_t *log_notifier;    /* the log grew (published by the backend) */
+  es_notifier_t *health_notifier; /* head = health version, bumped on every change */
+  atomic_ulong health_version;
+  atomic_int serving;             /* 1 while SERVING */
+  atomic_int shutting_down;
+  es_workers_t *workers;
+  grpc_server *server;
+  grpc_completion_queue *cq;
+  void *methods[M_COUNT];         /* registered method handles */
+  pthread_t *cq_threads;
+  int n_cq_threads;
+  int port;                       /* bound port */
+
+  pthread_mutex_t mu;             /* guards live_calls waits */
+  pthread_cond_t cv;
+  long live_calls;                /* calls that arrived and are not freed yet */
+  bool shutdown_notified;         /* the server's shutdown tag completed */
+  op_tag_t t_shutdown;
+};
+
+/* ---- call helpers (server.c) ---- */
+void *call_alloc(call_t *c, size_t size);            /* zeroed; NULL on OOM */
+void call_ref(call_t *c);
+void call_unref(call_t *c);
+void call_schedule(call_t *c);                        /* run call_run_job on a worker */
+bool call_is_done(call_t *c);                         /* cancelled or shutting down */
+void call_set_status(call_t *c, grpc_status_code code, const char *msg);
+void call_set_error(call_t *c, const es_err_t *err, int rc);
+/* Unary: sends initial metadata, the response (if any, consumed) and the
+ * status; the completion frees the call. */
+void call_finish_unary(call_t *c, grpc_byte_buffer *response);
+/* Streaming: sends the status set by call_set_status; its completion releases
+ * the driver reference. */
+void call_finish_stream(call_t *c);
+/* Streaming: starts one send (consumes msg); on completion `next` runs as the
+ * new driver. Returns false if the batch could not start (then the call is
+ * finished). */
+bool call_send(call_t *c, grpc_byte_buffer *msg, void (*next)(call_t *c, int ok));
+/* Starts RECV_CLOSE_ON_SERVER (with initial metadata) for streaming calls. */
+void call_start_close_watch(call_t *c, void (*on_close)(call_t *c, int ok));
+
+/* Encoding. */
+void *es_unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb);
+grpc_byte_buffer *es_pack(const ProtobufCMessage *m);
+
+/* ---- RPCs ---- */
+void rpc_store_unary(call_t *c);                   /* Append, ReadStream, ReadAll */
+void rpc_subscribe_start(call_t *c);
+void rpc_subscribe_pump(call_t *c);
+void rpc_subscribe_on_close(call_t *c, int ok);
+void rpc_health_check(call_t *c);
+void rpc_health_watch_start(call_t *c);
+void rpc_health_watch_pump(call_t *c);
+void rpc_reflection_start(call_t *c);
+
+#endif
