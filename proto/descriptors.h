@@ -14,6 +14,8 @@ extern const unsigned char es_descriptor_health[];
 extern const unsigned long es_descriptor_health_len;
 extern const unsigned char es_descriptor_reflection[];
 extern const unsigned long es_descriptor_reflection_len;
+extern const unsigned char es_descriptor_reflection_v1[];
+extern const unsigned long es_descriptor_reflection_v1_len;
 
 #ifdef __cplusplus
 }

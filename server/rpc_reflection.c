@@ -6,7 +6,8 @@
  *
  * The call is bidirectional: receive a request, send its answer, receive the
  * next, until the client half-closes. Every step is cheap, so it runs on the
- * completion-queue thread.
+ * completion-queue thread. grpc.reflection.v1 has the same messages on the
+ * wire as v1alpha, so both services share this code.
  */
 #include <string.h>
 
@@ -29,6 +30,8 @@ static const served_file_t FILES[] = {
      &es_descriptor_health_len},
     {"grpc/reflection/v1alpha/reflection.proto", "grpc.reflection.v1alpha.",
      es_descriptor_reflection, &es_descriptor_reflection_len},
+    {"grpc/reflection/v1/reflection.proto", "grpc.reflection.v1.", es_descriptor_reflection_v1,
+     &es_descriptor_reflection_v1_len},
 };
 #define N_FILES (sizeof FILES / sizeof FILES[0])
 
@@ -36,7 +39,9 @@ static const char *const SERVICES[] = {
     "eventstore.v1.EventStore",
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
 };
+#define N_SERVICES (sizeof SERVICES / sizeof SERVICES[0])
 
 /* The FileDescriptorProto inside a one-file FileDescriptorSet: field 1, wire
  * type 2, a varint length, then the bytes. */
@@ -77,8 +82,8 @@ static grpc_byte_buffer *answer(const Grpc__Reflection__V1alpha__ServerReflectio
       GRPC__REFLECTION__V1ALPHA__FILE_DESCRIPTOR_RESPONSE__INIT;
   Grpc__Reflection__V1alpha__ListServiceResponse lsr =
       GRPC__REFLECTION__V1ALPHA__LIST_SERVICE_RESPONSE__INIT;
-  Grpc__Reflection__V1alpha__ServiceResponse svc[3];
-  Grpc__Reflection__V1alpha__ServiceResponse *svcp[3];
+  Grpc__Reflection__V1alpha__ServiceResponse svc[N_SERVICES];
+  Grpc__Reflection__V1alpha__ServiceResponse *svcp[N_SERVICES];
   Grpc__Reflection__V1alpha__ErrorResponse er = GRPC__REFLECTION__V1ALPHA__ERROR_RESPONSE__INIT;
   ProtobufCBinaryData file;
 
@@ -87,13 +92,13 @@ static grpc_byte_buffer *answer(const Grpc__Reflection__V1alpha__ServerReflectio
   const served_file_t *f = NULL;
   switch (req->message_request_case) {
     case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES:
-      for (int i = 0; i < 3; i++) {
+      for (size_t i = 0; i < N_SERVICES; i++) {
         grpc__reflection__v1alpha__service_response__init(&svc[i]);
         svc[i].name = (char *)SERVICES[i];
         svcp[i] = &svc[i];
       }
       lsr.service = svcp;
-      lsr.n_service = 3;
+      lsr.n_service = N_SERVICES;
       r.message_response_case =
           GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_LIST_SERVICES_RESPONSE;
       r.list_services_response = &lsr;

@@ -46,6 +46,8 @@ static const struct {
     [M_HEALTH_WATCH] = {"/grpc.health.v1.Health/Watch", GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER},
     [M_REFLECTION] = {"/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
                       GRPC_SRM_PAYLOAD_NONE},
+    [M_REFLECTION_V1] = {"/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+                         GRPC_SRM_PAYLOAD_NONE},
 };
 
 /* ---------------------------------------------------------------- arena */
@@ -356,6 +358,7 @@ static void on_new(call_t *c, int ok) {
       rpc_health_watch_start(c);
       break;
     case M_REFLECTION:
+    case M_REFLECTION_V1:
       rpc_reflection_start(c);
       break;
     default:

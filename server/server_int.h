@@ -42,6 +42,7 @@ typedef enum method_id {
   M_HEALTH_CHECK,
   M_HEALTH_WATCH,
   M_REFLECTION,
+  M_REFLECTION_V1, /* same messages on the wire as v1alpha */
   M_COUNT,
   M_GENERIC = M_COUNT, /* any other method: answered UNIMPLEMENTED */
 } method_id_t;
