@@ -21,6 +21,11 @@ extern "C" {
 
 typedef struct es_notifier es_notifier_t;
 
+/* Owned by the caller (no allocation per wait). Zero it before first use:
+ * es_notifier_cancel() reads `linked`. After es_notifier_cancel() returns 0
+ * the callback has run or is running: free the waiter, or register it again
+ * from another thread, only once the callback has said so (the callback
+ * itself may register it again). */
 typedef struct es_waiter es_waiter_t;
 struct es_waiter {
   void (*fn)(es_waiter_t *w); /* set by the owner before es_notifier_wait */

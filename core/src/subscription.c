@@ -1,0 +1,258 @@
+/*
+ * The subscription engine: a cursor over the global log.
+ *
+ * A subscription owns at most one page of the log, read FORWARD from its
+ * cursor with its filter, and hands it out one item at a time. When the page
+ * is used up it reads the next one from the cursor; when a read reports the
+ * end, it hands out CaughtUp (the first time only) and then ES_EAGAIN until
+ * the caller has waited for the log to grow (notifier.h). Replay and live
+ * delivery are this one loop, so there is no switch-over at which an event
+ * could be skipped or seen twice, and a slow consumer costs one page of
+ * memory however far behind it is.
+ *
+ * State and invariants (positions are gap-free, API.md details 3):
+ *   - cursor: the next position to ask the backend for. Every position below
+ *     it has been read into the current page or handed out before. It moves
+ *     only when a read succeeds, so a failed read can simply be retried.
+ *   - scanned: the last position the current page examined (its next - 1).
+ *   - reset: the last match or checkpoint handed out (the subscription's
+ *     start - 1 at first). The non-matching events since then are exactly
+ *     the positions strictly between reset and the next match (or up to
+ *     scanned when the page holds no more matches): counting is arithmetic.
+ *   - position: everything at or below it has been handed out or skipped by
+ *     the filter; it never goes back.
+ *
+ * Checkpoints (filtered subscriptions only, API.md details 7): before handing
+ * out a match at m, while m - reset - 1 >= interval, hand out
+ * Checkpoint(reset + interval) and move reset there; at the end of a page,
+ * the same with scanned - reset. So the checkpoint names the event whose scan
+ * made the count reach the interval, and the count restarts after it.
+ *
+ * A subscription is used by one thread at a time; the backend it reads is
+ * shared and thread-safe.
+ */
+#include "es/subscription.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Page size of one read. Smaller than the ReadAll maximum: a subscriber
+ * hands events out one by one, and a smaller page keeps memory per
+ * subscription low while costing little in reads. */
+#define SUB_PAGE_EVENTS 256
+
+struct es_sub {
+  es_backend_t *backend; /* borrowed; outlives the subscription */
+  es_limits_t limits;    /* copied at open */
+  es_filter_t filter;    /* deep copy; its strings live in filter_mem */
+  void *filter_mem;      /* one allocation: pointer array, then strings */
+  bool filtered;         /* es_filter_active(&filter) */
+  uint64_t interval;     /* checkpoint interval; 0 = none */
+  uint64_t cursor;       /* next position to read */
+  uint64_t scanned;      /* last position examined by the current page */
+  uint64_t reset;        /* last match or checkpoint handed out */
+  uint64_t position;     /* es_sub_position() */
+  es_page_t page;        /* the current page (valid when has_page) */
+  bool has_page;         /* page holds a read not yet used up */
+  size_t idx;            /* next event of the page to hand out */
+  bool caught_up_sent;   /* CaughtUp is handed out once */
+};
+
+/* Deep-copies f into s->filter, so that the caller's strings may go away
+ * after es_sub_open(). */
+static int copy_filter(es_sub_t *s, const es_filter_t *f) {
+  const char *prefix = f->stream_prefix != NULL ? f->stream_prefix : "";
+  size_t bytes = f->event_type_count * sizeof(char *) + strlen(prefix) + 1;
+  for (size_t i = 0; i < f->event_type_count; i++) bytes += strlen(f->event_types[i]) + 1;
+  char **types = malloc(bytes);
+  if (types == NULL) return ES_ENOMEM;
+  char *p = (char *)(types + f->event_type_count);
+  for (size_t i = 0; i < f->event_type_count; i++) {
+    size_t len = strlen(f->event_types[i]) + 1;
+    memcpy(p, f->event_types[i], len);
+    types[i] = p;
+    p += len;
+  }
+  memcpy(p, prefix, strlen(prefix) + 1);
+  s->filter_mem = types;
+  s->filter.stream_prefix = p;
+  s->filter.event_types = (const char *const *)types;
+  s->filter.event_type_count = f->event_type_count;
+  return ES_OK;
+}
+
+int es_sub_open(es_backend_t *b, const es_limits_t *limits, const es_sub_opts_t *opts,
+                es_sub_t **out, es_err_t *err) {
+  assert(b != NULL && limits != NULL && opts != NULL && out != NULL);
+  *out = NULL;
+  es_sub_t *s = NULL;
+  int rc = es_filter_validate(limits, &opts->filter, "filter", err);
+  if (rc != ES_OK) goto fail;
+
+  s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    rc = es_err_set(err, ES_ENOMEM, "subscription: out of memory");
+    goto fail;
+  }
+  s->backend = b;
+  s->limits = *limits;
+  rc = copy_filter(s, &opts->filter);
+  if (rc != ES_OK) {
+    es_err_set(err, rc, "subscription: out of memory copying the filter");
+    goto fail;
+  }
+  s->filtered = es_filter_active(&s->filter);
+  s->interval = opts->checkpoint_interval != 0 ? opts->checkpoint_interval
+                                               : limits->default_checkpoint_interval;
+
+  uint64_t start = opts->from_position != 0 ? opts->from_position : 1;
+  if (opts->from_end) {
+    uint64_t head;
+    rc = es_backend_head(b, &head, err);
+    if (rc != ES_OK) goto fail;
+    start = head + 1;
+  }
+  s->cursor = start;
+  s->scanned = start - 1;
+  s->reset = start - 1;
+  s->position = start - 1;
+  *out = s;
+  return ES_OK;
+
+fail:
+  es_sub_close(s);
+  return rc;
+}
+
+void es_sub_close(es_sub_t *s) {
+  if (s == NULL) return;
+  if (s->has_page) es_page_free(&s->page);
+  free(s->filter_mem);
+  free(s);
+}
+
+uint64_t es_sub_position(const es_sub_t *s) {
+  return s->position;
+}
+
+/* True when the non-matching events up to `upto` reach the interval. */
+static bool checkpoint_due(const es_sub_t *s, uint64_t upto) {
+  return s->filtered && s->interval != 0 && upto > s->reset && upto - s->reset >= s->interval;
+}
+
+static void hand_out_checkpoint(es_sub_t *s, es_sub_item_t *item) {
+  s->reset += s->interval;
+  if (s->reset > s->position) s->position = s->reset;
+  item->kind = ES_SUB_CHECKPOINT;
+  item->event = NULL;
+  item->position = s->reset;
+}
+
+bool es_sub_has_buffered(const es_sub_t *s) {
+  if (!s->has_page) return false;
+  if (s->idx < s->page.count) return true;
+  if (checkpoint_due(s, s->scanned)) return true;
+  return s->page.is_end && !s->caught_up_sent;
+}
+
+/* Reads the page at the cursor. On failure nothing changes. The backend's
+ * answer is checked against the contract that the no-skip, no-duplicate
+ * promise rests on (increasing positions from the cursor, progress); a
+ * violation is a backend bug and fails loudly rather than silently. */
+static int read_page(es_sub_t *s, es_err_t *err) {
+  es_read_all_req_t req;
+  memset(&req, 0, sizeof req);
+  req.from_position = s->cursor;
+  req.max_count =
+      s->limits.max_page_events < SUB_PAGE_EVENTS ? s->limits.max_page_events : SUB_PAGE_EVENTS;
+  if (req.max_count == 0) req.max_count = 1;
+  req.direction = ES_FORWARD;
+  req.filter = s->filter;
+  req.max_bytes = s->limits.max_page_bytes;
+  req.max_scan = s->limits.max_scan != 0 ? s->limits.max_scan : 1;
+
+  es_page_t page;
+  int rc = es_backend_read_all(s->backend, &req, &page, err);
+  if (rc != ES_OK) goto fail;
+
+  uint64_t prev = s->cursor - 1;
+  for (size_t i = 0; i < page.count; i++) {
+    uint64_t pos = page.events[i].global_position;
+    if (pos <= prev) {
+      rc = es_err_set(err, ES_EINTERNAL,
+                      "subscription: backend returned position %llu after %llu (cursor %llu)",
+                      (unsigned long long)pos, (unsigned long long)prev,
+                      (unsigned long long)s->cursor);
+      goto fail;
+    }
+    prev = pos;
+  }
+  /* FORWARD from beyond the head may answer next = head + 1: never go back,
+   * or events below the requested start would be handed out. */
+  uint64_t next = page.next > s->cursor ? page.next : s->cursor;
+  if (next <= prev || (page.count == 0 && !page.is_end && next == s->cursor)) {
+    rc = es_err_set(err, ES_EINTERNAL,
+                    "subscription: backend page from %llu made no progress (next %llu)",
+                    (unsigned long long)s->cursor, (unsigned long long)page.next);
+    goto fail;
+  }
+
+  s->page = page;
+  s->has_page = true;
+  s->idx = 0;
+  s->cursor = next;
+  s->scanned = next - 1;
+  return ES_OK;
+
+fail:
+  es_page_free(&page);
+  return rc;
+}
+
+int es_sub_next(es_sub_t *s, es_sub_item_t *item, es_err_t *err) {
+  assert(s != NULL && item != NULL);
+  for (;;) {
+    if (!s->has_page) {
+      int rc = read_page(s, err);
+      if (rc != ES_OK) return rc;
+    }
+
+    if (s->idx < s->page.count) {
+      const es_recorded_t *ev = &s->page.events[s->idx];
+      uint64_t m = ev->global_position;
+      if (checkpoint_due(s, m - 1)) {
+        hand_out_checkpoint(s, item);
+        return ES_OK;
+      }
+      s->idx++;
+      s->reset = m;
+      s->position = m;
+      item->kind = ES_SUB_EVENT;
+      item->event = ev;
+      item->position = m;
+      return ES_OK;
+    }
+
+    /* The page's events are out; what it scanned beyond them counts too. */
+    if (checkpoint_due(s, s->scanned)) {
+      hand_out_checkpoint(s, item);
+      return ES_OK;
+    }
+    if (s->scanned > s->position) s->position = s->scanned;
+    bool end = s->page.is_end;
+    uint64_t head = s->page.last;
+    es_page_free(&s->page);
+    s->has_page = false;
+    if (!end) continue; /* more to replay: read on */
+    if (!s->caught_up_sent) {
+      s->caught_up_sent = true;
+      item->kind = ES_SUB_CAUGHT_UP;
+      item->event = NULL;
+      item->position = head;
+      return ES_OK;
+    }
+    return es_err_set(err, ES_EAGAIN, "subscription: at the head (position %llu)",
+                      (unsigned long long)s->position);
+  }
+}
