@@ -28,11 +28,12 @@ typedef struct option_def {
 
 static const option_def_t OPTIONS[] = {
     STR(bind_addr, "bind", "BIND_ADDR", "address to listen on (default 127.0.0.1:50051; port 0 picks one)"),
-    STR(backend, "backend", "BACKEND", "storage backend: memory (default)"),
+    STR(backend, "backend", "BACKEND", "storage backend: memory (default) or postgres"),
     STR(database_url, "database-url", "DATABASE_URL", "PostgreSQL connection URL (backend postgres)"),
     STR(port_file, "port-file", NULL, "write the bound port to this file once serving"),
     NUM(OPT_INT, cq_threads, "threads", "ES_THREADS", "completion-queue threads (default 1)"),
-    NUM(OPT_INT, workers, "workers", "ES_WORKERS", "worker threads for backend work and subscriptions (default 2)"),
+    NUM(OPT_INT, workers, "workers", "ES_WORKERS", "worker threads for backend work and subscriptions (default 2; 64 with postgres)"),
+    NUM(OPT_INT, pg_connections, "pg-connections", "ES_PG_CONNECTIONS", "PostgreSQL connections for reads (default 8; appends use one more)"),
     NUM(OPT_MS, shutdown_grace_ms, "shutdown-grace-ms", "ES_SHUTDOWN_GRACE_MS", "how long shutdown waits for calls in flight (default 5000)"),
     NUM(OPT_LEVEL, log_level, "log-level", "LOG_LEVEL", "debug | info (default) | warn | error"),
     NUM(OPT_SIZE, limits.max_request_bytes, "max-request-bytes", "ES_MAX_REQUEST_BYTES", "largest request message (default 4194304)"),
@@ -131,7 +132,8 @@ int es_config_load(es_config_t *cfg, int argc, char **argv) {
   snprintf(cfg->bind_addr, sizeof cfg->bind_addr, "127.0.0.1:50051");
   snprintf(cfg->backend, sizeof cfg->backend, "memory");
   cfg->cq_threads = 1;
-  cfg->workers = 2;
+  cfg->workers = 0; /* default below, once the backend is known */
+  cfg->pg_connections = 8;
   cfg->shutdown_grace_ms = 5000;
   cfg->log_level = ES_LOG_INFO;
   es_limits_default(&cfg->limits);
@@ -173,11 +175,20 @@ int es_config_load(es_config_t *cfg, int argc, char **argv) {
     fprintf(stderr, "eventstore: unexpected argument '%s' (try --help)\n", argv[optind]);
     return ES_CONFIG_EXIT_USAGE;
   }
+  es_limits_t builtin;
+  es_limits_default(&builtin);
+  /* Lowering the maximum alone lowers the default with it. */
+  if (cfg->limits.default_page_events > cfg->limits.max_page_events &&
+      cfg->limits.default_page_events == builtin.default_page_events)
+    cfg->limits.default_page_events = cfg->limits.max_page_events;
   if (cfg->limits.default_page_events > cfg->limits.max_page_events) {
     fprintf(stderr, "eventstore: --default-page-events %u exceeds --max-page-events %u\n",
             cfg->limits.default_page_events, cfg->limits.max_page_events);
     return ES_CONFIG_EXIT_USAGE;
   }
   cfg->limits.max_event_bytes = cfg->limits.max_request_bytes;
+  /* PostgreSQL appends block on the network: many in flight at once is what
+   * lets the backend commit them together (group commit). */
+  if (cfg->workers == 0) cfg->workers = strcmp(cfg->backend, "postgres") == 0 ? 64 : 2;
   return ES_CONFIG_RUN;
 }

@@ -13,11 +13,13 @@
 
 typedef struct es_config {
   char bind_addr[256];          /* BIND_ADDR / --bind */
-  char backend[32];             /* BACKEND / --backend: memory */
+  char backend[32];             /* BACKEND / --backend: memory | postgres */
   char database_url[1024];      /* DATABASE_URL / --database-url */
   char port_file[1024];         /* --port-file: written with the bound port once serving */
   int cq_threads;               /* ES_THREADS / --threads: completion-queue threads */
-  int workers;                  /* ES_WORKERS / --workers: worker threads */
+  int workers;                  /* ES_WORKERS / --workers: worker threads (0 until set: then
+                                   2, or 64 for postgres so that group commit has company) */
+  int pg_connections;           /* ES_PG_CONNECTIONS / --pg-connections: PostgreSQL readers */
   int shutdown_grace_ms;        /* ES_SHUTDOWN_GRACE_MS / --shutdown-grace-ms */
   es_log_level_t log_level;     /* LOG_LEVEL / --log-level */
   es_limits_t limits;           /* ES_MAX_* / --max-* */

@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <grpc/grpc.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 
 #include "config.h"
 #include "es/backend_memory.h"
+#include "es/backend_postgres.h"
 #include "log.h"
 #include "server.h"
 
@@ -38,7 +40,23 @@ static int open_backend(const es_config_t *cfg, es_backend_t **out) {
     }
     return 0;
   }
-  es_log(ES_LOG_ERROR, "unknown backend '%s' (supported: memory)", cfg->backend);
+  if (strcmp(cfg->backend, "postgres") == 0) {
+    if (cfg->database_url[0] == '\0') {
+      es_log(ES_LOG_ERROR,
+             "backend postgres needs a database: set DATABASE_URL or --database-url "
+             "(e.g. postgresql://user@localhost:5432/eventstore)");
+      return -1;
+    }
+    es_pg_options_t opts;
+    es_pg_options_default(&opts);
+    opts.connections = cfg->pg_connections;
+    if (es_pg_open(cfg->database_url, &opts, out, &err) != ES_OK) {
+      es_log(ES_LOG_ERROR, "cannot open the postgres backend: %s", err.msg);
+      return -1;
+    }
+    return 0;
+  }
+  es_log(ES_LOG_ERROR, "unknown backend '%s' (supported: memory, postgres)", cfg->backend);
   return -1;
 }
 
@@ -82,7 +100,15 @@ int main(int argc, char **argv) {
          cfg.shutdown_grace_ms);
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
-  es_server_stop(srv);
+  bool clean = es_server_stop(srv);
+  if (!clean) {
+    /* gRPC still holds connections (clients that have not closed them yet):
+     * every call has ended, so leave without waiting for them. */
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    es_log(ES_LOG_INFO, "stopped in %ld ms",
+           (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
+    _exit(0);
+  }
   es_backend_close(backend);
   grpc_shutdown();
   clock_gettime(CLOCK_MONOTONIC, &t1);

@@ -31,9 +31,8 @@ static grpc_byte_buffer *encode_status(int status) {
 
 void rpc_health_check(call_t *c) {
   Grpc__Health__V1__HealthCheckRequest *m =
-      es_unpack(&grpc__health__v1__health_check_request__descriptor, c->payload);
+      es_unpack(c, &grpc__health__v1__health_check_request__descriptor, c->payload);
   if (!m) {
-    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, "request is not a valid HealthCheckRequest");
     call_finish_unary(c, NULL);
     return;
   }
@@ -92,9 +91,8 @@ static void on_watch_close(call_t *c, int ok) {
 
 void rpc_health_watch_start(call_t *c) {
   Grpc__Health__V1__HealthCheckRequest *m =
-      es_unpack(&grpc__health__v1__health_check_request__descriptor, c->payload);
+      es_unpack(c, &grpc__health__v1__health_check_request__descriptor, c->payload);
   if (!m) {
-    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, "request is not a valid HealthCheckRequest");
     call_finish_unary(c, NULL);
     return;
   }

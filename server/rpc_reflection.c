@@ -170,12 +170,10 @@ static void on_recv(call_t *c, int ok) {
     return;
   }
   Grpc__Reflection__V1alpha__ServerReflectionRequest *req =
-      es_unpack(&grpc__reflection__v1alpha__server_reflection_request__descriptor, c->payload);
+      es_unpack(c, &grpc__reflection__v1alpha__server_reflection_request__descriptor, c->payload);
   grpc_byte_buffer_destroy(c->payload);
   c->payload = NULL;
   if (!req) {
-    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT,
-                    "request is not a valid grpc.reflection.v1alpha.ServerReflectionRequest");
     call_finish_stream(c);
     return;
   }

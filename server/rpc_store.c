@@ -104,12 +104,9 @@ static size_t dedupe_metadata(es_kv_t *kv, size_t n) {
 }
 
 static grpc_byte_buffer *do_append(call_t *c, const es_config_t *cfg) {
-  Eventstore__V1__AppendRequest *m = es_unpack(&eventstore__v1__append_request__descriptor, c->payload);
-  if (!m) {
-    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT,
-                    "request is not a valid eventstore.v1.AppendRequest");
-    return NULL;
-  }
+  Eventstore__V1__AppendRequest *m =
+      es_unpack(c, &eventstore__v1__append_request__descriptor, c->payload);
+  if (!m) return NULL;
   grpc_byte_buffer *resp = NULL;
   es_append_req_t req = {
       .stream_id = m->stream_id,
@@ -178,12 +175,8 @@ done:
 
 static grpc_byte_buffer *do_read_stream(call_t *c, const es_config_t *cfg) {
   Eventstore__V1__ReadStreamRequest *m =
-      es_unpack(&eventstore__v1__read_stream_request__descriptor, c->payload);
-  if (!m) {
-    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT,
-                    "request is not a valid eventstore.v1.ReadStreamRequest");
-    return NULL;
-  }
+      es_unpack(c, &eventstore__v1__read_stream_request__descriptor, c->payload);
+  if (!m) return NULL;
   grpc_byte_buffer *resp = NULL;
   es_read_stream_req_t req = {
       .stream_id = m->stream_id,
@@ -221,12 +214,8 @@ done:
 
 static grpc_byte_buffer *do_read_all(call_t *c, const es_config_t *cfg) {
   Eventstore__V1__ReadAllRequest *m =
-      es_unpack(&eventstore__v1__read_all_request__descriptor, c->payload);
-  if (!m) {
-    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT,
-                    "request is not a valid eventstore.v1.ReadAllRequest");
-    return NULL;
-  }
+      es_unpack(c, &eventstore__v1__read_all_request__descriptor, c->payload);
+  if (!m) return NULL;
   grpc_byte_buffer *resp = NULL;
   es_read_all_req_t req = {
       .from_position = m->from_position,
@@ -264,15 +253,11 @@ done:
 
 void rpc_store_unary(call_t *c) {
   const es_config_t *cfg = c->srv->cfg;
-  grpc_byte_buffer *resp = NULL;
-  if (!c->payload) {
-    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, "missing request message");
-  } else {
-    switch (c->method) {
-      case M_APPEND: resp = do_append(c, cfg); break;
-      case M_READ_STREAM: resp = do_read_stream(c, cfg); break;
-      default: resp = do_read_all(c, cfg); break;
-    }
+  grpc_byte_buffer *resp;
+  switch (c->method) {
+    case M_APPEND: resp = do_append(c, cfg); break;
+    case M_READ_STREAM: resp = do_read_stream(c, cfg); break;
+    default: resp = do_read_all(c, cfg); break;
   }
   call_finish_unary(c, resp);
 }
@@ -291,11 +276,8 @@ static void on_wake(es_waiter_t *w) {
 static bool sub_open(call_t *c) {
   const es_config_t *cfg = c->srv->cfg;
   Eventstore__V1__SubscribeRequest *m =
-      es_unpack(&eventstore__v1__subscribe_request__descriptor, c->payload);
+      es_unpack(c, &eventstore__v1__subscribe_request__descriptor, c->payload);
   if (!m) {
-    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT,
-                    c->payload ? "request is not a valid eventstore.v1.SubscribeRequest"
-                               : "missing request message");
     call_finish_stream(c);
     return false;
   }

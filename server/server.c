@@ -82,23 +82,45 @@ static void arena_free(call_t *c) {
 
 /* ---------------------------------------------------------------- codec */
 
-void *es_unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb) {
-  if (!bb) return NULL;
-  if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
-      bb->data.raw.slice_buffer.count == 1) {
-    grpc_slice s = bb->data.raw.slice_buffer.slices[0];
-    return protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+/* Decodes one bytes-range; see es_unpack. */
+static void *unpack_bytes(call_t *c, const ProtobufCMessageDescriptor *d, const uint8_t *data,
+                          size_t len) {
+  static const uint8_t empty[1];
+  char field[160];
+  if (es_wire_find_nul(d, len ? data : empty, len, field, sizeof field)) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "%s: contains U+0000, which is not allowed in strings", field);
+    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
+    return NULL;
+  }
+  void *m = protobuf_c_message_unpack(d, NULL, len, len ? data : empty);
+  if (!m) {
+    char msg[256];
+    snprintf(msg, sizeof msg, "request is not a valid %s", d->name);
+    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
+  }
+  return m;
+}
+
+void *es_unpack(call_t *c, const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb) {
+  if (!bb) {
+    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, "missing request message");
+    return NULL;
   }
   if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
-      bb->data.raw.slice_buffer.count == 0) {
-    static const uint8_t empty[1];
-    return protobuf_c_message_unpack(d, NULL, 0, empty);
+      bb->data.raw.slice_buffer.count <= 1) {
+    if (bb->data.raw.slice_buffer.count == 0) return unpack_bytes(c, d, NULL, 0);
+    grpc_slice s = bb->data.raw.slice_buffer.slices[0];
+    return unpack_bytes(c, d, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
   }
   grpc_byte_buffer_reader r;
-  if (!grpc_byte_buffer_reader_init(&r, bb)) return NULL;
+  if (!grpc_byte_buffer_reader_init(&r, bb)) {
+    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, "cannot decompress the request");
+    return NULL;
+  }
   grpc_slice s = grpc_byte_buffer_reader_readall(&r);
   grpc_byte_buffer_reader_destroy(&r);
-  void *m = protobuf_c_message_unpack(d, NULL, GRPC_SLICE_LENGTH(s), GRPC_SLICE_START_PTR(s));
+  void *m = unpack_bytes(c, d, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
   grpc_slice_unref(s);
   return m;
 }
@@ -150,12 +172,21 @@ static void call_free(call_t *c, bool live) {
   }
   free(c->watch_service);
   arena_free(c);
-  free(c);
   if (live) {
     pthread_mutex_lock(&srv->mu);
-    if (--srv->live_calls == 0) pthread_cond_broadcast(&srv->cv);
+    if (c->in_registry) {
+      if (c->stream_prev)
+        c->stream_prev->stream_next = c->stream_next;
+      else
+        srv->streams = c->stream_next;
+      if (c->stream_next) c->stream_next->stream_prev = c->stream_prev;
+      srv->live_streams--;
+    }
+    srv->live_calls--;
+    pthread_cond_broadcast(&srv->cv);
     pthread_mutex_unlock(&srv->mu);
   }
+  free(c);
 }
 
 void call_ref(call_t *c) { atomic_fetch_add(&c->refs, 1); }
@@ -285,6 +316,15 @@ void call_start_close_watch(call_t *c, void (*on_close)(call_t *c, int ok)) {
   ops[1].data.recv_close_on_server.cancelled = &c->close_cancelled;
   c->initial_md_sent = true;
   c->t_close = (op_tag_t){on_close, c};
+  es_server_t *srv = c->srv;
+  pthread_mutex_lock(&srv->mu);
+  c->stream_prev = NULL;
+  c->stream_next = srv->streams;
+  if (srv->streams) srv->streams->stream_prev = c;
+  srv->streams = c;
+  c->in_registry = true;
+  srv->live_streams++;
+  pthread_mutex_unlock(&srv->mu);
   call_ref(c);
   if (grpc_call_start_batch(c->call, ops, 2, &c->t_close, NULL) != GRPC_CALL_OK) {
     es_log(ES_LOG_ERROR, "start_batch (close watch) failed");
@@ -337,8 +377,13 @@ static void on_new(call_t *c, int ok) {
   pthread_mutex_lock(&srv->mu);
   srv->live_calls++;
   pthread_mutex_unlock(&srv->mu);
-  if (!atomic_load(&srv->shutting_down)) post_request(srv, c->method);
+  if (!atomic_load(&srv->closing)) post_request(srv, c->method);
   atomic_store(&c->refs, 1);
+  if (atomic_load(&srv->draining) && c->method <= M_SUBSCRIBE) {
+    call_set_status(c, GRPC_STATUS_UNAVAILABLE, "server shutting down");
+    call_finish_unary(c, NULL);
+    return;
+  }
   switch (c->method) {
     case M_APPEND:
     case M_READ_STREAM:
@@ -384,7 +429,7 @@ static void post_request(es_server_t *srv, method_id_t m) {
         &c->t_new);
   }
   if (e != GRPC_CALL_OK) {
-    if (!atomic_load(&srv->shutting_down))
+    if (!atomic_load(&srv->closing))
       es_log(ES_LOG_ERROR, "request_call failed for method %d: %d", (int)m, (int)e);
     call_free(c, false);
   }
@@ -402,9 +447,16 @@ static void *cq_main(void *arg) {
   return NULL;
 }
 
+static es_server_t *shutdown_owner; /* the server whose shutdown tag is pending */
+
 static void on_shutdown(call_t *c, int ok) {
   /* c is NULL: the tag belongs to the server. */
   (void)c;
+  es_server_t *srv = shutdown_owner;
+  pthread_mutex_lock(&srv->mu);
+  srv->shutdown_notified = true;
+  pthread_cond_broadcast(&srv->cv);
+  pthread_mutex_unlock(&srv->mu);
 }
 
 int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t **out,
@@ -494,42 +546,115 @@ fail:
 
 int es_server_port(const es_server_t *s) { return s->port; }
 
-static bool wait_live_calls(es_server_t *srv, int ms) {
-  struct timespec until;
-  clock_gettime(CLOCK_REALTIME, &until);
-  until.tv_sec += ms / 1000;
-  until.tv_nsec += (long)(ms % 1000) * 1000000L;
-  if (until.tv_nsec >= 1000000000L) {
-    until.tv_sec++;
-    until.tv_nsec -= 1000000000L;
+static struct timespec deadline_in(int ms) {
+  struct timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  t.tv_sec += ms / 1000;
+  t.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (t.tv_nsec >= 1000000000L) {
+    t.tv_sec++;
+    t.tv_nsec -= 1000000000L;
   }
+  return t;
+}
+
+static bool no_calls(const es_server_t *srv) { return srv->live_calls == 0; }
+static bool no_streams(const es_server_t *srv) { return srv->live_streams == 0; }
+static bool no_unary_calls(const es_server_t *srv) {
+  return srv->live_calls - srv->live_streams == 0;
+}
+
+/* Waits until done(srv) holds (evaluated under srv->mu), or until ms passed. */
+static bool wait_until(es_server_t *srv, bool (*done)(const es_server_t *), int ms) {
+  struct timespec until = deadline_in(ms);
   pthread_mutex_lock(&srv->mu);
   int rc = 0;
-  while (srv->live_calls > 0 && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&srv->cv, &srv->mu, &until);
-  bool done = srv->live_calls == 0;
+  while (!done(srv) && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&srv->cv, &srv->mu, &until);
+  bool ok = done(srv);
+  pthread_mutex_unlock(&srv->mu);
+  return ok;
+}
+
+static bool wait_shutdown_tag(es_server_t *srv, int ms) {
+  struct timespec until = deadline_in(ms);
+  pthread_mutex_lock(&srv->mu);
+  int rc = 0;
+  while (!srv->shutdown_notified && rc != ETIMEDOUT)
+    rc = pthread_cond_timedwait(&srv->cv, &srv->mu, &until);
+  bool done = srv->shutdown_notified;
   pthread_mutex_unlock(&srv->mu);
   return done;
 }
 
-void es_server_stop(es_server_t *srv) {
-  /* Health first, so that watchers and load balancers see NOT_SERVING. */
+static void sleep_ms(int ms) {
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+  }
+}
+
+/* Ends every streaming call still live with UNAVAILABLE. Safe against calls
+ * ending concurrently: a call leaves the registry under srv->mu before it is
+ * freed, and cancelling a finished call is a no-op. */
+static void cancel_streams(es_server_t *srv) {
+  pthread_mutex_lock(&srv->mu);
+  for (call_t *c = srv->streams; c; c = c->stream_next)
+    grpc_call_cancel_with_status(c->call, GRPC_STATUS_UNAVAILABLE, "server shutting down", NULL);
+  pthread_mutex_unlock(&srv->mu);
+}
+
+/* How long the server keeps answering new EventStore calls with UNAVAILABLE
+ * (and health with NOT_SERVING) before it stops accepting connections: clients
+ * see a retryable status rather than a reset. */
+#define DRAIN_MS 100
+/* How long parked or busy subscriptions get to end by themselves. */
+#define STREAM_END_MS 250
+/* How long we wait for clients to close their connections once every call is
+ * done (an idle client may not answer the GOAWAY ping for seconds). */
+#define CONNECTIONS_MS 500
+/* How long cancelled streams get to complete. */
+#define STREAMS_GONE_MS 500
+
+bool es_server_stop(es_server_t *srv) {
+  int grace = srv->cfg->shutdown_grace_ms;
+  /* 1. Health first, so that watchers and load balancers see NOT_SERVING;
+   *    new EventStore calls are answered UNAVAILABLE from now on. */
   atomic_store(&srv->serving, 0);
+  atomic_store(&srv->draining, 1);
   unsigned long v = atomic_fetch_add(&srv->health_version, 1) + 1;
   es_notifier_publish(srv->health_notifier, v);
 
+  /* 2. Subscriptions end with UNAVAILABLE: parked ones are woken; ones stuck
+   *    on a send to a client that does not read are cancelled. */
   atomic_store(&srv->shutting_down, 1);
-  srv->t_shutdown = (op_tag_t){on_shutdown, NULL};
-  grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->t_shutdown);
   es_notifier_wake_all(srv->log_notifier);
   es_notifier_wake_all(srv->health_notifier);
+  sleep_ms(grace < DRAIN_MS ? grace : DRAIN_MS);
+  if (!wait_until(srv, no_streams, grace < STREAM_END_MS ? grace : STREAM_END_MS))
+    cancel_streams(srv);
 
-  if (!wait_live_calls(srv, srv->cfg->shutdown_grace_ms)) {
-    es_log(ES_LOG_WARN, "shutdown: %ld calls still running after %d ms; cancelling them",
-           srv->live_calls, srv->cfg->shutdown_grace_ms);
+  /* 3. Stop accepting; let unary calls in flight finish within the grace. */
+  srv->t_shutdown = (op_tag_t){on_shutdown, NULL};
+  shutdown_owner = srv;
+  atomic_store(&srv->closing, 1);
+  grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->t_shutdown);
+  if (!wait_until(srv, no_unary_calls, grace)) {
+    es_log(ES_LOG_WARN, "shutdown: calls still running after %d ms; cancelling them", grace);
     grpc_server_cancel_all_calls(srv->server);
-    es_notifier_wake_all(srv->log_notifier);
-    if (!wait_live_calls(srv, 5000))
-      es_log(ES_LOG_ERROR, "shutdown: %ld calls did not end", srv->live_calls);
+    wait_until(srv, no_unary_calls, 1000);
+  }
+  /* A cancelled stream whose client stopped reading completes only once its
+   * pending bytes drain, which may be never: give streams a moment, then go. */
+  if (!wait_until(srv, no_calls, STREAMS_GONE_MS)) {
+    es_log(ES_LOG_INFO, "shutdown: %ld stream(s) to clients that stopped reading; not waiting",
+           srv->live_streams);
+    return false;
+  }
+
+  /* 4. The core delivers the shutdown tag once every connection is closed. */
+  if (!wait_shutdown_tag(srv, CONNECTIONS_MS)) {
+    es_log(ES_LOG_INFO, "shutdown: client connections still open after %d ms; not waiting",
+           CONNECTIONS_MS);
+    return false;
   }
   grpc_completion_queue_shutdown(srv->cq);
   for (int i = 0; i < srv->n_cq_threads; i++) pthread_join(srv->cq_threads[i], NULL);
@@ -543,4 +668,5 @@ void es_server_stop(es_server_t *srv) {
   pthread_mutex_destroy(&srv->mu);
   pthread_cond_destroy(&srv->cv);
   free(srv);
+  return true;
 }

@@ -5,6 +5,7 @@
 #ifndef ES_SERVER_H
 #define ES_SERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -21,9 +22,12 @@ int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t *
 /* The bound port. */
 int es_server_port(const es_server_t *s);
 
-/* Graceful stop: health turns NOT_SERVING, no new calls are accepted, calls in
+/* Graceful stop: health turns NOT_SERVING, new calls get UNAVAILABLE, calls in
  * flight finish, subscriptions end with UNAVAILABLE; after the grace period the
- * remaining calls are cancelled. Frees the server. */
-void es_server_stop(es_server_t *s);
+ * remaining calls are cancelled. Returns true when everything was torn down
+ * and freed. Returns false when clients kept connections open (or calls did
+ * not end): then gRPC still holds resources, and the caller should leave the
+ * process with _exit() rather than run grpc_shutdown(). */
+bool es_server_stop(es_server_t *s);
 
 #endif

@@ -90,6 +90,10 @@ struct call {
   es_waiter_t waiter;         /* registered with a notifier while waiting */
   int watch_last_sent;        /* Health/Watch: last status sent, -1 none */
   char *watch_service;        /* Health/Watch: service name (malloc) */
+
+  /* Registry of live streaming calls (srv->mu), so shutdown can end them. */
+  call_t *stream_prev, *stream_next;
+  bool in_registry;
 };
 
 struct es_server {
@@ -99,7 +103,9 @@ struct es_server {
   es_notifier_t *health_notifier; /* head = health version, bumped on every change */
   atomic_ulong health_version;
   atomic_int serving;             /* 1 while SERVING */
-  atomic_int shutting_down;
+  atomic_int draining;            /* new EventStore calls get UNAVAILABLE */
+  atomic_int shutting_down;       /* streams end */
+  atomic_int closing;             /* shutdown_and_notify called: post no more requests */
   es_workers_t *workers;
   grpc_server *server;
   grpc_completion_queue *cq;
@@ -108,9 +114,11 @@ struct es_server {
   int n_cq_threads;
   int port;                       /* bound port */
 
-  pthread_mutex_t mu;             /* guards live_calls waits */
-  pthread_cond_t cv;
+  pthread_mutex_t mu;             /* guards the fields below */
+  pthread_cond_t cv;              /* signalled when they change */
   long live_calls;                /* calls that arrived and are not freed yet */
+  long live_streams;              /* of which streaming calls (in `streams`) */
+  call_t *streams;                /* registry of live streaming calls */
   bool shutdown_notified;         /* the server's shutdown tag completed */
   op_tag_t t_shutdown;
 };
@@ -137,7 +145,13 @@ bool call_send(call_t *c, grpc_byte_buffer *msg, void (*next)(call_t *c, int ok)
 void call_start_close_watch(call_t *c, void (*on_close)(call_t *c, int ok));
 
 /* Encoding. */
-void *es_unpack(const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb);
+/* Decodes a request. On failure (no message, not the message, a string with
+ * an embedded NUL) sets an INVALID_ARGUMENT status on c and returns NULL. */
+void *es_unpack(call_t *c, const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb);
+/* 1 when a string field of the message in data holds a NUL byte; its dotted
+ * field path goes to path. (wire_check.c) */
+int es_wire_find_nul(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len,
+                     char *path, size_t pathlen);
 grpc_byte_buffer *es_pack(const ProtobufCMessage *m);
 
 /* ---- RPCs ---- */

@@ -10,6 +10,7 @@ PACKAGES=(
   protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev
   libgtest-dev libpq-dev postgresql
   clang clang-format libclang-rt-14-dev
+  python3 python3-venv
 )
 
 missing=()
