@@ -1,0 +1,166 @@
+"""Typed errors. Every error raised for a failed call is an :class:`EventStoreError`
+carrying the gRPC status code; match on the class (or ``code``), not on the message."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import grpc
+
+from ._types import ExpectedVersion
+
+__all__ = [
+    "AlreadyExists",
+    "DeadlineExceeded",
+    "EventStoreError",
+    "InvalidArgument",
+    "ResourceExhausted",
+    "StreamNotFound",
+    "StreamTypeMismatch",
+    "Unauthenticated",
+    "Unavailable",
+    "WrongExpectedVersion",
+]
+
+ACTUAL_VERSION_TRAILER = "es-actual-version"
+
+
+class EventStoreError(Exception):
+    """A call to the event store failed.
+
+    ``code`` is the gRPC status code, ``details`` the server's message (written for humans).
+    """
+
+    code: grpc.StatusCode
+
+    def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
+        self.code = code
+        self.details = details
+        super().__init__(f"{code.name}: {details}" if details else code.name)
+
+
+class WrongExpectedVersion(EventStoreError):
+    """ABORTED: the append's expected-version check failed; nothing was written.
+
+    ``actual`` is the stream's current last version (0 = no events), from the trailing
+    metadata ``es-actual-version``; None if the server did not send it.
+    """
+
+    def __init__(
+        self,
+        details: str = "",
+        *,
+        stream: str = "",
+        expected: Optional[ExpectedVersion] = None,
+        actual: Optional[int] = None,
+    ) -> None:
+        super().__init__(grpc.StatusCode.ABORTED, details)
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+class StreamNotFound(EventStoreError):
+    """NOT_FOUND: the stream has no events."""
+
+    def __init__(self, details: str = "", *, stream: str = "") -> None:
+        super().__init__(grpc.StatusCode.NOT_FOUND, details)
+        self.stream = stream
+
+
+class AlreadyExists(EventStoreError):
+    """ALREADY_EXISTS: an event id that is already stored was reused outside an exact retry."""
+
+    def __init__(self, details: str = "") -> None:
+        super().__init__(grpc.StatusCode.ALREADY_EXISTS, details)
+
+
+class InvalidArgument(EventStoreError):
+    """INVALID_ARGUMENT: the request broke a rule or a limit; the message names the field."""
+
+    def __init__(self, details: str = "") -> None:
+        super().__init__(grpc.StatusCode.INVALID_ARGUMENT, details)
+
+
+class StreamTypeMismatch(EventStoreError):
+    """FAILED_PRECONDITION: the append's stream_type differs from the stream's."""
+
+    def __init__(self, details: str = "") -> None:
+        super().__init__(grpc.StatusCode.FAILED_PRECONDITION, details)
+
+
+class ResourceExhausted(EventStoreError):
+    """RESOURCE_EXHAUSTED: the request or an event is larger than the server's limit."""
+
+    def __init__(self, details: str = "") -> None:
+        super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED, details)
+
+
+class Unavailable(EventStoreError):
+    """UNAVAILABLE: the server cannot be reached or is shutting down; retry with backoff
+    (appends with your own event ids are safe to retry)."""
+
+    def __init__(self, details: str = "") -> None:
+        super().__init__(grpc.StatusCode.UNAVAILABLE, details)
+
+
+class Unauthenticated(EventStoreError):
+    """UNAUTHENTICATED: missing or wrong credentials."""
+
+    def __init__(self, details: str = "") -> None:
+        super().__init__(grpc.StatusCode.UNAUTHENTICATED, details)
+
+
+class DeadlineExceeded(EventStoreError):
+    """DEADLINE_EXCEEDED: the call did not finish within its timeout. An append may or may
+    not have been committed: retry it with the same event ids."""
+
+    def __init__(self, details: str = "") -> None:
+        super().__init__(grpc.StatusCode.DEADLINE_EXCEEDED, details)
+
+
+def _trailer(err: grpc.RpcError, key: str) -> Optional[str]:
+    trailing = getattr(err, "trailing_metadata", None)
+    items = trailing() if callable(trailing) else None
+    for k, v in items or ():
+        if k == key:
+            return v.decode("ascii", "replace") if isinstance(v, bytes) else str(v)
+    return None
+
+
+def from_rpc_error(
+    err: grpc.RpcError,
+    *,
+    stream: str = "",
+    expected: Optional[ExpectedVersion] = None,
+) -> EventStoreError:
+    """The typed error for a failed gRPC call."""
+    code_fn = getattr(err, "code", None)
+    details_fn = getattr(err, "details", None)
+    code = code_fn() if callable(code_fn) else grpc.StatusCode.UNKNOWN
+    details = (details_fn() if callable(details_fn) else None) or ""
+    if code is None:
+        code = grpc.StatusCode.UNKNOWN
+    if code == grpc.StatusCode.ABORTED:
+        raw = _trailer(err, ACTUAL_VERSION_TRAILER)
+        actual: Optional[int]
+        try:
+            actual = int(raw) if raw is not None else None
+        except ValueError:
+            actual = None
+        return WrongExpectedVersion(details, stream=stream, expected=expected, actual=actual)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return StreamNotFound(details, stream=stream)
+    simple = {
+        grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+        grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+        grpc.StatusCode.FAILED_PRECONDITION: StreamTypeMismatch,
+        grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
+        grpc.StatusCode.UNAVAILABLE: Unavailable,
+        grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+        grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    }
+    cls = simple.get(code)
+    if cls is not None:
+        return cls(details)
+    return EventStoreError(code, details)
