@@ -6,6 +6,7 @@
  */
 #include <errno.h>
 #include <grpc/grpc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -60,6 +61,16 @@ static int open_backend(const es_config_t *cfg, es_backend_t **out) {
   return -1;
 }
 
+static void *shutdown_watchdog(void *arg) {
+  int ms = *(const int *)arg;
+  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+  es_log(ES_LOG_WARN, "shutdown: teardown still running after %d ms; exiting now", ms);
+  _exit(0);
+  return NULL;
+}
+
 int main(int argc, char **argv) {
   static es_config_t cfg;
   int rc = es_config_load(&cfg, argc, argv);
@@ -100,6 +111,13 @@ int main(int argc, char **argv) {
          cfg.shutdown_grace_ms);
   struct timespec t0, t1;
   clock_gettime(CLOCK_MONOTONIC, &t0);
+  /* gRPC's teardown can wait ~20 s for a client that never answers the GOAWAY
+   * ping; the watchdog keeps the promised bound on the time to exit. */
+  static int watchdog_ms;
+  watchdog_ms = cfg.shutdown_grace_ms + 3000;
+  pthread_t watchdog;
+  if (pthread_create(&watchdog, NULL, shutdown_watchdog, &watchdog_ms) == 0)
+    pthread_detach(watchdog);
   bool clean = es_server_stop(srv);
   if (!clean) {
     /* gRPC still holds connections (clients that have not closed them yet):

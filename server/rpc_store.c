@@ -275,12 +275,7 @@ static void on_wake(es_waiter_t *w) {
  * call was finished instead. */
 static bool sub_open(call_t *c) {
   const es_config_t *cfg = c->srv->cfg;
-  Eventstore__V1__SubscribeRequest *m =
-      es_unpack(c, &eventstore__v1__subscribe_request__descriptor, c->payload);
-  if (!m) {
-    call_finish_stream(c);
-    return false;
-  }
+  Eventstore__V1__SubscribeRequest *m = (Eventstore__V1__SubscribeRequest *)c->request;
   es_sub_opts_t opts;
   memset(&opts, 0, sizeof opts);
   opts.from_position = m->from_position;
@@ -290,7 +285,8 @@ static bool sub_open(call_t *c) {
   es_err_t err;
   es_err_clear(&err);
   int rc = es_sub_open(c->srv->backend, &cfg->limits, &opts, &c->sub, &err);
-  protobuf_c_message_free_unpacked(&m->base, NULL);
+  protobuf_c_message_free_unpacked(c->request, NULL);
+  c->request = NULL;
   if (rc != ES_OK) {
     c->sub = NULL;
     call_set_error(c, &err, rc);
@@ -388,6 +384,25 @@ void rpc_subscribe_on_close(call_t *c, int ok) {
 }
 
 void rpc_subscribe_start(call_t *c) {
+  /* A bad request is answered before the stream opens (trailers only), so a
+   * client learns of it from the call itself, not after response headers. */
+  Eventstore__V1__SubscribeRequest *m =
+      es_unpack(c, &eventstore__v1__subscribe_request__descriptor, c->payload);
+  if (!m) {
+    call_finish_unary(c, NULL);
+    return;
+  }
+  c->request = &m->base;
+  es_filter_t filter;
+  decode_filter(m->filter, &filter);
+  es_err_t err;
+  es_err_clear(&err);
+  int rc = es_filter_validate(&c->srv->cfg->limits, &filter, "filter", &err);
+  if (rc != ES_OK) {
+    call_set_error(c, &err, rc);
+    call_finish_unary(c, NULL);
+    return;
+  }
   /* refs: the driver (set on arrival) + the close watch (taken here). */
   call_start_close_watch(c, rpc_subscribe_on_close);
   if (es_backend_is_blocking(c->srv->backend))

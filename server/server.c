@@ -161,6 +161,7 @@ static call_t *call_new(es_server_t *srv, method_id_t m) {
 static void call_free(call_t *c, bool live) {
   es_server_t *srv = c->srv;
   if (c->sub) es_sub_close(c->sub);
+  if (c->request) protobuf_c_message_free_unpacked(c->request, NULL);
   if (c->payload) grpc_byte_buffer_destroy(c->payload);
   if (c->call) grpc_call_unref(c->call);
   grpc_metadata_array_destroy(&c->req_md);

@@ -86,6 +86,7 @@ struct call {
   bool initial_md_sent;
 
   /* Streaming state (owned by the driver). */
+  ProtobufCMessage *request;  /* Subscribe: the decoded request until the subscription opens */
   es_sub_t *sub;              /* Subscribe: open subscription, NULL before the first pump */
   es_waiter_t waiter;         /* registered with a notifier while waiting */
   int watch_last_sent;        /* Health/Watch: last status sent, -1 none */

@@ -348,8 +348,8 @@ static int check_event(const es_limits_t *limits, es_event_data_t *ev, size_t i,
     /* The text itself is not echoed: it may be anything, and messages end up
      * in logs and in grpc-message. */
     return es_err_set(err, ES_EINVAL,
-                      "events[%zu].event_id: %zu bytes, not a lowercase 8-4-4-4-12 hex UUID "
-                      "(36 bytes)",
+                      "events[%zu].event_id: not a canonical UUID (expected 36 characters, "
+                      "lowercase hex in 8-4-4-4-12 form; got %zu bytes)",
                       i, len);
   }
   total += len;

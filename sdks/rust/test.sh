@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Tests of the Rust SDK, run by `bazel test //sdks/rust:test` (and by hand):
+#   1. cargo test: unit tests, doc tests, and tests/integration.rs against
+#      real servers that the tests start on free loopback ports;
+#   2. the consumer test: `cargo package`, then a throwaway project in a temp
+#      dir outside the repository that depends on the unpacked .crate, builds
+#      the packaged example (examples/quickstart.rs) and runs it against a
+#      server started here.
+# Usage: sdks/rust/test.sh [SERVER_BINARY]   (default: $ES_SERVER_BIN, else
+# ../../bazel-bin/server/eventstore). Needs sdks/rust/setup.sh to have run:
+# it builds offline from the crates that setup.sh fetched.
+set -euo pipefail
+
+# The real directory of this script (under Bazel it runs from runfiles).
+here="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)"
+
+server="${1:-${ES_SERVER_BIN:-$here/../../bazel-bin/server/eventstore}}"
+ES_SERVER_BIN="$(readlink -f "$server" || true)"
+if [ ! -x "$ES_SERVER_BIN" ]; then
+  echo "sdks/rust/test.sh: server binary '$server' not found: bazel build //server:eventstore" >&2
+  exit 1
+fi
+export ES_SERVER_BIN
+
+# cargo (rustup) lives in ~/.cargo/bin; Bazel's test environment may have
+# neither it on PATH nor the real HOME.
+if [ -z "${HOME:-}" ] || [ ! -d "${CARGO_HOME:-$HOME/.cargo}" ]; then
+  HOME="$(getent passwd "$(id -u)" | cut -d: -f6)"
+  export HOME
+fi
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+command -v cargo >/dev/null || { echo "sdks/rust/test.sh: cargo not found" >&2; exit 1; }
+
+# One target dir for the tests, `cargo package` and the consumer project, so
+# that the consumer build reuses every dependency the tests compiled.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+cd "$here"
+
+offline() {
+  "$@" || {
+    echo "sdks/rust/test.sh: '$*' failed; if crates are missing, run sdks/rust/setup.sh" >&2
+    return 1
+  }
+}
+
+started=$(date +%s)
+echo "== cargo test (server: $ES_SERVER_BIN)"
+offline cargo test --locked --offline
+
+echo "== consumer test"
+offline cargo package --locked --offline --allow-dirty --quiet
+version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
+crate="$CARGO_TARGET_DIR/package/eventstore-client-$version.crate"
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/eventstore-rust-consumer.XXXXXX")"
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+tar -xzf "$crate" -C "$work"
+mkdir -p "$work/app/src"
+# The example as shipped in the .crate is the consumer's program.
+cp "$work/eventstore-client-$version/examples/quickstart.rs" "$work/app/src/main.rs"
+cat > "$work/app/Cargo.toml" <<TOML
+[package]
+name = "eventstore-consumer"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+eventstore-client = { path = "../eventstore-client-$version" }
+serde = { version = "1", features = ["derive"] }
+tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
+
+[workspace]
+
+# As in the SDK's Cargo.toml, so that the build reuses what the tests built.
+[profile.dev]
+debug = "line-tables-only"
+
+[profile.dev.package."*"]
+debug = false
+TOML
+# The versions the SDK is tested with (cargo prunes what the app does not use).
+cp Cargo.lock "$work/app/Cargo.lock"
+offline cargo build --offline --quiet --manifest-path "$work/app/Cargo.toml"
+
+"$ES_SERVER_BIN" --bind 127.0.0.1:0 --port-file "$work/port" --log-level warn &
+server_pid=$!
+for _ in $(seq 1 500); do
+  [ -s "$work/port" ] && break
+  sleep 0.02
+done
+port="$(cat "$work/port")"
+EVENTSTORE_ADDRESS="127.0.0.1:$port" "$CARGO_TARGET_DIR/debug/eventstore-consumer"
+
+echo "sdks/rust/test.sh: all passed in $(( $(date +%s) - started )) s"
