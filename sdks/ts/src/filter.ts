@@ -1,0 +1,16 @@
+// The filter of ReadAll and Subscribe.
+import * as pb from "./gen/eventstore/v1/eventstore";
+
+/** Selects events of the global log; both parts given → both must match. */
+export interface Filter {
+  /** Only streams whose id starts with this. */
+  streamPrefix?: string;
+  /** Only these event types (exact names). */
+  eventTypes?: readonly string[];
+}
+
+/** @internal */
+export function filterToProto(f: Filter | undefined): pb.Filter | undefined {
+  if (f === undefined) return undefined;
+  return { streamPrefix: f.streamPrefix ?? "", eventTypes: [...(f.eventTypes ?? [])] };
+}
