@@ -173,93 +173,83 @@ done:
 
 /* ---------------------------------------------------------------- reads */
 
-static grpc_byte_buffer *do_read_stream(call_t *c, const es_config_t *cfg) {
-  Eventstore__V1__ReadStreamRequest *m =
-      es_unpack(c, &eventstore__v1__read_stream_request__descriptor, c->payload);
-  if (!m) return NULL;
-  grpc_byte_buffer *resp = NULL;
-  es_read_stream_req_t req = {
-      .stream_id = m->stream_id,
-      .from_version = m->from_version,
-      .max_count = m->max_count,
-      .direction = (int)m->direction,
-  };
-  es_err_t err;
-  es_err_clear(&err);
-  es_page_t page;
-  memset(&page, 0, sizeof page);
-  int rc = es_read_stream_prepare(&cfg->limits, &req, &err);
-  if (rc == ES_OK) rc = es_backend_read_stream(c->srv->backend, &req, &page, &err);
-  if (rc != ES_OK) {
-    call_set_error(c, &err, rc);
-    goto done;
-  }
-  Eventstore__V1__ReadStreamResponse r = EVENTSTORE__V1__READ_STREAM_RESPONSE__INIT;
-  r.events = encode_page(c, &page);
-  if (page.count && !r.events) {
+/* ReadStreamResponse and ReadAllResponse have the same shape: events, the
+ * resume point, is_end, and the stream's last version or the log's head. */
+static grpc_byte_buffer *pack_page(call_t *c, const es_page_t *page) {
+  Eventstore__V1__RecordedEvent **events = encode_page(c, page);
+  if (page->count && !events) {
     oom(c);
-    goto done;
+    return NULL;
   }
-  r.n_events = page.count;
-  r.next_version = page.next;
-  r.is_end = page.is_end;
-  r.stream_version = page.last;
-  resp = es_pack(&r.base);
+  grpc_byte_buffer *resp;
+  if (c->method == M_READ_STREAM) {
+    Eventstore__V1__ReadStreamResponse r = EVENTSTORE__V1__READ_STREAM_RESPONSE__INIT;
+    r.events = events;
+    r.n_events = page->count;
+    r.next_version = page->next;
+    r.is_end = page->is_end;
+    r.stream_version = page->last;
+    resp = es_pack(&r.base);
+  } else {
+    Eventstore__V1__ReadAllResponse r = EVENTSTORE__V1__READ_ALL_RESPONSE__INIT;
+    r.events = events;
+    r.n_events = page->count;
+    r.next_position = page->next;
+    r.is_end = page->is_end;
+    r.head_position = page->last;
+    resp = es_pack(&r.base);
+  }
   if (!resp) oom(c);
-done:
-  es_page_free(&page);
-  protobuf_c_message_free_unpacked(&m->base, NULL);
   return resp;
 }
 
-static grpc_byte_buffer *do_read_all(call_t *c, const es_config_t *cfg) {
-  Eventstore__V1__ReadAllRequest *m =
-      es_unpack(c, &eventstore__v1__read_all_request__descriptor, c->payload);
-  if (!m) return NULL;
-  grpc_byte_buffer *resp = NULL;
-  es_read_all_req_t req = {
-      .from_position = m->from_position,
-      .max_count = m->max_count,
-      .direction = (int)m->direction,
-  };
-  decode_filter(m->filter, &req.filter);
+/* ReadStream and ReadAll: decode, prepare, read one page, encode. */
+static grpc_byte_buffer *do_read(call_t *c, const es_config_t *cfg) {
+  bool stream = c->method == M_READ_STREAM;
+  ProtobufCMessage *msg = es_unpack(c,
+                                    stream ? &eventstore__v1__read_stream_request__descriptor
+                                           : &eventstore__v1__read_all_request__descriptor,
+                                    c->payload);
+  if (!msg) return NULL;
   es_err_t err;
   es_err_clear(&err);
   es_page_t page;
   memset(&page, 0, sizeof page);
-  int rc = es_read_all_prepare(&cfg->limits, &req, &err);
-  if (rc == ES_OK) rc = es_backend_read_all(c->srv->backend, &req, &page, &err);
-  if (rc != ES_OK) {
+  int rc;
+  if (stream) {
+    const Eventstore__V1__ReadStreamRequest *m = (const Eventstore__V1__ReadStreamRequest *)msg;
+    es_read_stream_req_t req = {
+        .stream_id = m->stream_id,
+        .from_version = m->from_version,
+        .max_count = m->max_count,
+        .direction = (int)m->direction,
+    };
+    rc = es_read_stream_prepare(&cfg->limits, &req, &err);
+    if (rc == ES_OK) rc = es_backend_read_stream(c->srv->backend, &req, &page, &err);
+  } else {
+    const Eventstore__V1__ReadAllRequest *m = (const Eventstore__V1__ReadAllRequest *)msg;
+    es_read_all_req_t req = {
+        .from_position = m->from_position,
+        .max_count = m->max_count,
+        .direction = (int)m->direction,
+    };
+    decode_filter(m->filter, &req.filter);
+    rc = es_read_all_prepare(&cfg->limits, &req, &err);
+    if (rc == ES_OK) rc = es_backend_read_all(c->srv->backend, &req, &page, &err);
+  }
+  grpc_byte_buffer *resp = NULL;
+  if (rc == ES_OK)
+    resp = pack_page(c, &page);
+  else
     call_set_error(c, &err, rc);
-    goto done;
-  }
-  Eventstore__V1__ReadAllResponse r = EVENTSTORE__V1__READ_ALL_RESPONSE__INIT;
-  r.events = encode_page(c, &page);
-  if (page.count && !r.events) {
-    oom(c);
-    goto done;
-  }
-  r.n_events = page.count;
-  r.next_position = page.next;
-  r.is_end = page.is_end;
-  r.head_position = page.last;
-  resp = es_pack(&r.base);
-  if (!resp) oom(c);
-done:
   es_page_free(&page);
-  protobuf_c_message_free_unpacked(&m->base, NULL);
+  protobuf_c_message_free_unpacked(msg, NULL);
   return resp;
 }
 
 void rpc_store_unary(call_t *c) {
   const es_config_t *cfg = c->srv->cfg;
-  grpc_byte_buffer *resp;
-  switch (c->method) {
-    case M_APPEND: resp = do_append(c, cfg); break;
-    case M_READ_STREAM: resp = do_read_stream(c, cfg); break;
-    default: resp = do_read_all(c, cfg); break;
-  }
-  call_finish_unary(c, resp);
+  call_finish_unary(c, c->method == M_APPEND ? do_append(c, cfg) : do_read(c, cfg));
 }
 
 /* ---------------------------------------------------------------- Subscribe */
