@@ -33,7 +33,7 @@ static const option_def_t OPTIONS[] = {
     STR(port_file, "port-file", NULL, "write the bound port to this file once serving"),
     NUM(OPT_INT, cq_threads, "threads", "ES_THREADS", "completion-queue threads (default 1)"),
     NUM(OPT_INT, workers, "workers", "ES_WORKERS", "worker threads for backend work and subscriptions (default 2; 64 with postgres)"),
-    NUM(OPT_INT, pg_connections, "pg-connections", "ES_PG_CONNECTIONS", "PostgreSQL connections for reads (default 8; appends use one more)"),
+    NUM(OPT_INT, pg_connections, "pg-connections", "ES_PG_CONNECTIONS", "PostgreSQL connections for reads (default 8; the committer and the listener use one more each)"),
     NUM(OPT_MS, shutdown_grace_ms, "shutdown-grace-ms", "ES_SHUTDOWN_GRACE_MS", "how long shutdown waits for calls in flight (default 5000)"),
     NUM(OPT_LEVEL, log_level, "log-level", "LOG_LEVEL", "debug | info (default) | warn | error"),
     NUM(OPT_SIZE, limits.max_request_bytes, "max-request-bytes", "ES_MAX_REQUEST_BYTES", "largest request message (default 4194304)"),

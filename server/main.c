@@ -118,6 +118,9 @@ int main(int argc, char **argv) {
   pthread_t watchdog;
   if (pthread_create(&watchdog, NULL, shutdown_watchdog, &watchdog_ms) == 0)
     pthread_detach(watchdog);
+  /* The PostgreSQL backend publishes other servers' commits from a thread of
+   * its own: stop it before the server lets go of the notifier. */
+  es_pg_stop_listening(backend);
   bool clean = es_server_stop(srv);
   if (!clean) {
     /* gRPC still holds connections (clients that have not closed them yet):

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL for manual runs and benchmarks (the tests use the C++
-# fixture tests/pg/pg_fixture.h, which does the same from inside the test).
+# A throwaway PostgreSQL for manual runs, benchmarks and //tests/pg's run of
+# the end-to-end suite (the C++ tests use tests/pg/pg_fixture.h, the same from
+# inside the test process).
 #
 #   tools/pg_temp.sh -- COMMAND [ARGS...]
 #       initdb + postgres in a fresh directory under /tmp on a free loopback
@@ -26,8 +27,19 @@ as_pg() {
   if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# A port nothing listens on (postgres fails to start if one is taken in
+# between, and start() then tries another).
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+  local p hex
+  for _ in $(seq 100); do
+    p=$((20000 + RANDOM % 40000))
+    hex=$(printf ':%04X ' "$p")
+    if ! grep -qi "$hex" /proc/net/tcp /proc/net/tcp6 2>/dev/null; then
+      echo "$p"
+      return 0
+    fi
+  done
+  return 1
 }
 
 start() {
@@ -41,15 +53,21 @@ start() {
     rm -rf "$dir"
     return 1
   }
-  port="$(free_port)"
-  (cd "$dir" && as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-    -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$dir \
-        -c fsync=on -c synchronous_commit=on -c full_page_writes=on \
-        -c max_connections=300 -c shared_buffers=128MB" start >/dev/null) || {
-    cat "$dir/postgres.log" >&2
-    rm -rf "$dir"
-    return 1
-  }
+  local attempt
+  for attempt in 1 2 3; do
+    port="$(free_port)"
+    if (cd "$dir" && as_pg "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+      -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$dir \
+          -c fsync=on -c synchronous_commit=on -c full_page_writes=on \
+          -c max_connections=300 -c shared_buffers=128MB" start >/dev/null); then
+      break
+    fi
+    if [ "$attempt" = 3 ]; then
+      cat "$dir/postgres.log" >&2
+      rm -rf "$dir"
+      return 1
+    fi
+  done
   echo "$port" >"$dir/port"
   PG_DIR="$dir"
   PG_URL="postgresql://postgres@127.0.0.1:$port/postgres"

@@ -2,6 +2,7 @@
 #include "backends.h"
 
 #include "es/backend_memory.h"
+#include "tests/pg/pg_factory.h"
 
 namespace {
 
@@ -14,6 +15,7 @@ void CloseBackend(es_backend_t *b) {
 const std::vector<BackendFactory> &ConformanceBackends() {
   static const std::vector<BackendFactory> kBackends = {
       {"memory", es_mem_open, CloseBackend},
+      {"postgres", PgConformanceOpen, PgConformanceClose},
   };
   return kBackends;
 }

@@ -1,0 +1,90 @@
+/*
+ * The PostgreSQL backend: every semantic of API.md, durable, shared by any
+ * number of servers on one database (docs/postgres.md).
+ *
+ * Global positions are gap-free and become visible in commit order: they come
+ * from a one-row counter table updated inside the committing transaction, so
+ * commits are serialized by that row's lock (across all servers on the
+ * database). Throughput comes back through group commit: a committer thread
+ * takes every append that is waiting, checks each one on its own
+ * (idempotency, stream type, expected version) and commits the ones that pass
+ * in one transaction. After a commit the backend publishes the new head to its
+ * notifier; a listener thread with its own connection LISTENs for the commits
+ * of other servers (NOTIFY) and publishes them too.
+ *
+ * Every method may block on the network: the method table has `blocking = 1`,
+ * so the server calls it from worker threads only. When PostgreSQL cannot be
+ * reached a method fails with ES_EUNAVAIL and a message that says so; the
+ * backend reconnects by itself on later calls.
+ *
+ * Threads: es_pg_open() starts none. The committer(s) and the listener start
+ * with the first append or read_all, so a notifier set with
+ * es_backend_set_notifier() before those calls (as the server does) is seen
+ * by them. The listener publishes other servers' commits from its own
+ * thread: call es_pg_stop_listening() before clearing or freeing the
+ * notifier (the server does, when it shuts down).
+ */
+#ifndef ES_BACKEND_POSTGRES_H
+#define ES_BACKEND_POSTGRES_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "es/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct es_pg_options {
+  int connections;         /* reader connections (pool size); the committer and
+                              the listener have one each besides. Default 8. */
+  const char *schema;      /* schema holding the tables; NULL or "" = "public".
+                              Created when missing. Copied by es_pg_open. */
+  int committers;          /* committer threads, each with a connection of its own
+                              (default 1; 1..8). More than one overlaps the round
+                              trips of the locking path, which only pays when
+                              several servers write all the time */
+  size_t max_group_events; /* events per group-commit transaction (default 10000;
+                              a larger single append still commits alone) */
+  size_t max_group_bytes;  /* payload and metadata bytes per group (default 32 MiB) */
+  int connect_timeout_s;   /* libpq connect_timeout unless the URL sets one (default 5) */
+} es_pg_options_t;
+
+/* Fills the defaults above. */
+void es_pg_options_default(es_pg_options_t *opts);
+
+/* Connects to database_url (a libpq URL or key=value string), creates or
+ * migrates the schema (safe when several servers start at once) and returns
+ * the backend in *out (OUT), closed with es_backend_close(). opts may be NULL
+ * (defaults). Errors: ES_EUNAVAIL when PostgreSQL cannot be reached (err->msg
+ * carries libpq's reason), ES_EINVAL for a bad option or a schema newer than
+ * this build, ES_EINTERNAL when a migration fails, ES_ENOMEM. */
+int es_pg_open(const char *database_url, const es_pg_options_t *opts, es_backend_t **out,
+               es_err_t *err);
+
+/* Stops the listener thread (waits for it to end): from then on the backend
+ * publishes only its own commits, from the appending calls. For shutdown,
+ * before the notifier goes away. Idempotent; no-op for other backends. */
+void es_pg_stop_listening(es_backend_t *b);
+
+/* Counters for tests and benchmarks. */
+typedef struct es_pg_stats {
+  uint64_t groups;        /* group-commit transactions committed */
+  uint64_t appends;       /* appends committed (not counting duplicates) */
+  uint64_t events;        /* events committed */
+  uint64_t max_group;     /* most appends committed in one transaction */
+  uint64_t fast_groups;   /* of groups: committed by the optimistic path (one
+                             round trip, the lock held only inside PostgreSQL) */
+  uint64_t notifications; /* heads received from other servers (NOTIFY) */
+  uint64_t reconnects;    /* connections re-established after a failure */
+} es_pg_stats_t;
+
+/* Copies the counters; zeroes *out when b is not a PostgreSQL backend. */
+void es_pg_stats(es_backend_t *b, es_pg_stats_t *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ES_BACKEND_POSTGRES_H */

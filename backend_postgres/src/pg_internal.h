@@ -1,0 +1,240 @@
+/*
+ * Internals of the PostgreSQL backend, shared by its source files:
+ *
+ *   backend_postgres.c  open/close, the reader pool, ReadStream, ReadAll, head
+ *   pg_commit.c         the committer threads: group commit of appends
+ *   pg_listen.c         the listener thread: LISTEN/NOTIFY across servers
+ *   pg_schema.c         the versioned migrations, run at open
+ *   pg_util.c           connecting, the reconnect gate, error mapping, binary
+ *                       wire values, the SQL texts
+ *
+ * Connections. A PGconn is used by one thread at a time: each committer owns
+ * one, the listener owns one, readers borrow one from the pool. Every
+ * new connection goes through es__pg_connect(), which applies the session
+ * settings and prepares the named statements of its role, and (except the
+ * listener's) through the reconnect gate: while connecting fails, one attempt
+ * at a time is made and the callers meanwhile fail at once with its last
+ * message, so that a dead database costs one attempt at a time, not one per
+ * call.
+ *
+ * Lock order: publish_mu may be held while gate_mu or stats_mu is taken
+ * (the committer reconnects inside it after a lost COMMIT); pool_mu,
+ * queue_mu, gate_mu and stats_mu are leaves.
+ */
+#ifndef ES_PG_INTERNAL_H
+#define ES_PG_INTERNAL_H
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "es/backend.h"
+#include "es/backend_postgres.h"
+#include "es/error.h"
+#include "es/event.h"
+
+/* Wire types (pg_type OIDs) of the parameters we send in binary. */
+#define ES_PG_OID_BOOL 16
+#define ES_PG_OID_BYTEA 17
+#define ES_PG_OID_INT8 20
+#define ES_PG_OID_INT4 23
+#define ES_PG_OID_TEXT 25
+#define ES_PG_OID_TEXT_ARRAY 1009
+#define ES_PG_OID_UUID 2950
+#define ES_PG_OID_UUID_ARRAY 2951
+
+#define ES_PG_MAX_COMMITTERS 8
+
+/* The latest schema version this build knows (pg_schema.c). */
+#define ES_PG_SCHEMA_VERSION 1
+
+/* What a connection is for: decides which statements are prepared on it. */
+typedef enum es_pg_role {
+  ES_PG_ROLE_READER = 0,    /* pool: reads and head */
+  ES_PG_ROLE_COMMITTER = 1, /* the committer thread */
+  ES_PG_ROLE_LISTENER = 2,  /* the listener thread: nothing prepared */
+  ES_PG_ROLE_ADMIN = 3,     /* migrations at open: nothing prepared */
+} es_pg_role_t;
+
+/* SQL texts with the schema filled in, built once at open (pg_util.c). */
+typedef struct es_pg_sql {
+  char *quoted_schema; /* the schema as an SQL identifier */
+  char *head;          /* prepared "es_head": SELECT head */
+  char *stream_fwd;    /* prepared "es_stream_fwd" */
+  char *stream_bwd;    /* prepared "es_stream_bwd" */
+  char *all_fwd;       /* prepared "es_all_fwd" */
+  char *all_bwd;       /* prepared "es_all_bwd" */
+  char *lock;          /* prepared "es_lock": SELECT head ... FOR UPDATE */
+  char *lookup;        /* prepared "es_lookup": stored ids and stream states */
+  char *find_event;    /* prepared "es_find_event": position of one event id */
+  char *write;         /* prepared "es_write": events, streams, head, NOTIFY */
+} es_pg_sql_t;
+
+/* One append waiting for the committer; lives on the appending thread's
+ * stack until `done` is set under queue_mu. */
+typedef struct es_pg_waiter es_pg_waiter_t;
+struct es_pg_waiter {
+  const es_append_req_t *req; /* borrowed from the caller */
+  es_append_result_t *out;    /* the caller's; filled by the committer */
+  es_err_t *err;              /* the caller's, may be NULL */
+  es_err_t err_local;         /* used when err is NULL */
+  int rc;                     /* the append's result */
+  bool done;                  /* set by the committer under queue_mu */
+  pthread_cond_t cv;          /* signalled when done */
+  size_t bytes;               /* payload + metadata bytes (group sizing) */
+  es_pg_waiter_t *next;       /* queue link */
+};
+
+typedef struct es_pg {
+  es_backend_t base;    /* first member: es_backend_t * <-> es_pg_t * */
+  char *url;            /* owned copy of the database URL */
+  char *schema;         /* owned, unquoted */
+  char *channel;        /* NOTIFY channel, owned */
+  es_pg_options_t opts; /* copied; opts.schema points at `schema` */
+  es_pg_sql_t sql;      /* owned texts */
+
+  /* The reconnect gate (pg_util.c). */
+  pthread_mutex_t gate_mu;
+  bool gate_failing;             /* the last attempt to connect failed */
+  bool gate_probing;             /* an attempt is in progress while failing */
+  char gate_msg[ES_ERR_MSG_MAX]; /* the last failure, repeated to callers meanwhile */
+
+  /* The reader pool. */
+  pthread_mutex_t pool_mu;
+  pthread_cond_t pool_cv;
+  PGconn **idle; /* opts.connections slots, n_idle used */
+  int n_idle;
+  int n_open; /* idle + borrowed + being connected */
+
+  /* The committers (pg_commit.c). */
+  pthread_mutex_t queue_mu;
+  pthread_cond_t queue_cv; /* the committers wait here for work */
+  es_pg_waiter_t *queue_head, *queue_tail;
+  bool stopping;               /* close() began: no new appends, threads end */
+  atomic_bool threads_started; /* committers and listener run (set once, under queue_mu) */
+  pthread_t committers[ES_PG_MAX_COMMITTERS];
+  int n_committers;                            /* started */
+  atomic_int commit_pid[ES_PG_MAX_COMMITTERS]; /* backend pid of each one's connection
+                                                  (the listener skips own NOTIFYs) */
+
+  /* What this backend has published (pg_commit.c, pg_listen.c). A
+   * committer holds publish_mu from sending its commit until known_head
+   * covers it; the listener compares under it. So the listener publishes
+   * only heads this backend did not commit itself: in a single-server store
+   * it never publishes at all. */
+  pthread_mutex_t publish_mu;
+  uint64_t known_head; /* under publish_mu */
+
+  /* The listener (pg_listen.c). */
+  pthread_t listener;
+  bool listener_stopped; /* es_pg_stop_listening() was called (under queue_mu) */
+  int wake_fd;           /* eventfd: wakes the listener at close */
+
+  /* Counters (es_pg_stats). */
+  pthread_mutex_t stats_mu;
+  es_pg_stats_t stats;
+} es_pg_t;
+
+/* ---- pg_util.c ---------------------------------------------------------- */
+
+/* Opens a connection for `role` through the gate: session settings applied
+ * and statements prepared. *out (OUT) is closed with PQfinish. ES_EUNAVAIL
+ * with a message when PostgreSQL cannot be reached. */
+int es__pg_connect(es_pg_t *pg, es_pg_role_t role, PGconn **out, es_err_t *err);
+
+/* Maps a failed result (res may be NULL) on conn to an es_status and fills
+ * err with "what: reason". ES_EUNAVAIL when the connection is gone or the
+ * server refuses work (SQLSTATE classes 08, 40, 53, 57), else ES_EINTERNAL. */
+int es__pg_error(PGconn *conn, const PGresult *res, const char *what, es_err_t *err);
+
+/* True when conn can no longer be used. */
+bool es__pg_conn_broken(PGconn *conn);
+
+/* Builds pg->sql for pg->schema. ES_ENOMEM. */
+int es__pg_sql_build(es_pg_t *pg, es_err_t *err);
+void es__pg_sql_free(es_pg_sql_t *sql);
+
+/* "template" with every "{S}" replaced by quoted_schema; malloc'ed or NULL. */
+char *es__pg_subst(const char *template_sql, const char *quoted_schema);
+
+uint64_t es__pg_now_ms(void); /* CLOCK_MONOTONIC */
+void es__pg_count(es_pg_t *pg, size_t field_offset, uint64_t n);
+#define ES_PG_COUNT(pg, field, n) es__pg_count((pg), offsetof(es_pg_stats_t, field), (n))
+
+/* Binary wire values. */
+static inline void es__pg_put64(uint8_t *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--) {
+    p[i] = (uint8_t)v;
+    v >>= 8;
+  }
+}
+static inline void es__pg_put32(uint8_t *p, uint32_t v) {
+  for (int i = 3; i >= 0; i--) {
+    p[i] = (uint8_t)v;
+    v >>= 8;
+  }
+}
+static inline uint64_t es__pg_get64(const char *s) {
+  const uint8_t *p = (const uint8_t *)s;
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+  return v;
+}
+static inline uint32_t es__pg_get32(const char *s) {
+  const uint8_t *p = (const uint8_t *)s;
+  return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* A growable byte buffer (parameter values of a group commit). */
+typedef struct es_pg_buf {
+  char *data; /* malloc'ed, cap bytes */
+  size_t len;
+  size_t cap;
+} es_pg_buf_t;
+
+int es__pg_buf_reserve(es_pg_buf_t *b, size_t more); /* ES_ENOMEM */
+int es__pg_buf_put(es_pg_buf_t *b, const void *p, size_t n);
+void es__pg_buf_free(es_pg_buf_t *b);
+
+/* A binary one-dimensional array value in b (which is reset first): the
+ * header for n elements of type elem_oid, then exactly n elements. Each
+ * returns ES_OK or ES_ENOMEM. */
+int es__pg_array_begin(es_pg_buf_t *b, uint32_t elem_oid, size_t n);
+int es__pg_array_elem(es_pg_buf_t *b, const void *p, size_t n);
+int es__pg_array_u64(es_pg_buf_t *b, uint64_t v); /* an int8 element */
+int es__pg_array_u32(es_pg_buf_t *b, uint32_t v); /* an int4 element */
+
+/* Parses a binary text[] value: *n (OUT) elements, each at (*vals)[i] with
+ * (*lens)[i] bytes (pointing into value, not NUL-terminated), written into
+ * arrays the caller sized with es__pg_array_count(). -1 when malformed. */
+long es__pg_array_count(const char *value, int len);
+int es__pg_array_parse(const char *value, int len, const char **vals, size_t *lens);
+
+/* ---- pg_schema.c -------------------------------------------------------- */
+
+/* Creates the schema or migrates it to ES_PG_SCHEMA_VERSION on conn, under an
+ * advisory lock, so that servers starting at once do it once. */
+int es__pg_migrate(es_pg_t *pg, PGconn *conn, es_err_t *err);
+
+/* ---- pg_commit.c -------------------------------------------------------- */
+
+/* arg: an es_pg_lane_t (below), freed by the thread. */
+void *es__pg_committer_main(void *arg);
+typedef struct es_pg_lane {
+  es_pg_t *pg;
+  int index; /* 0..n_committers-1 */
+} es_pg_lane_t;
+int es__pg_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
+                  es_err_t *err);
+
+/* ---- pg_listen.c -------------------------------------------------------- */
+
+void *es__pg_listener_main(void *arg);
+
+/* Publishes head unless this backend published it (or more) already. */
+void es__pg_publish_remote(es_pg_t *pg, uint64_t head);
+
+#endif /* ES_PG_INTERNAL_H */

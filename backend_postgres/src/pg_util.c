@@ -1,0 +1,517 @@
+/*
+ * Plumbing of the PostgreSQL backend: connecting (with the reconnect gate),
+ * mapping libpq failures to the error space, the SQL texts, and binary wire
+ * values.
+ *
+ * Every statement is sent with binary parameters and asks for binary results:
+ * no escaping, no text parsing of numbers, byte-exact payloads, and uuids as
+ * their 16 bytes. The statements that run per call are prepared on each
+ * connection when it is opened (es__pg_connect), so PostgreSQL parses and
+ * plans them once per connection, not once per call.
+ *
+ * The reconnect gate. Once an attempt to connect has failed, and until one
+ * succeeds, attempts are admitted one at a time: while one is in progress
+ * (the probe), the others fail at once with the last failure's message. So
+ * while PostgreSQL is down every call still answers quickly with
+ * ES_EUNAVAIL, a database that does not answer at all (connect_timeout) holds
+ * up one caller rather than all of them, and the first call after the
+ * database is back reconnects. The listener stays out of the gate: it has a
+ * back-off of its own, and its attempts must not make callers fail.
+ *
+ * Errors. A connection that is gone, and the SQLSTATE classes that say "not
+ * now" (08 connection exception, 53 insufficient resources, 57 operator
+ * intervention such as a shutdown, 40 transaction rollback), become
+ * ES_EUNAVAIL: the client may retry. Anything else is ES_EINTERNAL, with
+ * PostgreSQL's message, because a well-formed request should never cause it.
+ */
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "pg_internal.h"
+
+uint64_t es__pg_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void es__pg_count(es_pg_t *pg, size_t field_offset, uint64_t n) {
+  pthread_mutex_lock(&pg->stats_mu);
+  *(uint64_t *)(void *)((char *)&pg->stats + field_offset) += n;
+  pthread_mutex_unlock(&pg->stats_mu);
+}
+
+/* Copies libpq's message into out on one line: newlines and tabs become
+ * spaces, runs of spaces collapse, no trailing space. */
+static void one_line(const char *msg, char *out, size_t cap) {
+  size_t n = 0;
+  bool space = false;
+  for (const char *p = msg ? msg : ""; *p && n + 1 < cap; p++) {
+    if (isspace((unsigned char)*p)) {
+      space = n > 0;
+      continue;
+    }
+    if (space && n + 2 < cap) out[n++] = ' ';
+    space = false;
+    out[n++] = *p;
+  }
+  out[n] = '\0';
+}
+
+bool es__pg_conn_broken(PGconn *conn) {
+  return conn == NULL || PQstatus(conn) != CONNECTION_OK;
+}
+
+int es__pg_error(PGconn *conn, const PGresult *res, const char *what, es_err_t *err) {
+  const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+  const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+  if (msg == NULL && res != NULL && PQresultErrorMessage(res)[0]) msg = PQresultErrorMessage(res);
+  if (msg == NULL) msg = conn ? PQerrorMessage(conn) : "no connection";
+  if (msg[0] == '\0') msg = "connection lost";
+  bool unavailable = es__pg_conn_broken(conn) ||
+                     (state && (strncmp(state, "08", 2) == 0 || strncmp(state, "53", 2) == 0 ||
+                                strncmp(state, "57", 2) == 0 || strncmp(state, "40", 2) == 0));
+  char line[ES_ERR_MSG_MAX];
+  one_line(msg, line, sizeof line);
+  if (unavailable)
+    return es_err_set(err, ES_EUNAVAIL, "PostgreSQL unavailable (%s): %s", what, line);
+  return es_err_set(err, ES_EINTERNAL, "PostgreSQL error (%s): %s%s%s", what, line,
+                    state ? " SQLSTATE " : "", state ? state : "");
+}
+
+/* ---- the reconnect gate -------------------------------------------------- */
+
+/* Admits an attempt to connect. While connecting is failing, one attempt at a
+ * time is admitted (the probe); the others fail at once with the last
+ * failure's message. */
+static int gate_enter(es_pg_t *pg, bool *probe, es_err_t *err) {
+  int rc = ES_OK;
+  *probe = false;
+  pthread_mutex_lock(&pg->gate_mu);
+  if (pg->gate_failing) {
+    if (pg->gate_probing)
+      rc = es_err_set(err, ES_EUNAVAIL, "%s", pg->gate_msg);
+    else
+      *probe = pg->gate_probing = true;
+  }
+  pthread_mutex_unlock(&pg->gate_mu);
+  return rc;
+}
+
+static void gate_fail(es_pg_t *pg, bool probe, const char *msg) {
+  pthread_mutex_lock(&pg->gate_mu);
+  pg->gate_failing = true;
+  if (probe) pg->gate_probing = false;
+  snprintf(pg->gate_msg, sizeof pg->gate_msg, "%s", msg);
+  pthread_mutex_unlock(&pg->gate_mu);
+}
+
+static void gate_ok(es_pg_t *pg, bool probe) {
+  bool reconnected;
+  pthread_mutex_lock(&pg->gate_mu);
+  reconnected = pg->gate_failing;
+  pg->gate_failing = false;
+  if (probe) pg->gate_probing = false;
+  pthread_mutex_unlock(&pg->gate_mu);
+  if (reconnected) ES_PG_COUNT(pg, reconnects, 1);
+}
+
+/* ---- connecting ---------------------------------------------------------- */
+
+typedef struct prepared {
+  const char *name;
+  size_t sql_offset; /* of the text within es_pg_sql_t */
+  int nparams;
+  Oid types[8];
+} prepared_t;
+
+#define SQL_AT(sql, off) (*(char **)(void *)((char *)(sql) + (off)))
+
+static const prepared_t READER_STATEMENTS[] = {
+    {"es_head", offsetof(es_pg_sql_t, head), 0, {0}},
+    {"es_stream_fwd",
+     offsetof(es_pg_sql_t, stream_fwd),
+     4,
+     {ES_PG_OID_TEXT, ES_PG_OID_INT8, ES_PG_OID_INT4, ES_PG_OID_INT8}},
+    {"es_stream_bwd",
+     offsetof(es_pg_sql_t, stream_bwd),
+     4,
+     {ES_PG_OID_TEXT, ES_PG_OID_INT8, ES_PG_OID_INT4, ES_PG_OID_INT8}},
+    {"es_all_fwd",
+     offsetof(es_pg_sql_t, all_fwd),
+     6,
+     {ES_PG_OID_INT8, ES_PG_OID_INT8, ES_PG_OID_INT4, ES_PG_OID_INT8, ES_PG_OID_TEXT,
+      ES_PG_OID_TEXT_ARRAY}},
+    {"es_all_bwd",
+     offsetof(es_pg_sql_t, all_bwd),
+     6,
+     {ES_PG_OID_INT8, ES_PG_OID_INT8, ES_PG_OID_INT4, ES_PG_OID_INT8, ES_PG_OID_TEXT,
+      ES_PG_OID_TEXT_ARRAY}},
+};
+
+/* The write statement has more parameters than fit the table: its types are
+ * given in its text (casts), so it is prepared with none declared. */
+static const prepared_t COMMITTER_STATEMENTS[] = {
+    {"es_lock", offsetof(es_pg_sql_t, lock), 0, {0}},
+    {"es_lookup", offsetof(es_pg_sql_t, lookup), 2, {ES_PG_OID_UUID_ARRAY, ES_PG_OID_TEXT_ARRAY}},
+    {"es_find_event", offsetof(es_pg_sql_t, find_event), 1, {ES_PG_OID_UUID}},
+    {"es_write", offsetof(es_pg_sql_t, write), 0, {0}},
+};
+
+static int prepare_all(es_pg_t *pg, PGconn *c, const prepared_t *list, size_t n, es_err_t *err) {
+  for (size_t i = 0; i < n; i++) {
+    PGresult *res = PQprepare(c, list[i].name, SQL_AT(&pg->sql, list[i].sql_offset),
+                              list[i].nparams, list[i].nparams ? list[i].types : NULL);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+      char what[64];
+      snprintf(what, sizeof what, "preparing %s", list[i].name);
+      int rc = es__pg_error(c, res, what, err);
+      PQclear(res);
+      return rc;
+    }
+    PQclear(res);
+  }
+  return ES_OK;
+}
+
+/* libpq prints notices (and errors that arrive between queries, such as
+ * "terminating connection due to administrator command") to stderr by
+ * default; a backend must not. Failures reach the caller as results. */
+static void quiet_notices(void *arg, const char *message) {
+  (void)arg;
+  (void)message;
+}
+
+int es__pg_connect(es_pg_t *pg, es_pg_role_t role, PGconn **out, es_err_t *err) {
+  *out = NULL;
+  /* The listener keeps its own back-off and stays out of the gate, so that
+   * its attempts never make a caller fail. */
+  bool gated = role != ES_PG_ROLE_LISTENER, probe = false;
+  int rc = gated ? gate_enter(pg, &probe, err) : ES_OK;
+  if (rc) return rc;
+
+  /* Defaults before dbname (the URL may override them), what we rely on
+   * after it (libpq keeps the last value of a repeated keyword). */
+  char timeout[16];
+  snprintf(timeout, sizeof timeout, "%d", pg->opts.connect_timeout_s);
+  const char *keys[] = {"connect_timeout",
+                        "keepalives",
+                        "keepalives_idle",
+                        "keepalives_interval",
+                        "keepalives_count",
+                        "application_name",
+                        "dbname",
+                        "client_encoding",
+                        NULL};
+  const char *vals[] = {timeout, "1", "30", "10", "3", "eventstore", pg->url, "UTF8", NULL};
+  PGconn *c = PQconnectdbParams(keys, vals, 1);
+  if (c == NULL) return es_err_set(err, ES_ENOMEM, "out of memory connecting to PostgreSQL");
+  if (PQstatus(c) == CONNECTION_OK) PQsetNoticeProcessor(c, quiet_notices, NULL);
+  if (PQstatus(c) != CONNECTION_OK) {
+    char line[ES_ERR_MSG_MAX - 64];
+    one_line(PQerrorMessage(c), line, sizeof line);
+    PQfinish(c);
+    char msg[ES_ERR_MSG_MAX];
+    snprintf(msg, sizeof msg, "PostgreSQL unavailable: cannot connect: %s", line);
+    if (gated) gate_fail(pg, probe, msg);
+    return es_err_set(err, ES_EUNAVAIL, "%s", msg);
+  }
+
+  /* An acknowledged append must survive a crash, whatever the server's
+   * default: synchronous_commit on (the committer relies on it; readers do
+   * not care, and one setting for all keeps it simple). */
+  PGresult *res = PQexec(c, "SET synchronous_commit TO on");
+  if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+    rc = es__pg_error(c, res, "setting synchronous_commit", err);
+    PQclear(res);
+    goto fail;
+  }
+  PQclear(res);
+  if (role == ES_PG_ROLE_READER)
+    rc = prepare_all(pg, c, READER_STATEMENTS,
+                     sizeof READER_STATEMENTS / sizeof READER_STATEMENTS[0], err);
+  else if (role == ES_PG_ROLE_COMMITTER)
+    rc = prepare_all(pg, c, COMMITTER_STATEMENTS,
+                     sizeof COMMITTER_STATEMENTS / sizeof COMMITTER_STATEMENTS[0], err);
+  if (rc) goto fail;
+  if (gated) gate_ok(pg, probe);
+  *out = c;
+  return ES_OK;
+
+fail:
+  if (gated) {
+    if (rc == ES_EUNAVAIL)
+      gate_fail(pg, probe, err ? err->msg : "PostgreSQL unavailable");
+    else
+      gate_ok(pg, probe); /* reachable, so the gate opens; the error is another one */
+  }
+  PQfinish(c);
+  return rc;
+}
+
+/* ---- SQL texts ----------------------------------------------------------- */
+
+char *es__pg_subst(const char *t, const char *quoted_schema) {
+  size_t qlen = strlen(quoted_schema), n = 0;
+  for (const char *p = strstr(t, "{S}"); p; p = strstr(p + 3, "{S}")) n++;
+  size_t len = strlen(t) + n * qlen + 1;
+  char *out = malloc(len);
+  if (out == NULL) return NULL;
+  char *o = out;
+  for (const char *p = t; *p;) {
+    if (p[0] == '{' && p[1] == 'S' && p[2] == '}') {
+      memcpy(o, quoted_schema, qlen);
+      o += qlen;
+      p += 3;
+    } else {
+      *o++ = *p++;
+    }
+  }
+  *o = '\0';
+  return out;
+}
+
+/* SQL reads better laid out by hand: */
+/* clang-format off */
+/* The columns every read returns, in this order (see the RC_* indexes in
+ * backend_postgres.c): the head or the stream's last version, the stream
+ * type, then the event. */
+#define EVENT_COLUMNS                                                                      \
+  "e.position, e.stream_id, e.stream_version, e.event_id, e.event_type, e.event_version, " \
+  "e.content_type, e.payload, e.metadata_keys, e.metadata_values, e.correlation_id, "      \
+  "e.causation_id, e.occurred_at_unix_ms, e.recorded_at_unix_ms"
+
+/* A page: the rows in order, LIMIT $3, and no more than fit the byte budget
+ * $4. body_bytes never exceeds es_recorded_size_bound(), so every row the
+ * budget admits in C is returned, plus the one after it (where the page
+ * stops, which a filtered read needs to know); rn <= KEEP keeps the first
+ * rows whatever their size (a page always has at least one event). */
+#define PAGE(KEEP, WHERE, ORDER)                                                \
+  "LEFT JOIN LATERAL (SELECT x.* FROM (SELECT e.*, row_number() OVER w AS rn, " \
+  "sum(e.body_bytes) OVER w AS run FROM {S}.es_events e WHERE " WHERE           \
+  " WINDOW w AS (ORDER BY " ORDER ") ORDER BY " ORDER " LIMIT $3) x "           \
+  "WHERE x.rn <= " KEEP " OR x.run - x.body_bytes <= $4) e ON true "
+
+#define FILTER                                     \
+  " AND ($5 = '' OR starts_with(e.stream_id, $5))" \
+  " AND (cardinality($6) = 0 OR e.event_type = ANY ($6))"
+
+static const char SQL_HEAD[] = "SELECT head FROM {S}.es_log_head WHERE id = 1";
+
+/* $1 stream, $2 from version, $3 limit, $4 byte budget. No row: no stream. */
+static const char SQL_STREAM_FWD[] =
+    "SELECT s.last_version, s.stream_type, " EVENT_COLUMNS " FROM {S}.es_streams s "
+    PAGE("1", "e.stream_id = s.stream_id AND e.stream_version >= $2", "e.stream_version")
+    "WHERE s.stream_id = $1 ORDER BY e.stream_version";
+
+static const char SQL_STREAM_BWD[] =
+    "SELECT s.last_version, s.stream_type, " EVENT_COLUMNS " FROM {S}.es_streams s "
+    PAGE("1",
+         "e.stream_id = s.stream_id AND e.stream_version <= "
+         "CASE WHEN $2 = 0 OR $2 > s.last_version THEN s.last_version ELSE $2 END",
+         "e.stream_version DESC")
+    "WHERE s.stream_id = $1 ORDER BY e.stream_version DESC";
+
+/* $1 from position (>= 1), $2 last position to scan, $3 limit, $4 byte
+ * budget, $5 stream prefix, $6 event types. The head comes from the same
+ * snapshot as the events. */
+static const char SQL_ALL_FWD[] =
+    "SELECT h.head, s.stream_type, " EVENT_COLUMNS " FROM {S}.es_log_head h "
+    PAGE("2", "e.position >= $1 AND e.position <= LEAST(h.head, $2)" FILTER, "e.position")
+    "LEFT JOIN {S}.es_streams s ON s.stream_id = e.stream_id "
+    "WHERE h.id = 1 ORDER BY e.position";
+
+/* $1 from position (0 or beyond the head: the head), $2 positions to scan. */
+static const char SQL_ALL_BWD[] =
+    "SELECT h.head, s.stream_type, " EVENT_COLUMNS " FROM {S}.es_log_head h "
+    "CROSS JOIN LATERAL (SELECT CASE WHEN $1 = 0 OR $1 > h.head THEN h.head ELSE $1 END "
+    "AS start) st "
+    PAGE("2", "e.position <= st.start AND e.position >= st.start - $2 + 1" FILTER,
+         "e.position DESC")
+    "LEFT JOIN {S}.es_streams s ON s.stream_id = e.stream_id "
+    "WHERE h.id = 1 ORDER BY e.position DESC";
+
+/* The first statement of a group commit after BEGIN: the global lock. Every
+ * writer of the store takes this row lock first, so from here to COMMIT this
+ * transaction is the only one that can change the log, and a later
+ * statement of it (READ COMMITTED: a fresh snapshot per statement) sees
+ * everything that was committed before. */
+static const char SQL_LOCK[] = "SELECT head FROM {S}.es_log_head WHERE id = 1 FOR UPDATE";
+
+/* $1 the group's event ids, $2 its streams: what is stored of them. */
+static const char SQL_LOOKUP[] =
+    "SELECT true, e.event_id, e.stream_id, e.stream_version, e.position, "
+    "e.recorded_at_unix_ms, e.batch_index, e.batch_size, NULL::text "
+    "FROM {S}.es_events e WHERE e.event_id = ANY ($1) "
+    "UNION ALL "
+    "SELECT false, NULL::uuid, s.stream_id, s.last_version, NULL::int8, NULL::int8, "
+    "NULL::int4, NULL::int4, s.stream_type "
+    "FROM {S}.es_streams s WHERE s.stream_id = ANY ($2)";
+
+static const char SQL_FIND_EVENT[] = "SELECT position FROM {S}.es_events WHERE event_id = $1";
+
+/* Everything a group commit writes, in one statement: the head, the events
+ * (one array per column; each event's metadata is its slice of two flat
+ * arrays), the streams' new last versions and types, and the NOTIFY that
+ * tells the other servers (delivered at commit, in commit order).
+ *
+ * The head row comes first, and the inserts read from it (CROSS JOIN h), so
+ * the global lock is taken before any row is written: a writer that waits
+ * for it holds nothing another writer could wait for (no deadlock). The head
+ * moves from $25 to $23 only if it is $25; otherwise it would become -1,
+ * which the table's CHECK refuses, and the statement fails whole before
+ * writing anything (the optimistic path, pg_commit.c). */
+static const char SQL_WRITE[] =
+    "WITH h AS (UPDATE {S}.es_log_head "
+    "SET head = CASE WHEN head = $25::int8 THEN $23::int8 ELSE -1 END "
+    "WHERE id = 1 RETURNING head), "
+    "r AS (SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], "
+    "$5::int4[], $6::int4[], $7::int4[], $8::uuid[], $9::text[], $10::text[], $11::text[], "
+    "$12::text[], $13::text[], $14::int4[], $15::int4[], $16::bytea[]) AS r(position, "
+    "stream_version, event_version, occurred_at, batch_index, batch_size, body_bytes, event_id, "
+    "stream_id, event_type, content_type, correlation_id, causation_id, meta_off, meta_cnt, "
+    "payload)), "
+    "ins AS (INSERT INTO {S}.es_events (position, stream_version, event_version, "
+    "occurred_at_unix_ms, recorded_at_unix_ms, batch_index, batch_size, body_bytes, event_id, "
+    "stream_id, event_type, content_type, correlation_id, causation_id, metadata_keys, "
+    "metadata_values, payload) SELECT r.position, r.stream_version, r.event_version, "
+    "r.occurred_at, $17::int8, r.batch_index, r.batch_size, r.body_bytes, r.event_id, "
+    "r.stream_id, r.event_type, r.content_type, r.correlation_id, r.causation_id, "
+    "($18::text[])[r.meta_off + 1 : r.meta_off + r.meta_cnt], "
+    "($19::text[])[r.meta_off + 1 : r.meta_off + r.meta_cnt], r.payload FROM r CROSS JOIN h), "
+    "st AS (INSERT INTO {S}.es_streams (stream_id, stream_type, last_version) "
+    "SELECT u.stream_id, u.stream_type, u.last_version "
+    "FROM unnest($20::text[], $21::text[], $22::int8[]) AS u(stream_id, stream_type, "
+    "last_version) CROSS JOIN h "
+    "ON CONFLICT (stream_id) DO UPDATE SET stream_type = EXCLUDED.stream_type, "
+    "last_version = EXCLUDED.last_version) "
+    "SELECT pg_notify($24::text, h.head::text) FROM h";
+/* clang-format on */
+
+int es__pg_sql_build(es_pg_t *pg, es_err_t *err) {
+  /* Quote the schema as an identifier: double quotes, inner quotes doubled. */
+  size_t len = strlen(pg->schema);
+  char *q = malloc(2 * len + 3);
+  if (q == NULL) return es_err_set(err, ES_ENOMEM, "out of memory building SQL");
+  char *o = q;
+  *o++ = '"';
+  for (const char *p = pg->schema; *p; p++) {
+    if (*p == '"') *o++ = '"';
+    *o++ = *p;
+  }
+  *o++ = '"';
+  *o = '\0';
+  es_pg_sql_t *s = &pg->sql;
+  s->quoted_schema = q;
+  s->head = es__pg_subst(SQL_HEAD, q);
+  s->stream_fwd = es__pg_subst(SQL_STREAM_FWD, q);
+  s->stream_bwd = es__pg_subst(SQL_STREAM_BWD, q);
+  s->all_fwd = es__pg_subst(SQL_ALL_FWD, q);
+  s->all_bwd = es__pg_subst(SQL_ALL_BWD, q);
+  s->lock = es__pg_subst(SQL_LOCK, q);
+  s->lookup = es__pg_subst(SQL_LOOKUP, q);
+  s->find_event = es__pg_subst(SQL_FIND_EVENT, q);
+  s->write = es__pg_subst(SQL_WRITE, q);
+  if (!s->head || !s->stream_fwd || !s->stream_bwd || !s->all_fwd || !s->all_bwd || !s->lock ||
+      !s->lookup || !s->find_event || !s->write)
+    return es_err_set(err, ES_ENOMEM, "out of memory building SQL");
+  return ES_OK;
+}
+
+void es__pg_sql_free(es_pg_sql_t *s) {
+  free(s->quoted_schema);
+  free(s->head);
+  free(s->stream_fwd);
+  free(s->stream_bwd);
+  free(s->all_fwd);
+  free(s->all_bwd);
+  free(s->lock);
+  free(s->lookup);
+  free(s->find_event);
+  free(s->write);
+  memset(s, 0, sizeof *s);
+}
+
+/* ---- binary values ------------------------------------------------------- */
+
+int es__pg_buf_reserve(es_pg_buf_t *b, size_t more) {
+  if (b->cap - b->len >= more) return ES_OK;
+  size_t cap = b->cap ? b->cap : 256;
+  while (cap - b->len < more) cap *= 2;
+  char *d = realloc(b->data, cap);
+  if (d == NULL) return ES_ENOMEM;
+  b->data = d;
+  b->cap = cap;
+  return ES_OK;
+}
+
+int es__pg_buf_put(es_pg_buf_t *b, const void *p, size_t n) {
+  if (es__pg_buf_reserve(b, n)) return ES_ENOMEM;
+  if (n) memcpy(b->data + b->len, p, n);
+  b->len += n;
+  return ES_OK;
+}
+
+void es__pg_buf_free(es_pg_buf_t *b) {
+  free(b->data);
+  memset(b, 0, sizeof *b);
+}
+
+int es__pg_array_begin(es_pg_buf_t *b, uint32_t elem_oid, size_t n) {
+  uint8_t h[20];
+  b->len = 0;
+  es__pg_put32(h, n ? 1 : 0); /* dimensions */
+  es__pg_put32(h + 4, 0);     /* flags: no NULLs */
+  es__pg_put32(h + 8, elem_oid);
+  es__pg_put32(h + 12, (uint32_t)n); /* the one dimension's length */
+  es__pg_put32(h + 16, 1);           /* its lower bound */
+  return es__pg_buf_put(b, h, n ? 20 : 12);
+}
+
+int es__pg_array_elem(es_pg_buf_t *b, const void *p, size_t n) {
+  uint8_t len[4];
+  es__pg_put32(len, (uint32_t)n);
+  if (es__pg_buf_reserve(b, 4 + n)) return ES_ENOMEM;
+  es__pg_buf_put(b, len, 4);
+  return es__pg_buf_put(b, p, n);
+}
+
+int es__pg_array_u64(es_pg_buf_t *b, uint64_t v) {
+  uint8_t x[8];
+  es__pg_put64(x, v);
+  return es__pg_array_elem(b, x, 8);
+}
+
+int es__pg_array_u32(es_pg_buf_t *b, uint32_t v) {
+  uint8_t x[4];
+  es__pg_put32(x, v);
+  return es__pg_array_elem(b, x, 4);
+}
+
+long es__pg_array_count(const char *value, int len) {
+  if (len < 12) return -1;
+  uint32_t ndim = es__pg_get32(value);
+  if (ndim == 0) return 0;
+  if (ndim != 1 || len < 20) return -1;
+  return (long)es__pg_get32(value + 12);
+}
+
+int es__pg_array_parse(const char *value, int len, const char **vals, size_t *lens) {
+  long n = es__pg_array_count(value, len);
+  if (n < 0) return -1;
+  const char *p = value + (n ? 20 : 12), *end = value + len;
+  for (long i = 0; i < n; i++) {
+    if (end - p < 4) return -1;
+    int32_t l = (int32_t)es__pg_get32(p);
+    p += 4;
+    if (l < 0) l = 0; /* NULL: never stored, read as "" */
+    if (end - p < l) return -1;
+    vals[i] = p;
+    lens[i] = (size_t)l;
+    p += l;
+  }
+  return 0;
+}
