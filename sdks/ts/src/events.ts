@@ -21,8 +21,13 @@ export interface EventInput {
   eventVersion?: number;
   /** MIME type of the payload. Empty: the server stores "application/octet-stream". */
   contentType?: string;
-  /** Free-form string pairs. */
-  metadata?: Record<string, string>;
+  /**
+   * Free-form string pairs: an object (its own enumerable string-keyed properties) or a Map.
+   * Any key is allowed, "__proto__" and "constructor" included — but note that in an object
+   * literal `{ "__proto__": "x" }` sets the prototype instead of adding a key: write
+   * `{ ["__proto__"]: "x" }` or use a Map.
+   */
+  metadata?: Readonly<Record<string, string>> | ReadonlyMap<string, string>;
   correlationId?: string;
   causationId?: string;
   /** When it happened by the client's clock: a Date, or Unix milliseconds. */
@@ -74,6 +79,29 @@ function toUnixMs(value: Date | number | bigint | undefined): bigint {
   return toUint64(value, "occurredAt");
 }
 
+/** @internal The wire form of EventInput.metadata. Object.entries includes an own "__proto__" key. */
+function metadataToProto(m: EventInput["metadata"]): Map<string, string> {
+  if (m === undefined || m === null) return new Map();
+  if (m instanceof Map) return new Map(m);
+  return new Map(Object.entries(m));
+}
+
+/**
+ * @internal RecordedEvent.metadata: a frozen object without a prototype, so that every key —
+ * "__proto__", "constructor", "toString" … — is an ordinary own property, and a key that is
+ * absent reads as undefined instead of an inherited Object.prototype member.
+ */
+function metadataFromProto(m: ReadonlyMap<string, string>): Readonly<Record<string, string>> {
+  const record: Record<string, string> = Object.create(null);
+  // A Map from the generated decoder; tolerate a plain object from hand-made messages.
+  const entries: Iterable<[string, string]> = m instanceof Map ? m : Object.entries(m ?? {});
+  for (const [key, value] of entries) {
+    // defineProperty, not assignment: never goes through a setter, whatever the key.
+    Object.defineProperty(record, key, { value, enumerable: true, writable: false, configurable: false });
+  }
+  return Object.freeze(record);
+}
+
 /** @internal The wire form of an EventInput. */
 export function eventToProto(e: EventInput): pb.EventData {
   if (typeof e !== "object" || e === null || typeof e.eventType !== "string") {
@@ -85,7 +113,7 @@ export function eventToProto(e: EventInput): pb.EventData {
     eventVersion: toUint32(e.eventVersion ?? 0, "eventVersion"),
     contentType: e.contentType ?? "",
     payload: toBuffer(e.payload),
-    metadata: { ...(e.metadata ?? {}) },
+    metadata: metadataToProto(e.metadata),
     correlationId: e.correlationId ?? "",
     causationId: e.causationId ?? "",
     occurredAtUnixMs: toUnixMs(e.occurredAt),
@@ -110,6 +138,13 @@ export class RecordedEvent {
   readonly contentType: string;
   /** The body, byte for byte. */
   readonly payload: Buffer;
+  /**
+   * As appended. A frozen object with a null prototype: every key, "__proto__" included, is an
+   * own enumerable property (`Object.keys` / `Object.entries` / `{ ...metadata }` /
+   * `JSON.stringify` see them all) and absent keys are undefined. It has no Object.prototype
+   * methods: use `Object.hasOwn(metadata, key)` or `key in metadata`, not
+   * `metadata.hasOwnProperty(key)`. For a Map: `new Map(Object.entries(event.metadata))`.
+   */
   readonly metadata: Readonly<Record<string, string>>;
   readonly correlationId: string;
   readonly causationId: string;
@@ -128,7 +163,7 @@ export class RecordedEvent {
     this.eventVersion = e.eventVersion;
     this.contentType = e.contentType;
     this.payload = e.payload;
-    this.metadata = Object.freeze({ ...e.metadata });
+    this.metadata = metadataFromProto(e.metadata);
     this.correlationId = e.correlationId;
     this.causationId = e.causationId;
     this.occurredAtUnixMs = e.occurredAtUnixMs;

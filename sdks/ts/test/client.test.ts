@@ -128,6 +128,62 @@ describe("against a real server", () => {
       assert.deepEqual(e.json(), { total: 42, items: ["a", "b"] });
     });
 
+    it('keeps the metadata keys "__proto__" and "constructor" (readStream, readAll, subscribe)', async () => {
+      // Regression: ts-proto's decoder used to store map entries in a plain object, where
+      // assigning "__proto__" is a no-op, so that key vanished when reading (it was written fine).
+      // JSON.parse makes "__proto__" an own key; an object literal { "__proto__": "x" } would not.
+      const asObject = JSON.parse('{"__proto__": "x", "constructor": "y"}') as Record<string, string>;
+      assert.deepEqual(Object.keys(asObject), ["__proto__", "constructor"]);
+      const asMap = new Map([
+        ["__proto__", "x"],
+        ["constructor", "y"],
+      ]);
+      const s = uniqueStream("protokey");
+      const r = await client.append(s, [
+        { eventType: "ProtoKey", metadata: asObject },
+        { eventType: "ProtoKeyMap", metadata: asMap },
+      ]);
+
+      const check = (events: RecordedEvent[], via: string) => {
+        assert.deepEqual(events.map((e) => e.eventType), ["ProtoKey", "ProtoKeyMap"], via);
+        for (const e of events) {
+          const m = e.metadata;
+          assert.deepEqual(Object.entries(m).sort(), [["__proto__", "x"], ["constructor", "y"]], via);
+          assert.equal(m["__proto__"], "x", via);
+          assert.equal(m["constructor"], "y", via);
+          assert.ok(Object.hasOwn(m, "__proto__") && Object.hasOwn(m, "constructor"), via);
+          assert.equal(Object.getPrototypeOf(m), null, via); // no inherited Object.prototype members
+          assert.equal(m["toString"], undefined, via);
+          assert.equal("hasOwnProperty" in m, false, via);
+          assert.ok(Object.isFrozen(m), via);
+          // Copies keep the keys too.
+          assert.deepEqual(Object.keys({ ...m }).sort(), ["__proto__", "constructor"], via);
+          assert.deepEqual(Object.keys(JSON.parse(JSON.stringify(m))).sort(), ["__proto__", "constructor"], via);
+          assert.deepEqual([...new Map(Object.entries(m))].sort(), [...asMap].sort(), via);
+        }
+      };
+
+      check((await client.readStream(s)).events, "readStream");
+      check(await collect(client.readStreamIter(s, { pageSize: 1 })), "readStreamIter");
+      check(
+        (await client.readAll({ fromPosition: r.firstGlobalPosition, filter: { streamPrefix: s } })).events,
+        "readAll",
+      );
+      check(await collect(client.readAllIter({ pageSize: 1, filter: { streamPrefix: s } })), "readAllIter");
+
+      const sub = client.subscribe({ fromPosition: r.firstGlobalPosition, filter: { streamPrefix: s } });
+      const received: RecordedEvent[] = [];
+      try {
+        for await (const e of sub.events()) {
+          received.push(e);
+          if (received.length === 2) break;
+        }
+      } finally {
+        sub.close();
+      }
+      check(received, "subscribe");
+    });
+
     it("acknowledges a retried batch with duplicate = true and the original result", async () => {
       const s = uniqueStream("idem");
       const batch = [jsonEvent("A", { n: 1 }, { eventId: newEventId() }), jsonEvent("B", {}, { eventId: newEventId() })];

@@ -70,6 +70,30 @@ describe("events and JSON helpers", () => {
     assert.throws(() => eventToProto({ eventType: "T", eventVersion: -1 }), RangeError);
   });
 
+  it('metadata: any key, "__proto__" included, survives encoding, decoding and RecordedEvent', () => {
+    const input = JSON.parse('{"__proto__": "x", "constructor": "y", "toString": "z"}') as Record<string, string>;
+    const entries = [
+      ["__proto__", "x"],
+      ["constructor", "y"],
+      ["toString", "z"],
+    ];
+    for (const metadata of [input, new Map(Object.entries(input))]) {
+      const p = eventToProto({ eventType: "T", metadata });
+      assert.ok(p.metadata instanceof Map);
+      assert.deepEqual([...p.metadata], entries);
+      const wire = proto.RecordedEvent.encode({ ...proto.RecordedEvent.fromPartial({}), metadata: p.metadata }).finish();
+      const decoded = proto.RecordedEvent.decode(wire);
+      assert.deepEqual([...decoded.metadata], entries);
+      const m = new RecordedEvent(decoded).metadata;
+      assert.deepEqual(Object.entries(m), entries);
+      assert.equal(Object.getPrototypeOf(m), null);
+      assert.ok(Object.isFrozen(m));
+      assert.equal(m["hasOwnProperty"], undefined);
+    }
+    assert.deepEqual([...eventToProto({ eventType: "T" }).metadata], []);
+    assert.deepEqual({ ...new RecordedEvent(proto.RecordedEvent.fromPartial({})).metadata }, {});
+  });
+
   it("RecordedEvent exposes bigint positions, json(), text() and dates", () => {
     const e = new RecordedEvent({
       ...proto.RecordedEvent.fromPartial({}),

@@ -53,9 +53,9 @@ function canonical(v: Canon): string {
 }
 
 function eventToCanon(e: RecordedEvent): Canon {
-  // Object.entries: own enumerable string keys, which is all the SDK gives.
-  const metadata: { [k: string]: Canon } = {};
-  for (const [k, val] of Object.entries(e.metadata)) metadata[k] = val;
+  // Object.entries: own enumerable string keys, which is all the SDK gives. Object.fromEntries
+  // defines own properties, so a key "__proto__" is kept (assigning it to a plain object is not).
+  const metadata: { [k: string]: Canon } = Object.fromEntries(Object.entries(e.metadata));
   return {
     causation_id: e.causationId,
     content_type: e.contentType,

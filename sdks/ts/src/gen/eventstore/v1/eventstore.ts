@@ -136,7 +136,7 @@ export interface EventData {
   /** The event's body; opaque to the store. */
   payload: Buffer;
   /** Free-form key/value pairs; bounded in count (64) and total bytes (64 KiB). */
-  metadata: { [key: string]: string };
+  metadata: Map<string, string>;
   /** Optional id of the request or process this event belongs to (≤ 256 bytes). */
   correlationId: string;
   /** Optional id of the message that caused this event (≤ 256 bytes). */
@@ -171,7 +171,7 @@ export interface RecordedEvent {
   /** As appended, byte for byte. */
   payload: Buffer;
   /** As appended. */
-  metadata: { [key: string]: string };
+  metadata: Map<string, string>;
   /** As appended. */
   correlationId: string;
   /** As appended. */
@@ -341,7 +341,7 @@ function createBaseEventData(): EventData {
     eventVersion: 0,
     contentType: "",
     payload: Buffer.alloc(0),
-    metadata: {},
+    metadata: new Map(),
     correlationId: "",
     causationId: "",
     occurredAtUnixMs: 0n,
@@ -365,7 +365,7 @@ export const EventData: MessageFns<EventData> = {
     if (message.payload.length !== 0) {
       writer.uint32(42).bytes(message.payload);
     }
-    globalThis.Object.entries(message.metadata).forEach(([key, value]: [string, string]) => {
+    message.metadata.forEach((value, key) => {
       EventData_MetadataEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
     });
     if (message.correlationId !== "") {
@@ -443,7 +443,7 @@ export const EventData: MessageFns<EventData> = {
 
             const entry6 = EventData_MetadataEntry.decode(reader, reader.uint32());
             if (entry6.value !== undefined) {
-              message.metadata[entry6.key] = entry6.value;
+              message.metadata.set(entry6.key, entry6.value);
             }
             continue;
           }
@@ -508,18 +508,13 @@ export const EventData: MessageFns<EventData> = {
       payload: isSet(object.payload) ? Buffer.from(bytesFromBase64(object.payload)) : Buffer.alloc(0),
       metadata: isObject(object.metadata)
         ? (globalThis.Object.entries(object.metadata) as [string, any][]).reduce(
-          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
-            globalThis.Object.defineProperty(acc, key, {
-              value: globalThis.String(value),
-              enumerable: true,
-              configurable: true,
-              writable: true,
-            });
+          (acc: Map<string, string>, [key, value]: [string, any]) => {
+            acc.set(key, globalThis.String(value));
             return acc;
           },
-          {},
+          new Map(),
         )
-        : {},
+        : new Map(),
       correlationId: isSet(object.correlationId)
         ? globalThis.String(object.correlationId)
         : isSet(object.correlation_id)
@@ -555,14 +550,11 @@ export const EventData: MessageFns<EventData> = {
     if (message.payload.length !== 0) {
       obj.payload = base64FromBytes(message.payload);
     }
-    if (message.metadata) {
-      const entries = globalThis.Object.entries(message.metadata) as [string, string][];
-      if (entries.length > 0) {
-        obj.metadata = {};
-        entries.forEach(([k, v]) => {
-          obj.metadata[k] = v;
-        });
-      }
+    if (message.metadata?.size) {
+      obj.metadata = {};
+      message.metadata.forEach((v, k) => {
+        obj.metadata[k] = v;
+      });
     }
     if (message.correlationId !== "") {
       obj.correlationId = message.correlationId;
@@ -586,15 +578,15 @@ export const EventData: MessageFns<EventData> = {
     message.eventVersion = object.eventVersion ?? 0;
     message.contentType = object.contentType ?? "";
     message.payload = object.payload ?? Buffer.alloc(0);
-    message.metadata = (globalThis.Object.entries(object.metadata ?? {}) as [string, string][]).reduce(
-      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+    message.metadata = (() => {
+      const m = new Map();
+      (object.metadata as Map<string, string> ?? new Map()).forEach((value, key) => {
         if (value !== undefined) {
-          acc[key] = globalThis.String(value);
+          m.set(key, globalThis.String(value));
         }
-        return acc;
-      },
-      {},
-    );
+      });
+      return m;
+    })();
     message.correlationId = object.correlationId ?? "";
     message.causationId = object.causationId ?? "";
     message.occurredAtUnixMs = (object.occurredAtUnixMs !== undefined && object.occurredAtUnixMs !== null)
@@ -700,7 +692,7 @@ function createBaseRecordedEvent(): RecordedEvent {
     eventVersion: 0,
     contentType: "",
     payload: Buffer.alloc(0),
-    metadata: {},
+    metadata: new Map(),
     correlationId: "",
     causationId: "",
     occurredAtUnixMs: 0n,
@@ -743,7 +735,7 @@ export const RecordedEvent: MessageFns<RecordedEvent> = {
     if (message.payload.length !== 0) {
       writer.uint32(74).bytes(message.payload);
     }
-    globalThis.Object.entries(message.metadata).forEach(([key, value]: [string, string]) => {
+    message.metadata.forEach((value, key) => {
       RecordedEvent_MetadataEntry.encode({ key: key as any, value }, writer.uint32(82).fork()).join();
     });
     if (message.correlationId !== "") {
@@ -859,7 +851,7 @@ export const RecordedEvent: MessageFns<RecordedEvent> = {
 
             const entry10 = RecordedEvent_MetadataEntry.decode(reader, reader.uint32());
             if (entry10.value !== undefined) {
-              message.metadata[entry10.key] = entry10.value;
+              message.metadata.set(entry10.key, entry10.value);
             }
             continue;
           }
@@ -952,18 +944,13 @@ export const RecordedEvent: MessageFns<RecordedEvent> = {
       payload: isSet(object.payload) ? Buffer.from(bytesFromBase64(object.payload)) : Buffer.alloc(0),
       metadata: isObject(object.metadata)
         ? (globalThis.Object.entries(object.metadata) as [string, any][]).reduce(
-          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
-            globalThis.Object.defineProperty(acc, key, {
-              value: globalThis.String(value),
-              enumerable: true,
-              configurable: true,
-              writable: true,
-            });
+          (acc: Map<string, string>, [key, value]: [string, any]) => {
+            acc.set(key, globalThis.String(value));
             return acc;
           },
-          {},
+          new Map(),
         )
-        : {},
+        : new Map(),
       correlationId: isSet(object.correlationId)
         ? globalThis.String(object.correlationId)
         : isSet(object.correlation_id)
@@ -1016,14 +1003,11 @@ export const RecordedEvent: MessageFns<RecordedEvent> = {
     if (message.payload.length !== 0) {
       obj.payload = base64FromBytes(message.payload);
     }
-    if (message.metadata) {
-      const entries = globalThis.Object.entries(message.metadata) as [string, string][];
-      if (entries.length > 0) {
-        obj.metadata = {};
-        entries.forEach(([k, v]) => {
-          obj.metadata[k] = v;
-        });
-      }
+    if (message.metadata?.size) {
+      obj.metadata = {};
+      message.metadata.forEach((v, k) => {
+        obj.metadata[k] = v;
+      });
     }
     if (message.correlationId !== "") {
       obj.correlationId = message.correlationId;
@@ -1058,15 +1042,15 @@ export const RecordedEvent: MessageFns<RecordedEvent> = {
     message.eventVersion = object.eventVersion ?? 0;
     message.contentType = object.contentType ?? "";
     message.payload = object.payload ?? Buffer.alloc(0);
-    message.metadata = (globalThis.Object.entries(object.metadata ?? {}) as [string, string][]).reduce(
-      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+    message.metadata = (() => {
+      const m = new Map();
+      (object.metadata as Map<string, string> ?? new Map()).forEach((value, key) => {
         if (value !== undefined) {
-          acc[key] = globalThis.String(value);
+          m.set(key, globalThis.String(value));
         }
-        return acc;
-      },
-      {},
-    );
+      });
+      return m;
+    })();
     message.correlationId = object.correlationId ?? "";
     message.causationId = object.causationId ?? "";
     message.occurredAtUnixMs = (object.occurredAtUnixMs !== undefined && object.occurredAtUnixMs !== null)
