@@ -5,7 +5,8 @@ BAZEL_FLAGS ?=
 BIND_ADDR ?= 127.0.0.1:50051
 export BIND_ADDR
 
-.PHONY: help setup build run test test-plain test-asan test-tsan bench smoke fmt clean
+.PHONY: help setup setup-system build run test test-plain test-asan test-tsan test-fuzz bench smoke fmt \
+	fuzz docs-build docs-serve soak nix-check clean
 
 help:
 	@echo "make run     start the server (BACKEND=memory, BIND_ADDR=$(BIND_ADDR))"
@@ -13,18 +14,25 @@ help:
 	@echo "make bench   run the benchmarks against a fresh server"
 	@echo "make smoke   call a running server with a stock client (grpcurl)"
 	@echo "make fmt     check formatting with clang-format"
+	@echo "make fuzz    run every libFuzzer target (FUZZ_SECONDS each, default 60)"
+	@echo "make docs-build / docs-serve   build or serve the documentation site"
+	@echo "make soak    a bounded mixed-load run with subscriber churn (SOAK_SECONDS)"
 
-setup:
+# System packages only: enough to build and run the server.
+setup-system:
 	@tools/setup.sh
+
+# Everything the whole build needs, SDK toolchains' dependencies included.
+setup: setup-system
 	@for f in sdks/*/setup.sh; do "$$f" || exit 1; done
 
 build: setup
 	$(BAZEL) build $(BAZEL_FLAGS) //...
 
-run: setup
+run: setup-system
 	$(BAZEL) run $(BAZEL_FLAGS) -c opt //server:eventstore -- $(ARGS)
 
-test: setup test-plain test-asan test-tsan
+test: setup test-plain test-asan test-tsan test-fuzz nix-check docs-build
 
 test-plain:
 	$(BAZEL) test $(BAZEL_FLAGS) //...
@@ -38,10 +46,30 @@ TSAN_TARGETS = //core/... //backend_memory/... //tests/conformance/...
 test-tsan:
 	$(BAZEL) test $(BAZEL_FLAGS) --config=tsan $(TSAN_TARGETS)
 
-bench: setup
+# A short run of every fuzzer; `make fuzz` runs them longer.
+test-fuzz:
+	fuzz/run.sh 10
+
+FUZZ_SECONDS ?= 60
+fuzz: setup-system
+	fuzz/run.sh $(FUZZ_SECONDS)
+
+docs-build:
+	tools/docs.sh build
+
+docs-serve:
+	tools/docs.sh serve
+
+soak: setup-system
+	tools/soak.sh
+
+nix-check:
+	tools/nix_check.sh
+
+bench: setup-system
 	bench/run.sh
 
-smoke: setup
+smoke: setup-system
 	tools/smoke.sh $(BIND_ADDR)
 
 fmt:
