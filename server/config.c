@@ -5,6 +5,8 @@
  */
 #include "config.h"
 
+#include "security.h"
+
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -12,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { OPT_STR, OPT_INT, OPT_MS, OPT_U32, OPT_SIZE, OPT_U64, OPT_LEVEL } opt_kind_t;
+typedef enum { OPT_STR, OPT_INT, OPT_MS, OPT_U32, OPT_SIZE, OPT_U64, OPT_LEVEL, OPT_BOOL } opt_kind_t;
 
 typedef struct option_def {
   const char *flag;   /* long option name */
@@ -36,6 +38,13 @@ static const option_def_t OPTIONS[] = {
     NUM(OPT_INT, pg_connections, "pg-connections", "ES_PG_CONNECTIONS", "PostgreSQL connections for reads (default 8; the committer and the listener use one more each)"),
     NUM(OPT_MS, shutdown_grace_ms, "shutdown-grace-ms", "ES_SHUTDOWN_GRACE_MS", "how long shutdown waits for calls in flight (default 5000)"),
     NUM(OPT_LEVEL, log_level, "log-level", "LOG_LEVEL", "debug | info (default) | warn | error"),
+    STR(tls_cert, "tls-cert", "ES_TLS_CERT", "PEM certificate (chain) of the server: serve TLS (needs --tls-key)"),
+    STR(tls_key, "tls-key", "ES_TLS_KEY", "PEM private key of --tls-cert"),
+    STR(tls_client_ca, "tls-client-ca", "ES_TLS_CLIENT_CA", "PEM CA certificates: require client certificates signed by them (mutual TLS)"),
+    STR(auth_tokens_file, "auth-tokens-file", "ES_AUTH_TOKENS_FILE", "file of bearer tokens, one a line: calls must send 'authorization: Bearer <token>' (health stays open)"),
+    STR(metrics_addr, "metrics-addr", "ES_METRICS_ADDR", "HOST:PORT of a Prometheus endpoint (GET /metrics; off by default; port 0 picks one)"),
+    STR(metrics_port_file, "metrics-port-file", NULL, "write the bound metrics port to this file once serving"),
+    NUM(OPT_BOOL, insecure, "insecure", "ES_INSECURE", "allow a non-loopback --bind without TLS and tokens (logs a warning)"),
     NUM(OPT_SIZE, limits.max_request_bytes, "max-request-bytes", "ES_MAX_REQUEST_BYTES", "largest request message (default 4194304)"),
     NUM(OPT_U32, limits.max_append_events, "max-append-events", "ES_MAX_APPEND_EVENTS", "events per Append (default 1000)"),
     NUM(OPT_U32, limits.max_metadata_entries, "max-metadata-entries", "ES_MAX_METADATA_ENTRIES", "metadata entries per event (default 64)"),
@@ -58,7 +67,7 @@ static void usage(FILE *out, const char *argv0) {
     char left[64];
     snprintf(left, sizeof left, "--%s", OPTIONS[i].flag);
     fprintf(out, "  %-26s %s", left, OPTIONS[i].help);
-    if (OPTIONS[i].env) fprintf(out, " [%s]", OPTIONS[i].env);
+    if (OPTIONS[i].env) fprintf(out, " [%s%s]", OPTIONS[i].env, OPTIONS[i].kind == OPT_BOOL ? "=1" : "");
     fputc('\n', out);
   }
   fprintf(out, "  %-26s %s\n  %-26s %s\n", "--help", "print this help", "--version",
@@ -80,6 +89,17 @@ static int set_option(es_config_t *cfg, const option_def_t *o, const char *value
     if (es_log_parse_level(value, (es_log_level_t *)(void *)dst) != 0) {
       fprintf(stderr, "eventstore: %s: '%s' is not one of debug, info, warn, error\n", source,
               value);
+      return -1;
+    }
+    return 0;
+  }
+  if (o->kind == OPT_BOOL) {
+    if (strcmp(value, "1") == 0 || strcmp(value, "true") == 0) {
+      *(int *)(void *)dst = 1;
+    } else if (strcmp(value, "0") == 0 || strcmp(value, "false") == 0) {
+      *(int *)(void *)dst = 0;
+    } else {
+      fprintf(stderr, "eventstore: %s: '%s' is not one of 1, true, 0, false\n", source, value);
       return -1;
     }
     return 0;
@@ -146,7 +166,9 @@ int es_config_load(es_config_t *cfg, int argc, char **argv) {
 
   struct option longopts[N_OPTIONS + 3];
   for (size_t i = 0; i < N_OPTIONS; i++)
-    longopts[i] = (struct option){OPTIONS[i].flag, required_argument, NULL, (int)(256 + i)};
+    longopts[i] = (struct option){OPTIONS[i].flag,
+                                  OPTIONS[i].kind == OPT_BOOL ? no_argument : required_argument,
+                                  NULL, (int)(256 + i)};
   longopts[N_OPTIONS] = (struct option){"help", no_argument, NULL, 'h'};
   longopts[N_OPTIONS + 1] = (struct option){"version", no_argument, NULL, 'V'};
   longopts[N_OPTIONS + 2] = (struct option){NULL, 0, NULL, 0};
@@ -165,7 +187,8 @@ int es_config_load(es_config_t *cfg, int argc, char **argv) {
     if (c >= 256 && (size_t)(c - 256) < N_OPTIONS) {
       char source[64];
       snprintf(source, sizeof source, "--%s", OPTIONS[c - 256].flag);
-      if (set_option(cfg, &OPTIONS[c - 256], optarg, source) != 0) return ES_CONFIG_EXIT_USAGE;
+      if (set_option(cfg, &OPTIONS[c - 256], optarg ? optarg : "1", source) != 0)
+        return ES_CONFIG_EXIT_USAGE;
       continue;
     }
     fprintf(stderr, "eventstore: try --help\n");
@@ -186,9 +209,30 @@ int es_config_load(es_config_t *cfg, int argc, char **argv) {
             cfg->limits.default_page_events, cfg->limits.max_page_events);
     return ES_CONFIG_EXIT_USAGE;
   }
+  if ((cfg->tls_cert[0] != '\0') != (cfg->tls_key[0] != '\0')) {
+    fprintf(stderr, "eventstore: --tls-cert and --tls-key go together: give both or neither\n");
+    return ES_CONFIG_EXIT_USAGE;
+  }
+  if (cfg->tls_client_ca[0] && !cfg->tls_cert[0]) {
+    fprintf(stderr, "eventstore: --tls-client-ca needs --tls-cert and --tls-key\n");
+    return ES_CONFIG_EXIT_USAGE;
+  }
+  if (es_config_exposed_insecurely(cfg) && !cfg->insecure) {
+    fprintf(stderr,
+            "eventstore: refusing to listen on non-loopback address %s without TLS and "
+            "authentication: give --tls-cert, --tls-key and --auth-tokens-file, or --insecure "
+            "to accept the risk\n",
+            cfg->bind_addr);
+    return ES_CONFIG_EXIT_USAGE;
+  }
   cfg->limits.max_event_bytes = cfg->limits.max_request_bytes;
   /* PostgreSQL appends block on the network: many in flight at once is what
    * lets the backend commit them together (group commit). */
   if (cfg->workers == 0) cfg->workers = strcmp(cfg->backend, "postgres") == 0 ? 64 : 2;
   return ES_CONFIG_RUN;
+}
+
+int es_config_exposed_insecurely(const es_config_t *cfg) {
+  return !es_addr_is_loopback(cfg->bind_addr) &&
+         !(cfg->tls_cert[0] != '\0' && cfg->auth_tokens_file[0] != '\0');
 }

@@ -22,10 +22,22 @@ typedef struct es_config {
   int pg_connections;           /* ES_PG_CONNECTIONS / --pg-connections: PostgreSQL readers */
   int shutdown_grace_ms;        /* ES_SHUTDOWN_GRACE_MS / --shutdown-grace-ms */
   es_log_level_t log_level;     /* LOG_LEVEL / --log-level */
+  char tls_cert[1024];          /* ES_TLS_CERT / --tls-cert: PEM certificate chain; TLS when set */
+  char tls_key[1024];           /* ES_TLS_KEY / --tls-key: PEM private key */
+  char tls_client_ca[1024];     /* ES_TLS_CLIENT_CA / --tls-client-ca: require client certs */
+  char auth_tokens_file[1024];  /* ES_AUTH_TOKENS_FILE / --auth-tokens-file: bearer tokens */
+  char metrics_addr[256];       /* ES_METRICS_ADDR / --metrics-addr: Prometheus endpoint, off if empty */
+  char metrics_port_file[1024]; /* --metrics-port-file: written with the metrics port */
+  int insecure;                 /* ES_INSECURE / --insecure: allow a non-loopback bind
+                                   without TLS and tokens */
   es_limits_t limits;           /* ES_MAX_* / --max-* */
 } es_config_t;
 
 enum { ES_CONFIG_RUN = 0, ES_CONFIG_EXIT_OK = 1, ES_CONFIG_EXIT_USAGE = 2 };
+
+/* 1 when cfg binds a non-loopback address without both TLS and tokens (then
+ * the server only starts with --insecure). */
+int es_config_exposed_insecurely(const es_config_t *cfg);
 
 /* Fills *cfg from defaults, the environment and argv. Returns ES_CONFIG_RUN,
  * or ES_CONFIG_EXIT_OK after printing --help / --version, or

@@ -19,6 +19,7 @@
 #include "es/backend_memory.h"
 #include "es/backend_postgres.h"
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 
 static int write_port_file(const char *path, int port) {
@@ -77,6 +78,14 @@ int main(int argc, char **argv) {
   if (rc == ES_CONFIG_EXIT_OK) return 0;
   if (rc == ES_CONFIG_EXIT_USAGE) return 2;
   es_log_set_level(cfg.log_level);
+  if (es_config_exposed_insecurely(&cfg))
+    es_log(ES_LOG_WARN,
+           "--insecure: listening on non-loopback address %s without %s; anyone who can reach it "
+           "can read and write every stream",
+           cfg.bind_addr,
+           cfg.tls_cert[0]           ? "authentication"
+           : cfg.auth_tokens_file[0] ? "TLS"
+                                     : "TLS or authentication");
 
   sigset_t sigs;
   sigemptyset(&sigs);
@@ -101,6 +110,23 @@ int main(int argc, char **argv) {
          "eventstore %s serving on %s (port %d), backend %s, %d completion-queue thread(s), %d "
          "worker(s)",
          ES_VERSION, cfg.bind_addr, es_server_port(srv), cfg.backend, cfg.cq_threads, cfg.workers);
+  es_log(ES_LOG_INFO, "transport %s, bearer tokens %s",
+         cfg.tls_cert[0] ? (cfg.tls_client_ca[0] ? "TLS with client certificates" : "TLS")
+                         : "plaintext",
+         cfg.auth_tokens_file[0] ? "required (health open)" : "not required");
+  es_metrics_http_t *metrics = NULL;
+  if (cfg.metrics_addr[0]) {
+    int metrics_port = 0;
+    if (es_metrics_http_start(cfg.metrics_addr, srv, &metrics, &metrics_port, errbuf,
+                              sizeof errbuf) != 0) {
+      es_log(ES_LOG_ERROR, "cannot start the metrics endpoint: %s", errbuf);
+      _exit(1); /* the gRPC server is already serving; nothing to save */
+    }
+    es_log(ES_LOG_INFO, "metrics on http://%s/metrics (port %d)", cfg.metrics_addr, metrics_port);
+    if (cfg.metrics_port_file[0] && write_port_file(cfg.metrics_port_file, metrics_port) != 0)
+      es_log(ES_LOG_ERROR, "cannot write metrics port file %s: %s", cfg.metrics_port_file,
+             strerror(errno));
+  }
   if (cfg.port_file[0] && write_port_file(cfg.port_file, es_server_port(srv)) != 0)
     es_log(ES_LOG_ERROR, "cannot write port file %s: %s", cfg.port_file, strerror(errno));
 
@@ -120,6 +146,7 @@ int main(int argc, char **argv) {
     pthread_detach(watchdog);
   /* The PostgreSQL backend publishes other servers' commits from a thread of
    * its own: stop it before the server lets go of the notifier. */
+  es_metrics_http_stop(metrics); /* it reads the server's state */
   es_pg_stop_listening(backend);
   bool clean = es_server_stop(srv);
   if (!clean) {

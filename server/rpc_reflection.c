@@ -87,8 +87,14 @@ static grpc_byte_buffer *answer(const Grpc__Reflection__V1alpha__ServerReflectio
   Grpc__Reflection__V1alpha__ErrorResponse er = GRPC__REFLECTION__V1ALPHA__ERROR_RESPONSE__INIT;
   ProtobufCBinaryData file;
 
+  /* Echo the request without its unknown fields: protobuf-c keeps fields it
+   * does not know (even a malformed field number 0) and would re-pack them into
+   * bytes the client cannot decode. */
+  Grpc__Reflection__V1alpha__ServerReflectionRequest echo = *req;
+  echo.base.n_unknown_fields = 0;
+  echo.base.unknown_fields = NULL;
   r.valid_host = req->host;
-  r.original_request = (Grpc__Reflection__V1alpha__ServerReflectionRequest *)req;
+  r.original_request = &echo;
   const served_file_t *f = NULL;
   switch (req->message_request_case) {
     case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_LIST_SERVICES:

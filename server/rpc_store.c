@@ -21,6 +21,7 @@
 #include "eventstore/v1/eventstore.pb-c.h"
 #include "es/validate.h"
 #include "log.h"
+#include "metrics.h"
 #include "server_int.h"
 
 /* ---------------------------------------------------------------- encode */
@@ -154,6 +155,7 @@ static grpc_byte_buffer *do_append(call_t *c, const es_config_t *cfg) {
     call_set_error(c, &err, rc);
     goto done;
   }
+  es_metrics_append_done(res.duplicate ? 0 : req.event_count, res.duplicate);
   Eventstore__V1__AppendResponse r = EVENTSTORE__V1__APPEND_RESPONSE__INIT;
   r.first_stream_version = res.first_version;
   r.last_stream_version = res.last_version;
@@ -337,6 +339,7 @@ void rpc_subscribe_pump(call_t *c) {
     es_err_t err;
     es_err_clear(&err);
     int rc = es_sub_next(c->sub, &item, &err);
+    atomic_store_explicit(&c->sub_position, es_sub_position(c->sub), memory_order_relaxed);
     if (rc == ES_OK) {
       call_send(c, encode_item(c, &item), on_sub_sent);
       return;

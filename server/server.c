@@ -15,6 +15,10 @@
  * cancelling whatever is left after the grace period — before the queue is
  * shut down and drained. The core's shutdown tag alone would not wait for
  * calls the application still holds.
+ *
+ * Authentication (--auth-tokens-file) is checked in on_new, on arrival and
+ * before any byte of the request is decoded; grpc.health.v1 stays open so
+ * that load balancers and probes need no secret.
  */
 #include "server.h"
 
@@ -28,6 +32,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "server_int.h"
 
 #define REQUESTS_PER_METHOD 4
@@ -155,6 +160,7 @@ static call_t *call_new(es_server_t *srv, method_id_t m) {
   c->status = GRPC_STATUS_OK;
   atomic_init(&c->refs, 0);
   atomic_init(&c->cancelled, 0);
+  atomic_init(&c->sub_position, ES_SUB_POSITION_UNKNOWN);
   return c;
 }
 
@@ -174,6 +180,7 @@ static void call_free(call_t *c, bool live) {
   free(c->watch_service);
   arena_free(c);
   if (live) {
+    es_metrics_call_done(c->method, c->status, es_metrics_now_ns() - c->arrival_ns);
     pthread_mutex_lock(&srv->mu);
     if (c->in_registry) {
       if (c->stream_prev)
@@ -234,6 +241,8 @@ void call_set_error(call_t *c, const es_err_t *err, int rc) {
     c->trailer[0].value = grpc_slice_from_copied_string(buf);
     c->n_trailer = 1;
   }
+  if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNAVAILABLE || rc == ES_ENOMEM)
+    es_metrics_backend_error(rc);
   if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNAVAILABLE)
     es_log(ES_LOG_ERROR, "%s failed: %s (%s)",
            c->method == M_GENERIC ? "call" : METHODS[c->method].path, msg, es_errname(rc));
@@ -375,11 +384,18 @@ static void on_new(call_t *c, int ok) {
     call_free(c, false);
     return;
   }
+  c->arrival_ns = es_metrics_now_ns();
   pthread_mutex_lock(&srv->mu);
   srv->live_calls++;
   pthread_mutex_unlock(&srv->mu);
   if (!atomic_load(&srv->closing)) post_request(srv, c->method);
   atomic_store(&c->refs, 1);
+  if (srv->tokens && c->method != M_HEALTH_CHECK && c->method != M_HEALTH_WATCH &&
+      !es_tokens_check_metadata(srv->tokens, &c->req_md)) {
+    call_set_status(c, GRPC_STATUS_UNAUTHENTICATED, "missing or invalid bearer token");
+    call_finish_unary(c, NULL);
+    return;
+  }
   if (atomic_load(&srv->draining) && c->method <= M_SUBSCRIBE) {
     call_set_status(c, GRPC_STATUS_UNAVAILABLE, "server shutting down");
     call_finish_unary(c, NULL);
@@ -486,9 +502,16 @@ int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t *
   if (es_backend_head(backend, &head, &err) == ES_OK) es_notifier_publish(srv->log_notifier, head);
   es_backend_set_notifier(backend, srv->log_notifier);
 
+  if (cfg->auth_tokens_file[0] &&
+      es_tokens_load(cfg->auth_tokens_file, &srv->tokens, errbuf, errlen) != 0)
+    goto fail;
+  grpc_server_credentials *creds = NULL;
+  if (es_server_credentials(cfg, &creds, errbuf, errlen) != 0) goto fail;
+
   srv->workers = es_workers_start((size_t)cfg->workers);
   if (!srv->workers) {
     snprintf(errbuf, errlen, "cannot start %d worker threads", cfg->workers);
+    grpc_server_credentials_release(creds);
     goto fail;
   }
 
@@ -509,11 +532,16 @@ int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t *
   for (int m = 0; m < M_COUNT; m++)
     srv->methods[m] = grpc_server_register_method(srv->server, METHODS[m].path, NULL,
                                                   METHODS[m].payload, 0);
-  grpc_server_credentials *creds = grpc_insecure_server_credentials_create();
   srv->port = grpc_server_add_http2_port(srv->server, cfg->bind_addr, creds);
   grpc_server_credentials_release(creds);
   if (srv->port <= 0) {
-    snprintf(errbuf, errlen, "cannot listen on %s (address in use or invalid)", cfg->bind_addr);
+    if (cfg->tls_cert[0])
+      snprintf(errbuf, errlen,
+               "cannot listen on %s (address in use or invalid, or the TLS certificate %s and "
+               "key %s were rejected: see the log above)",
+               cfg->bind_addr, cfg->tls_cert, cfg->tls_key);
+    else
+      snprintf(errbuf, errlen, "cannot listen on %s (address in use or invalid)", cfg->bind_addr);
     grpc_server_destroy(srv->server);
     srv->server = NULL;
     grpc_completion_queue_shutdown(srv->cq);
@@ -539,6 +567,7 @@ fail:
   es_backend_set_notifier(backend, NULL);
   if (srv->log_notifier) es_notifier_free(srv->log_notifier);
   if (srv->health_notifier) es_notifier_free(srv->health_notifier);
+  es_tokens_free(srv->tokens);
   pthread_mutex_destroy(&srv->mu);
   pthread_cond_destroy(&srv->cv);
   free(srv);
@@ -666,6 +695,7 @@ bool es_server_stop(es_server_t *srv) {
   es_backend_set_notifier(srv->backend, NULL);
   es_notifier_free(srv->log_notifier);
   es_notifier_free(srv->health_notifier);
+  es_tokens_free(srv->tokens);
   pthread_mutex_destroy(&srv->mu);
   pthread_cond_destroy(&srv->cv);
   free(srv);

@@ -30,6 +30,7 @@
 
 #include "config.h"
 #include "es/backend.h"
+#include "security.h"
 #include "es/notifier.h"
 #include "es/subscription.h"
 #include "workers.h"
@@ -49,6 +50,8 @@ typedef enum method_id {
 
 typedef struct es_server es_server_t;
 typedef struct call call_t;
+
+#define ES_SUB_POSITION_UNKNOWN UINT64_MAX
 
 typedef struct op_tag {
   void (*fn)(call_t *c, int ok); /* runs on a completion-queue thread */
@@ -75,6 +78,7 @@ struct call {
   atomic_int cancelled;       /* the client went away (or a send failed) */
   atomic_int refs;
   es_job_t job;               /* runs call_run_job() on a worker */
+  uint64_t arrival_ns;        /* monotonic time of arrival, for the duration metric */
   arena_block_t *arena;
 
   /* Final status. */
@@ -88,6 +92,8 @@ struct call {
   /* Streaming state (owned by the driver). */
   ProtobufCMessage *request;  /* Subscribe: the decoded request until the subscription opens */
   es_sub_t *sub;              /* Subscribe: open subscription, NULL before the first pump */
+  _Atomic uint64_t sub_position; /* Subscribe: es_sub_position() as of the last step, or
+                                    ES_SUB_POSITION_UNKNOWN; read by metrics scrapes */
   es_waiter_t waiter;         /* registered with a notifier while waiting */
   int watch_last_sent;        /* Health/Watch: last status sent, -1 none */
   char *watch_service;        /* Health/Watch: service name (malloc) */
@@ -114,6 +120,7 @@ struct es_server {
   pthread_t *cq_threads;
   int n_cq_threads;
   int port;                       /* bound port */
+  es_tokens_t *tokens;            /* owned; NULL when calls need no bearer token */
 
   pthread_mutex_t mu;             /* guards the fields below */
   pthread_cond_t cv;              /* signalled when they change */
