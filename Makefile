@@ -6,7 +6,7 @@ BIND_ADDR ?= 127.0.0.1:50051
 export BIND_ADDR
 
 .PHONY: help setup setup-system build run test test-plain test-asan test-tsan test-fuzz bench smoke fmt \
-	fuzz docs-build docs-serve soak nix-check clean
+	fuzz docs-build docs-serve soak nix-check lint coverage qa clean
 
 help:
 	@echo "make run     start the server (BACKEND=memory, BIND_ADDR=$(BIND_ADDR))"
@@ -17,6 +17,9 @@ help:
 	@echo "make fuzz    run every libFuzzer target (FUZZ_SECONDS each, default 60)"
 	@echo "make docs-build / docs-serve   build or serve the documentation site"
 	@echo "make soak    a bounded mixed-load run with subscriber churn (SOAK_SECONDS)"
+	@echo "make lint    clang-tidy and cppcheck on core/, backend_*/, server/"
+	@echo "make coverage  line coverage (gcovr), HTML in coverage/index.html"
+	@echo "make qa      fmt, lint, coverage >= COVERAGE_MIN (default 90)"
 
 # System packages only: enough to build and run the server.
 setup-system:
@@ -74,6 +77,18 @@ smoke: setup-system
 
 fmt:
 	tools/fmt.sh --check
+
+COVERAGE_MIN ?= 90
+export COVERAGE_MIN
+
+lint: setup
+	tools/lint.sh
+
+coverage: setup
+	tools/coverage.sh
+
+qa: setup
+	tools/qa.sh
 
 clean:
 	$(BAZEL) clean

@@ -5,8 +5,6 @@
  */
 #include "config.h"
 
-#include "security.h"
-
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -14,47 +12,83 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { OPT_STR, OPT_INT, OPT_MS, OPT_U32, OPT_SIZE, OPT_U64, OPT_LEVEL, OPT_BOOL } opt_kind_t;
+#include "security.h"
+
+typedef enum {
+  OPT_STR,
+  OPT_INT,
+  OPT_MS,
+  OPT_U32,
+  OPT_SIZE,
+  OPT_U64,
+  OPT_LEVEL,
+  OPT_BOOL
+} opt_kind_t;
 
 typedef struct option_def {
-  const char *flag;   /* long option name */
-  const char *env;    /* environment variable, or NULL */
+  const char *flag; /* long option name */
+  const char *env;  /* environment variable, or NULL */
   opt_kind_t kind;
-  size_t offset;      /* of the destination within es_config_t */
-  size_t size;        /* of the destination (strings) */
+  size_t offset; /* of the destination within es_config_t */
+  size_t size;   /* of the destination (strings) */
   const char *help;
 } option_def_t;
 
-#define STR(field, flag, env, help) {flag, env, OPT_STR, offsetof(es_config_t, field), sizeof(((es_config_t *)0)->field), help}
-#define NUM(kind, field, flag, env, help) {flag, env, kind, offsetof(es_config_t, field), sizeof(((es_config_t *)0)->field), help}
+#define STR(field, flag, env, help) \
+  { flag, env, OPT_STR, offsetof(es_config_t, field), sizeof(((es_config_t *)0)->field), help }
+#define NUM(kind, field, flag, env, help) \
+  { flag, env, kind, offsetof(es_config_t, field), sizeof(((es_config_t *)0)->field), help }
 
 static const option_def_t OPTIONS[] = {
-    STR(bind_addr, "bind", "BIND_ADDR", "address to listen on (default 127.0.0.1:50051; port 0 picks one)"),
+    STR(bind_addr, "bind", "BIND_ADDR",
+        "address to listen on (default 127.0.0.1:50051; port 0 picks one)"),
     STR(backend, "backend", "BACKEND", "storage backend: memory (default) or postgres"),
-    STR(database_url, "database-url", "DATABASE_URL", "PostgreSQL connection URL (backend postgres)"),
+    STR(database_url, "database-url", "DATABASE_URL",
+        "PostgreSQL connection URL (backend postgres)"),
     STR(port_file, "port-file", NULL, "write the bound port to this file once serving"),
     NUM(OPT_INT, cq_threads, "threads", "ES_THREADS", "completion-queue threads (default 1)"),
-    NUM(OPT_INT, workers, "workers", "ES_WORKERS", "worker threads for backend work and subscriptions (default 2; 64 with postgres)"),
-    NUM(OPT_INT, pg_connections, "pg-connections", "ES_PG_CONNECTIONS", "PostgreSQL connections for reads (default 8; the committer and the listener use one more each)"),
-    NUM(OPT_MS, shutdown_grace_ms, "shutdown-grace-ms", "ES_SHUTDOWN_GRACE_MS", "how long shutdown waits for calls in flight (default 5000)"),
+    NUM(OPT_INT, workers, "workers", "ES_WORKERS",
+        "worker threads for backend work and subscriptions (default 2; 64 with postgres)"),
+    NUM(OPT_INT, pg_connections, "pg-connections", "ES_PG_CONNECTIONS",
+        "PostgreSQL connections for reads (default 8; the committer and the listener use one more "
+        "each)"),
+    NUM(OPT_MS, shutdown_grace_ms, "shutdown-grace-ms", "ES_SHUTDOWN_GRACE_MS",
+        "how long shutdown waits for calls in flight (default 5000)"),
     NUM(OPT_LEVEL, log_level, "log-level", "LOG_LEVEL", "debug | info (default) | warn | error"),
-    STR(tls_cert, "tls-cert", "ES_TLS_CERT", "PEM certificate (chain) of the server: serve TLS (needs --tls-key)"),
+    STR(tls_cert, "tls-cert", "ES_TLS_CERT",
+        "PEM certificate (chain) of the server: serve TLS (needs --tls-key)"),
     STR(tls_key, "tls-key", "ES_TLS_KEY", "PEM private key of --tls-cert"),
-    STR(tls_client_ca, "tls-client-ca", "ES_TLS_CLIENT_CA", "PEM CA certificates: require client certificates signed by them (mutual TLS)"),
-    STR(auth_tokens_file, "auth-tokens-file", "ES_AUTH_TOKENS_FILE", "file of bearer tokens, one a line: calls must send 'authorization: Bearer <token>' (health stays open)"),
-    STR(metrics_addr, "metrics-addr", "ES_METRICS_ADDR", "HOST:PORT of a Prometheus endpoint (GET /metrics; off by default; port 0 picks one)"),
-    STR(metrics_port_file, "metrics-port-file", NULL, "write the bound metrics port to this file once serving"),
-    NUM(OPT_BOOL, insecure, "insecure", "ES_INSECURE", "allow a non-loopback --bind without TLS and tokens (logs a warning)"),
-    NUM(OPT_SIZE, limits.max_request_bytes, "max-request-bytes", "ES_MAX_REQUEST_BYTES", "largest request message (default 4194304)"),
-    NUM(OPT_U32, limits.max_append_events, "max-append-events", "ES_MAX_APPEND_EVENTS", "events per Append (default 1000)"),
-    NUM(OPT_U32, limits.max_metadata_entries, "max-metadata-entries", "ES_MAX_METADATA_ENTRIES", "metadata entries per event (default 64)"),
-    NUM(OPT_SIZE, limits.max_metadata_bytes, "max-metadata-bytes", "ES_MAX_METADATA_BYTES", "metadata bytes per event (default 65536)"),
-    NUM(OPT_SIZE, limits.max_id_bytes, "max-id-bytes", "ES_MAX_ID_BYTES", "bytes of stream_id, event_type, stream_type, correlation_id, causation_id (default 256)"),
-    NUM(OPT_SIZE, limits.max_content_type_bytes, "max-content-type-bytes", "ES_MAX_CONTENT_TYPE_BYTES", "bytes of content_type (default 128)"),
-    NUM(OPT_U32, limits.max_page_events, "max-page-events", "ES_MAX_PAGE_EVENTS", "events per read page (default 1000)"),
-    NUM(OPT_U32, limits.default_page_events, "default-page-events", "ES_DEFAULT_PAGE_EVENTS", "page size when max_count is 0 (default 100)"),
-    NUM(OPT_SIZE, limits.max_page_bytes, "max-page-bytes", "ES_MAX_PAGE_BYTES", "response budget of a page (default 4128768)"),
-    NUM(OPT_U32, limits.default_checkpoint_interval, "checkpoint-interval", "ES_CHECKPOINT_INTERVAL", "default subscription checkpoint interval (default 1000)"),
+    STR(tls_client_ca, "tls-client-ca", "ES_TLS_CLIENT_CA",
+        "PEM CA certificates: require client certificates signed by them (mutual TLS)"),
+    STR(auth_tokens_file, "auth-tokens-file", "ES_AUTH_TOKENS_FILE",
+        "file of bearer tokens, one a line: calls must send 'authorization: Bearer <token>' "
+        "(health stays open)"),
+    STR(metrics_addr, "metrics-addr", "ES_METRICS_ADDR",
+        "HOST:PORT of a Prometheus endpoint (GET /metrics; off by default; port 0 picks one)"),
+    STR(metrics_port_file, "metrics-port-file", NULL,
+        "write the bound metrics port to this file once serving"),
+    NUM(OPT_BOOL, insecure, "insecure", "ES_INSECURE",
+        "allow a non-loopback --bind without TLS and tokens (logs a warning)"),
+    NUM(OPT_SIZE, limits.max_request_bytes, "max-request-bytes", "ES_MAX_REQUEST_BYTES",
+        "largest request message (default 4194304)"),
+    NUM(OPT_U32, limits.max_append_events, "max-append-events", "ES_MAX_APPEND_EVENTS",
+        "events per Append (default 1000)"),
+    NUM(OPT_U32, limits.max_metadata_entries, "max-metadata-entries", "ES_MAX_METADATA_ENTRIES",
+        "metadata entries per event (default 64)"),
+    NUM(OPT_SIZE, limits.max_metadata_bytes, "max-metadata-bytes", "ES_MAX_METADATA_BYTES",
+        "metadata bytes per event (default 65536)"),
+    NUM(OPT_SIZE, limits.max_id_bytes, "max-id-bytes", "ES_MAX_ID_BYTES",
+        "bytes of stream_id, event_type, stream_type, correlation_id, causation_id (default 256)"),
+    NUM(OPT_SIZE, limits.max_content_type_bytes, "max-content-type-bytes",
+        "ES_MAX_CONTENT_TYPE_BYTES", "bytes of content_type (default 128)"),
+    NUM(OPT_U32, limits.max_page_events, "max-page-events", "ES_MAX_PAGE_EVENTS",
+        "events per read page (default 1000)"),
+    NUM(OPT_U32, limits.default_page_events, "default-page-events", "ES_DEFAULT_PAGE_EVENTS",
+        "page size when max_count is 0 (default 100)"),
+    NUM(OPT_SIZE, limits.max_page_bytes, "max-page-bytes", "ES_MAX_PAGE_BYTES",
+        "response budget of a page (default 4128768)"),
+    NUM(OPT_U32, limits.default_checkpoint_interval, "checkpoint-interval",
+        "ES_CHECKPOINT_INTERVAL", "default subscription checkpoint interval (default 1000)"),
 };
 #define N_OPTIONS (sizeof OPTIONS / sizeof OPTIONS[0])
 
@@ -67,7 +101,8 @@ static void usage(FILE *out, const char *argv0) {
     char left[64];
     snprintf(left, sizeof left, "--%s", OPTIONS[i].flag);
     fprintf(out, "  %-26s %s", left, OPTIONS[i].help);
-    if (OPTIONS[i].env) fprintf(out, " [%s%s]", OPTIONS[i].env, OPTIONS[i].kind == OPT_BOOL ? "=1" : "");
+    if (OPTIONS[i].env)
+      fprintf(out, " [%s%s]", OPTIONS[i].env, OPTIONS[i].kind == OPT_BOOL ? "=1" : "");
     fputc('\n', out);
   }
   fprintf(out, "  %-26s %s\n  %-26s %s\n", "--help", "print this help", "--version",

@@ -12,21 +12,21 @@
 #include "log.h"
 
 typedef struct es_config {
-  char bind_addr[256];          /* BIND_ADDR / --bind */
-  char backend[32];             /* BACKEND / --backend: memory | postgres */
-  char database_url[1024];      /* DATABASE_URL / --database-url */
-  char port_file[1024];         /* --port-file: written with the bound port once serving */
-  int cq_threads;               /* ES_THREADS / --threads: completion-queue threads */
-  int workers;                  /* ES_WORKERS / --workers: worker threads (0 until set: then
-                                   2, or 64 for postgres so that group commit has company) */
-  int pg_connections;           /* ES_PG_CONNECTIONS / --pg-connections: PostgreSQL readers */
-  int shutdown_grace_ms;        /* ES_SHUTDOWN_GRACE_MS / --shutdown-grace-ms */
-  es_log_level_t log_level;     /* LOG_LEVEL / --log-level */
-  char tls_cert[1024];          /* ES_TLS_CERT / --tls-cert: PEM certificate chain; TLS when set */
-  char tls_key[1024];           /* ES_TLS_KEY / --tls-key: PEM private key */
-  char tls_client_ca[1024];     /* ES_TLS_CLIENT_CA / --tls-client-ca: require client certs */
-  char auth_tokens_file[1024];  /* ES_AUTH_TOKENS_FILE / --auth-tokens-file: bearer tokens */
-  char metrics_addr[256];       /* ES_METRICS_ADDR / --metrics-addr: Prometheus endpoint, off if empty */
+  char bind_addr[256];         /* BIND_ADDR / --bind */
+  char backend[32];            /* BACKEND / --backend: memory | postgres */
+  char database_url[1024];     /* DATABASE_URL / --database-url */
+  char port_file[1024];        /* --port-file: written with the bound port once serving */
+  int cq_threads;              /* ES_THREADS / --threads: completion-queue threads */
+  int workers;                 /* ES_WORKERS / --workers: worker threads (0 until set: then
+                                  2, or 64 for postgres so that group commit has company) */
+  int pg_connections;          /* ES_PG_CONNECTIONS / --pg-connections: PostgreSQL readers */
+  int shutdown_grace_ms;       /* ES_SHUTDOWN_GRACE_MS / --shutdown-grace-ms */
+  es_log_level_t log_level;    /* LOG_LEVEL / --log-level */
+  char tls_cert[1024];         /* ES_TLS_CERT / --tls-cert: PEM certificate chain; TLS when set */
+  char tls_key[1024];          /* ES_TLS_KEY / --tls-key: PEM private key */
+  char tls_client_ca[1024];    /* ES_TLS_CLIENT_CA / --tls-client-ca: require client certs */
+  char auth_tokens_file[1024]; /* ES_AUTH_TOKENS_FILE / --auth-tokens-file: bearer tokens */
+  char metrics_addr[256]; /* ES_METRICS_ADDR / --metrics-addr: Prometheus endpoint, off if empty */
   char metrics_port_file[1024]; /* --metrics-port-file: written with the metrics port */
   int insecure;                 /* ES_INSECURE / --insecure: allow a non-loopback bind
                                    without TLS and tokens */

@@ -18,7 +18,9 @@ void es_log_set_level(es_log_level_t level);
 int es_log_enabled(es_log_level_t level);
 void es_log(es_log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-#define ES_LOG_DEBUG_F(...) \
-  do { if (es_log_enabled(ES_LOG_DEBUG)) es_log(ES_LOG_DEBUG, __VA_ARGS__); } while (0)
+#define ES_LOG_DEBUG_F(...)                                              \
+  do {                                                                   \
+    if (es_log_enabled(ES_LOG_DEBUG)) es_log(ES_LOG_DEBUG, __VA_ARGS__); \
+  } while (0)
 
 #endif

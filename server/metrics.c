@@ -366,6 +366,8 @@ static void *http_main(void *arg) {
     }
     if (pfds[1].revents) return NULL;
     if (!(pfds[0].revents & POLLIN)) continue;
+    /* NULL address arguments are allowed by accept4(2): the peer is not needed. */
+    // cppcheck-suppress nullPointer
     int fd = accept4(h->listen_fd, NULL, NULL, SOCK_CLOEXEC);
     if (fd < 0) continue; /* EAGAIN, ECONNABORTED, EMFILE: try again later */
     serve_connection(h, fd);
@@ -424,8 +426,13 @@ static int listen_on(const char *addr, int *port, char *errbuf, size_t errlen) {
     return -1;
   }
   struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
   socklen_t sl = sizeof ss;
-  getsockname(fd, (struct sockaddr *)&ss, &sl);
+  if (getsockname(fd, (struct sockaddr *)&ss, &sl) != 0) {
+    snprintf(errbuf, errlen, "--metrics-addr %s: getsockname: %s", addr, strerror(errno));
+    close(fd);
+    return -1;
+  }
   *port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
                                    : ntohs(((struct sockaddr_in *)&ss)->sin_port);
   return fd;

@@ -18,9 +18,11 @@ static int known_service(const char *name) {
 }
 
 static int current_status(es_server_t *srv, const char *service) {
-  if (!known_service(service)) return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
-  return atomic_load(&srv->serving) ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
-                                    : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
+  if (!known_service(service))
+    return GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVICE_UNKNOWN;
+  return atomic_load(&srv->serving)
+             ? GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING
+             : GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING;
 }
 
 static grpc_byte_buffer *encode_status(int status) {
@@ -51,7 +53,9 @@ static void on_watch_sent(call_t *c, int ok) {
   rpc_health_watch_pump(c);
 }
 
-static void on_watch_wake(es_waiter_t *w) { call_schedule((call_t *)w->arg); }
+static void on_watch_wake(es_waiter_t *w) {
+  call_schedule((call_t *)w->arg);
+}
 
 void rpc_health_watch_pump(call_t *c) {
   es_server_t *srv = c->srv;

@@ -126,19 +126,20 @@ static grpc_byte_buffer *answer(const Grpc__Reflection__V1alpha__ServerReflectio
     r.file_descriptor_response = &fdr;
     return es_pack(&r.base);
   }
-  er.error_code = req->message_request_case ==
-                          GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST__NOT_SET
-                      ? GRPC_STATUS_INVALID_ARGUMENT
-                  : (req->message_request_case ==
-                         GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION ||
-                     req->message_request_case ==
-                         GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE)
-                      ? GRPC_STATUS_UNIMPLEMENTED
-                      : GRPC_STATUS_NOT_FOUND;
-  er.error_message = (char *)(er.error_code == GRPC_STATUS_NOT_FOUND ? "not found"
-                              : er.error_code == GRPC_STATUS_UNIMPLEMENTED
-                                  ? "extensions are not supported"
-                                  : "empty request");
+  er.error_code =
+      req->message_request_case ==
+              GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST__NOT_SET
+          ? GRPC_STATUS_INVALID_ARGUMENT
+      : (req->message_request_case ==
+             GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_EXTENSION ||
+         req->message_request_case ==
+             GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_ALL_EXTENSION_NUMBERS_OF_TYPE)
+          ? GRPC_STATUS_UNIMPLEMENTED
+          : GRPC_STATUS_NOT_FOUND;
+  er.error_message =
+      (char *)(er.error_code == GRPC_STATUS_NOT_FOUND       ? "not found"
+               : er.error_code == GRPC_STATUS_UNIMPLEMENTED ? "extensions are not supported"
+                                                            : "empty request");
   r.message_response_case =
       GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE;
   r.error_response = &er;

@@ -18,8 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "eventstore/v1/eventstore.pb-c.h"
 #include "es/validate.h"
+#include "eventstore/v1/eventstore.pb-c.h"
 #include "log.h"
 #include "metrics.h"
 #include "server_int.h"

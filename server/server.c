@@ -130,7 +130,9 @@ void *es_unpack(call_t *c, const ProtobufCMessageDescriptor *d, grpc_byte_buffer
   return m;
 }
 
-static void free_packed(void *p) { free(p); }
+static void free_packed(void *p) {
+  free(p);
+}
 
 grpc_byte_buffer *es_pack(const ProtobufCMessage *m) {
   size_t len = protobuf_c_message_get_packed_size(m);
@@ -197,7 +199,9 @@ static void call_free(call_t *c, bool live) {
   free(c);
 }
 
-void call_ref(call_t *c) { atomic_fetch_add(&c->refs, 1); }
+void call_ref(call_t *c) {
+  atomic_fetch_add(&c->refs, 1);
+}
 
 void call_unref(call_t *c) {
   if (atomic_fetch_sub(&c->refs, 1) == 1) call_free(c, true);
@@ -221,16 +225,36 @@ void call_set_status(call_t *c, grpc_status_code code, const char *msg) {
 void call_set_error(call_t *c, const es_err_t *err, int rc) {
   grpc_status_code code;
   switch (rc) {
-    case ES_EINVAL: code = GRPC_STATUS_INVALID_ARGUMENT; break;
-    case ES_ETOOBIG: code = GRPC_STATUS_RESOURCE_EXHAUSTED; break;
-    case ES_EVERSION: code = GRPC_STATUS_ABORTED; break;
-    case ES_ENOTFOUND: code = GRPC_STATUS_NOT_FOUND; break;
-    case ES_EEXIST: code = GRPC_STATUS_ALREADY_EXISTS; break;
-    case ES_ETYPE: code = GRPC_STATUS_FAILED_PRECONDITION; break;
-    case ES_EUNAVAIL: code = GRPC_STATUS_UNAVAILABLE; break;
-    case ES_ENOMEM: code = GRPC_STATUS_RESOURCE_EXHAUSTED; break;
-    case ES_ECANCELLED: code = GRPC_STATUS_CANCELLED; break;
-    default: code = GRPC_STATUS_INTERNAL; break;
+    case ES_EINVAL:
+      code = GRPC_STATUS_INVALID_ARGUMENT;
+      break;
+    case ES_ETOOBIG:
+      code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+      break;
+    case ES_EVERSION:
+      code = GRPC_STATUS_ABORTED;
+      break;
+    case ES_ENOTFOUND:
+      code = GRPC_STATUS_NOT_FOUND;
+      break;
+    case ES_EEXIST:
+      code = GRPC_STATUS_ALREADY_EXISTS;
+      break;
+    case ES_ETYPE:
+      code = GRPC_STATUS_FAILED_PRECONDITION;
+      break;
+    case ES_EUNAVAIL:
+      code = GRPC_STATUS_UNAVAILABLE;
+      break;
+    case ES_ENOMEM:
+      code = GRPC_STATUS_RESOURCE_EXHAUSTED;
+      break;
+    case ES_ECANCELLED:
+      code = GRPC_STATUS_CANCELLED;
+      break;
+    default:
+      code = GRPC_STATUS_INTERNAL;
+      break;
   }
   const char *msg = (err && err->msg[0]) ? err->msg : es_strerror(rc);
   call_set_status(c, code, msg);
@@ -252,12 +276,15 @@ static void fill_status_op(call_t *c, grpc_op *op) {
   memset(op, 0, sizeof *op);
   op->op = GRPC_OP_SEND_STATUS_FROM_SERVER;
   op->data.send_status_from_server.status = c->status;
-  op->data.send_status_from_server.status_details = c->has_status_details ? &c->status_details : NULL;
+  op->data.send_status_from_server.status_details =
+      c->has_status_details ? &c->status_details : NULL;
   op->data.send_status_from_server.trailing_metadata_count = c->n_trailer;
   op->data.send_status_from_server.trailing_metadata = c->n_trailer ? c->trailer : NULL;
 }
 
-static void on_unary_done(call_t *c, int ok) { call_unref(c); }
+static void on_unary_done(call_t *c, int ok) {
+  call_unref(c);
+}
 
 void call_finish_unary(call_t *c, grpc_byte_buffer *response) {
   grpc_op ops[4];
@@ -280,7 +307,9 @@ void call_finish_unary(call_t *c, grpc_byte_buffer *response) {
   }
 }
 
-static void on_stream_done(call_t *c, int ok) { call_unref(c); /* the driver */ }
+static void on_stream_done(call_t *c, int ok) {
+  call_unref(c); /* the driver */
+}
 
 void call_finish_stream(call_t *c) {
   grpc_op ops[2];
@@ -476,8 +505,8 @@ static void on_shutdown(call_t *c, int ok) {
   pthread_mutex_unlock(&srv->mu);
 }
 
-int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t **out,
-                    char *errbuf, size_t errlen) {
+int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t **out, char *errbuf,
+                    size_t errlen) {
   es_server_t *srv = calloc(1, sizeof *srv);
   if (!srv) {
     snprintf(errbuf, errlen, "out of memory");
@@ -530,8 +559,8 @@ int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t *
   srv->cq = grpc_completion_queue_create_for_next(NULL);
   grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
   for (int m = 0; m < M_COUNT; m++)
-    srv->methods[m] = grpc_server_register_method(srv->server, METHODS[m].path, NULL,
-                                                  METHODS[m].payload, 0);
+    srv->methods[m] =
+        grpc_server_register_method(srv->server, METHODS[m].path, NULL, METHODS[m].payload, 0);
   srv->port = grpc_server_add_http2_port(srv->server, cfg->bind_addr, creds);
   grpc_server_credentials_release(creds);
   if (srv->port <= 0) {
@@ -542,25 +571,44 @@ int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t *
                cfg->bind_addr, cfg->tls_cert, cfg->tls_key);
     else
       snprintf(errbuf, errlen, "cannot listen on %s (address in use or invalid)", cfg->bind_addr);
-    grpc_server_destroy(srv->server);
-    srv->server = NULL;
-    grpc_completion_queue_shutdown(srv->cq);
-    while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN) {
+    goto fail_unstarted;
+  }
+  /* The polling threads start before the server, so that a failure to start
+   * them can still be undone. */
+  srv->cq_threads = calloc((size_t)cfg->cq_threads, sizeof(pthread_t));
+  if (!srv->cq_threads) {
+    snprintf(errbuf, errlen, "out of memory");
+    goto fail_unstarted;
+  }
+  for (int i = 0; i < cfg->cq_threads; i++) {
+    if (pthread_create(&srv->cq_threads[i], NULL, cq_main, srv) != 0) {
+      snprintf(errbuf, errlen, "cannot start completion-queue thread %d of %d", i + 1,
+               cfg->cq_threads);
+      goto fail_unstarted;
     }
-    grpc_completion_queue_destroy(srv->cq);
-    srv->cq = NULL;
-    goto fail;
+    srv->n_cq_threads = i + 1;
   }
   grpc_server_start(srv->server);
   for (int m = 0; m <= M_GENERIC; m++)
     for (int i = 0; i < REQUESTS_PER_METHOD; i++) post_request(srv, (method_id_t)m);
-
-  srv->n_cq_threads = cfg->cq_threads;
-  srv->cq_threads = calloc((size_t)srv->n_cq_threads, sizeof(pthread_t));
-  for (int i = 0; i < srv->n_cq_threads; i++) pthread_create(&srv->cq_threads[i], NULL, cq_main, srv);
   *out = srv;
   return 0;
+
+fail_unstarted:
+  /* Bound or not, the server never started: destroy it, then shut the queue
+   * down, which also ends any polling thread already running. */
+  grpc_server_destroy(srv->server);
+  srv->server = NULL;
+  grpc_completion_queue_shutdown(srv->cq);
+  if (srv->n_cq_threads == 0) {
+    while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+  }
+  for (int i = 0; i < srv->n_cq_threads; i++) pthread_join(srv->cq_threads[i], NULL);
+  free(srv->cq_threads);
+  grpc_completion_queue_destroy(srv->cq);
+  srv->cq = NULL;
 
 fail:
   if (srv->workers) es_workers_stop(srv->workers);
@@ -574,7 +622,9 @@ fail:
   return -1;
 }
 
-int es_server_port(const es_server_t *s) { return s->port; }
+int es_server_port(const es_server_t *s) {
+  return s->port;
+}
 
 static struct timespec deadline_in(int ms) {
   struct timespec t;
@@ -588,8 +638,12 @@ static struct timespec deadline_in(int ms) {
   return t;
 }
 
-static bool no_calls(const es_server_t *srv) { return srv->live_calls == 0; }
-static bool no_streams(const es_server_t *srv) { return srv->live_streams == 0; }
+static bool no_calls(const es_server_t *srv) {
+  return srv->live_calls == 0;
+}
+static bool no_streams(const es_server_t *srv) {
+  return srv->live_streams == 0;
+}
 static bool no_unary_calls(const es_server_t *srv) {
   return srv->live_calls - srv->live_streams == 0;
 }

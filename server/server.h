@@ -16,8 +16,8 @@ typedef struct es_server es_server_t;
 /* Binds cfg->bind_addr, starts the completion-queue threads and the workers
  * and begins serving. backend is borrowed and must outlive the server.
  * grpc_init() must have been called. Returns 0, or -1 with a message in errbuf. */
-int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t **out,
-                    char *errbuf, size_t errlen);
+int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t **out, char *errbuf,
+                    size_t errlen);
 
 /* The bound port. */
 int es_server_port(const es_server_t *s);

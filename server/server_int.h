@@ -30,9 +30,9 @@
 
 #include "config.h"
 #include "es/backend.h"
-#include "security.h"
 #include "es/notifier.h"
 #include "es/subscription.h"
+#include "security.h"
 #include "workers.h"
 
 typedef enum method_id {
@@ -68,17 +68,17 @@ typedef struct arena_block {
 struct call {
   es_server_t *srv;
   method_id_t method;
-  grpc_call *call;            /* owned: unref at free */
+  grpc_call *call; /* owned: unref at free */
   gpr_timespec deadline;
   grpc_metadata_array req_md; /* request metadata */
   grpc_call_details details;  /* M_GENERIC only */
   grpc_byte_buffer *payload;  /* initial payload, or the last message received */
   op_tag_t t_new, t_close, t_send, t_recv, t_done;
-  int close_cancelled;        /* out-param of RECV_CLOSE_ON_SERVER */
-  atomic_int cancelled;       /* the client went away (or a send failed) */
+  int close_cancelled;  /* out-param of RECV_CLOSE_ON_SERVER */
+  atomic_int cancelled; /* the client went away (or a send failed) */
   atomic_int refs;
-  es_job_t job;               /* runs call_run_job() on a worker */
-  uint64_t arrival_ns;        /* monotonic time of arrival, for the duration metric */
+  es_job_t job;        /* runs call_run_job() on a worker */
+  uint64_t arrival_ns; /* monotonic time of arrival, for the duration metric */
   arena_block_t *arena;
 
   /* Final status. */
@@ -90,13 +90,13 @@ struct call {
   bool initial_md_sent;
 
   /* Streaming state (owned by the driver). */
-  ProtobufCMessage *request;  /* Subscribe: the decoded request until the subscription opens */
-  es_sub_t *sub;              /* Subscribe: open subscription, NULL before the first pump */
+  ProtobufCMessage *request;     /* Subscribe: the decoded request until the subscription opens */
+  es_sub_t *sub;                 /* Subscribe: open subscription, NULL before the first pump */
   _Atomic uint64_t sub_position; /* Subscribe: es_sub_position() as of the last step, or
                                     ES_SUB_POSITION_UNKNOWN; read by metrics scrapes */
-  es_waiter_t waiter;         /* registered with a notifier while waiting */
-  int watch_last_sent;        /* Health/Watch: last status sent, -1 none */
-  char *watch_service;        /* Health/Watch: service name (malloc) */
+  es_waiter_t waiter;            /* registered with a notifier while waiting */
+  int watch_last_sent;           /* Health/Watch: last status sent, -1 none */
+  char *watch_service;           /* Health/Watch: service name (malloc) */
 
   /* Registry of live streaming calls (srv->mu), so shutdown can end them. */
   call_t *stream_prev, *stream_next;
@@ -109,34 +109,34 @@ struct es_server {
   es_notifier_t *log_notifier;    /* the log grew (published by the backend) */
   es_notifier_t *health_notifier; /* head = health version, bumped on every change */
   atomic_ulong health_version;
-  atomic_int serving;             /* 1 while SERVING */
-  atomic_int draining;            /* new EventStore calls get UNAVAILABLE */
-  atomic_int shutting_down;       /* streams end */
-  atomic_int closing;             /* shutdown_and_notify called: post no more requests */
+  atomic_int serving;       /* 1 while SERVING */
+  atomic_int draining;      /* new EventStore calls get UNAVAILABLE */
+  atomic_int shutting_down; /* streams end */
+  atomic_int closing;       /* shutdown_and_notify called: post no more requests */
   es_workers_t *workers;
   grpc_server *server;
   grpc_completion_queue *cq;
-  void *methods[M_COUNT];         /* registered method handles */
+  void *methods[M_COUNT]; /* registered method handles */
   pthread_t *cq_threads;
   int n_cq_threads;
-  int port;                       /* bound port */
-  es_tokens_t *tokens;            /* owned; NULL when calls need no bearer token */
+  int port;            /* bound port */
+  es_tokens_t *tokens; /* owned; NULL when calls need no bearer token */
 
-  pthread_mutex_t mu;             /* guards the fields below */
-  pthread_cond_t cv;              /* signalled when they change */
-  long live_calls;                /* calls that arrived and are not freed yet */
-  long live_streams;              /* of which streaming calls (in `streams`) */
-  call_t *streams;                /* registry of live streaming calls */
-  bool shutdown_notified;         /* the server's shutdown tag completed */
+  pthread_mutex_t mu;     /* guards the fields below */
+  pthread_cond_t cv;      /* signalled when they change */
+  long live_calls;        /* calls that arrived and are not freed yet */
+  long live_streams;      /* of which streaming calls (in `streams`) */
+  call_t *streams;        /* registry of live streaming calls */
+  bool shutdown_notified; /* the server's shutdown tag completed */
   op_tag_t t_shutdown;
 };
 
 /* ---- call helpers (server.c) ---- */
-void *call_alloc(call_t *c, size_t size);            /* zeroed; NULL on OOM */
+void *call_alloc(call_t *c, size_t size); /* zeroed; NULL on OOM */
 void call_ref(call_t *c);
 void call_unref(call_t *c);
-void call_schedule(call_t *c);                        /* run call_run_job on a worker */
-bool call_is_done(call_t *c);                         /* cancelled or shutting down */
+void call_schedule(call_t *c); /* run call_run_job on a worker */
+bool call_is_done(call_t *c);  /* cancelled or shutting down */
 void call_set_status(call_t *c, grpc_status_code code, const char *msg);
 void call_set_error(call_t *c, const es_err_t *err, int rc);
 /* Unary: sends initial metadata, the response (if any, consumed) and the
@@ -163,7 +163,7 @@ int es_wire_find_nul(const ProtobufCMessageDescriptor *d, const uint8_t *data, s
 grpc_byte_buffer *es_pack(const ProtobufCMessage *m);
 
 /* ---- RPCs ---- */
-void rpc_store_unary(call_t *c);                   /* Append, ReadStream, ReadAll */
+void rpc_store_unary(call_t *c); /* Append, ReadStream, ReadAll */
 void rpc_subscribe_start(call_t *c);
 void rpc_subscribe_pump(call_t *c);
 void rpc_subscribe_on_close(call_t *c, int ok);

@@ -31,8 +31,8 @@ static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
   return -1;
 }
 
-static int scan(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end, int depth,
-                char *path, size_t pathlen) {
+static int scan(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
+                int depth, char *path, size_t pathlen) {
   if (depth > MAX_DEPTH) return 0;
   while (p < end) {
     uint64_t key, len;

@@ -10,7 +10,8 @@ PACKAGES=(
   protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev
   libgtest-dev libpq-dev postgresql
   clang clang-format libclang-rt-14-dev
-  python3 python3-venv
+  clang-tidy cppcheck gcovr
+  python3 python3-venv openssl
 )
 
 missing=()

@@ -417,7 +417,7 @@ static int commit_prepare(es_mem_t *m, commit_t *c, const char *stream_id, size_
     memcpy(s->id, stream_id, id_len + 1);
     c->stream = s;
     c->stream_is_new = true;
-    c->bytes += es_mem_footprint(sizeof *s + id_len + 1);
+    c->bytes += (int64_t)es_mem_footprint(sizeof *s + id_len + 1);
     if (!es_mem_table_fits(&m->streams, 1)) {
       if (es_mem_table_grow(&m->streams, 1, stream_hash_of, m, &c->new_streams)) goto fail;
       c->bytes += (int64_t)(es_mem_table_bytes(&c->new_streams) - es_mem_table_bytes(&m->streams));
@@ -429,7 +429,7 @@ static int commit_prepare(es_mem_t *m, commit_t *c, const char *stream_id, size_
     if (!t) goto fail;
     memcpy(t, stream_type, len + 1);
     c->new_type = t;
-    c->bytes += es_mem_footprint(len + 1);
+    c->bytes += (int64_t)es_mem_footprint(len + 1);
   }
 
   /* The stream's positions array. */
@@ -442,7 +442,7 @@ static int commit_prepare(es_mem_t *m, commit_t *c, const char *stream_id, size_
     if (!c->new_positions) goto fail;
     if (s->count) memcpy(c->new_positions, s->positions, s->count * sizeof(uint32_t));
     c->new_positions_cap = cap;
-    c->bytes += es_mem_footprint(cap * sizeof(uint32_t));
+    c->bytes += (int64_t)es_mem_footprint(cap * sizeof(uint32_t));
     if (s->capacity) c->bytes -= (int64_t)es_mem_footprint(s->capacity * sizeof(uint32_t));
   }
 
@@ -456,7 +456,7 @@ static int commit_prepare(es_mem_t *m, commit_t *c, const char *stream_id, size_
     if (!c->new_chunks) goto fail;
     if (m->chunk_count) memcpy(c->new_chunks, m->chunks, m->chunk_count * sizeof *m->chunks);
     c->new_chunk_cap = cap;
-    c->bytes += es_mem_footprint(cap * sizeof *c->new_chunks);
+    c->bytes += (int64_t)es_mem_footprint(cap * sizeof *c->new_chunks);
     if (m->chunk_cap) c->bytes -= (int64_t)es_mem_footprint(m->chunk_cap * sizeof *m->chunks);
   }
   es_mem_record_t ***dir = c->new_chunks ? c->new_chunks : m->chunks;
@@ -465,7 +465,7 @@ static int commit_prepare(es_mem_t *m, commit_t *c, const char *stream_id, size_
     dir[c->new_chunk_count] = malloc(CHUNK_SLOTS * sizeof(es_mem_record_t *));
     if (!dir[c->new_chunk_count]) goto fail;
     c->new_chunk_count++;
-    c->bytes += es_mem_footprint(CHUNK_SLOTS * sizeof(es_mem_record_t *));
+    c->bytes += (int64_t)es_mem_footprint(CHUNK_SLOTS * sizeof(es_mem_record_t *));
   }
 
   /* The id table last: readers never see it, so a grown table is swapped
@@ -626,7 +626,6 @@ static int mem_append(es_backend_t *b, const es_append_req_t *req, es_append_res
   if (c.new_chunks) m->chunk_cap = c.new_chunk_cap;
   m->chunk_count = c.new_chunk_count;
   pthread_mutex_unlock(&m->commit);
-  locked = false;
 
   free(old_chunks);
   free(old_positions);

@@ -27,6 +27,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -64,8 +65,7 @@ static int start_listening(es_pg_t *pg, PGconn *c, es_err_t *err) {
     PQfreemem(ident);
     return es_err_set(err, ES_ENOMEM, "out of memory");
   }
-  memcpy(sql, "LISTEN ", 7);
-  memcpy(sql + 7, ident, strlen(ident) + 1);
+  snprintf(sql, len, "LISTEN %s", ident);
   PQfreemem(ident);
   PGresult *res = PQexec(c, sql);
   free(sql);

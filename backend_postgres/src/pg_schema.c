@@ -173,7 +173,7 @@ int es__pg_migrate(es_pg_t *pg, PGconn *c, es_err_t *err) {
   rc = exec_params(c, current_sql, 0, NULL, PGRES_TUPLES_OK, &res, "reading the schema version",
                    err);
   if (rc) goto done;
-  int current = atoi(PQgetvalue(res, 0, 0));
+  int current = (int)strtol(PQgetvalue(res, 0, 0), NULL, 10);
   PQclear(res);
   res = NULL;
   if (current > ES_PG_SCHEMA_VERSION) {

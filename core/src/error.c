@@ -52,8 +52,10 @@ void es_err_clear(es_err_t *err) {
 }
 
 /* has_actual_version / actual_version are left alone: a backend may fill them
- * before or after formatting the message, and only ES_EVERSION reads them. */
-int es_err_set(es_err_t *err, int code, const char *fmt, ...) {
+ * before or after formatting the message, and only ES_EVERSION reads them.
+ * The name is in parentheses so that the analyzer-only macro of the same name
+ * (error.h) does not expand here. */
+int(es_err_set)(es_err_t *err, int code, const char *fmt, ...) {
   if (err == NULL) return code;
   err->code = code;
   va_list ap;

@@ -53,9 +53,9 @@ bool es_filter_active(const es_filter_t *filter) {
 
 /* A length-delimited field: 1 tag byte (field numbers are all ≤ 15), a length
  * varint of at most 10 bytes, the bytes. */
-#define FIELD_OVERHEAD 11
+#define FIELD_OVERHEAD ((size_t)11)
 /* A varint field: 1 tag byte and at most 10 bytes. */
-#define VARINT_FIELD 11
+#define VARINT_FIELD ((size_t)11)
 /* A map entry is a nested message: tag + length of the entry, then key and
  * value as two length-delimited fields: three times FIELD_OVERHEAD. */
 #define MAP_ENTRY_OVERHEAD (3 * FIELD_OVERHEAD)

@@ -57,6 +57,8 @@ struct es_sub {
   bool has_page;         /* page holds a read not yet used up */
   size_t idx;            /* next event of the page to hand out */
   bool caught_up_sent;   /* CaughtUp is handed out once */
+  bool caught_up_first;  /* from_end: hand out CaughtUp(open_head) before anything */
+  uint64_t open_head;    /* from_end: the head read at open */
 };
 
 /* Deep-copies f into s->filter, so that the caller's strings may go away
@@ -112,6 +114,10 @@ int es_sub_open(es_backend_t *b, const es_limits_t *limits, const es_sub_opts_t 
     rc = es_backend_head(b, &head, err);
     if (rc != ES_OK) goto fail;
     start = head + 1;
+    /* Nothing to replay: CaughtUp comes at once (API.md), before any event
+     * committed after the subscription started. */
+    s->caught_up_first = true;
+    s->open_head = head;
   }
   s->cursor = start;
   s->scanned = start - 1;
@@ -150,6 +156,7 @@ static void hand_out_checkpoint(es_sub_t *s, es_sub_item_t *item) {
 }
 
 bool es_sub_has_buffered(const es_sub_t *s) {
+  if (s->caught_up_first) return true;
   if (!s->has_page) return false;
   if (s->idx < s->page.count) return true;
   if (checkpoint_due(s, s->scanned)) return true;
@@ -212,6 +219,14 @@ fail:
 
 int es_sub_next(es_sub_t *s, es_sub_item_t *item, es_err_t *err) {
   assert(s != NULL && item != NULL);
+  if (s->caught_up_first) {
+    s->caught_up_first = false;
+    s->caught_up_sent = true;
+    item->kind = ES_SUB_CAUGHT_UP;
+    item->event = NULL;
+    item->position = s->open_head;
+    return ES_OK;
+  }
   for (;;) {
     if (!s->has_page) {
       int rc = read_page(s, err);

@@ -20,8 +20,8 @@ int es_mem_open(es_backend_t **out, es_err_t *err);
 typedef struct es_mem_stats {
   uint64_t events;
   uint64_t streams;
-  uint64_t bytes_total;      /* everything allocated by the store */
-  uint64_t bytes_payload;    /* sum of payload lengths */
+  uint64_t bytes_total;   /* everything allocated by the store */
+  uint64_t bytes_payload; /* sum of payload lengths */
 } es_mem_stats_t;
 
 void es_mem_stats(es_backend_t *b, es_mem_stats_t *out);

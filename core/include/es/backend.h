@@ -37,8 +37,8 @@ extern "C" {
 typedef struct es_backend es_backend_t;
 
 typedef struct es_backend_methods {
-  const char *name;  /* "memory", "postgres" */
-  int blocking;      /* 1: methods may wait on I/O */
+  const char *name; /* "memory", "postgres" */
+  int blocking;     /* 1: methods may wait on I/O */
 
   /* Frees the backend and everything it owns. Pages still held by callers
    * must have been freed before. Never fails. */
@@ -48,19 +48,18 @@ typedef struct es_backend_methods {
    * duplicate batch fills the original result with duplicate = true.
    * Errors: ES_EEXIST (id reused, msg names it), ES_ETYPE, ES_EVERSION (err
    * carries actual_version), ES_EUNAVAIL, ES_ENOMEM. */
-  int (*append)(es_backend_t *b, const es_append_req_t *req,
-                es_append_result_t *out, es_err_t *err);
+  int (*append)(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
+                es_err_t *err);
 
   /* One page of a stream. ES_ENOTFOUND when the stream has no events.
    * *out (OUT) must be freed with es_page_free(). */
-  int (*read_stream)(es_backend_t *b, const es_read_stream_req_t *req,
-                     es_page_t *out, es_err_t *err);
+  int (*read_stream)(es_backend_t *b, const es_read_stream_req_t *req, es_page_t *out,
+                     es_err_t *err);
 
   /* One page of the global log. *out (OUT) must be freed with es_page_free().
    * FORWARD: out->next is one past the last position examined (the resume
    * point), out->is_end when that passed the head. */
-  int (*read_all)(es_backend_t *b, const es_read_all_req_t *req,
-                  es_page_t *out, es_err_t *err);
+  int (*read_all)(es_backend_t *b, const es_read_all_req_t *req, es_page_t *out, es_err_t *err);
 
   /* The last committed global position (0 when the log is empty). */
   int (*head)(es_backend_t *b, uint64_t *out, es_err_t *err);
@@ -74,12 +73,12 @@ struct es_backend {
 
 /* Wrappers (see the method comments above). */
 void es_backend_close(es_backend_t *b);
-int es_backend_append(es_backend_t *b, const es_append_req_t *req,
-                      es_append_result_t *out, es_err_t *err);
-int es_backend_read_stream(es_backend_t *b, const es_read_stream_req_t *req,
-                           es_page_t *out, es_err_t *err);
-int es_backend_read_all(es_backend_t *b, const es_read_all_req_t *req,
-                        es_page_t *out, es_err_t *err);
+int es_backend_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
+                      es_err_t *err);
+int es_backend_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es_page_t *out,
+                           es_err_t *err);
+int es_backend_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t *out,
+                        es_err_t *err);
 int es_backend_head(es_backend_t *b, uint64_t *out, es_err_t *err);
 int es_backend_is_blocking(const es_backend_t *b);
 const char *es_backend_name(const es_backend_t *b);

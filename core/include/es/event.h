@@ -30,13 +30,13 @@ typedef struct es_kv {
 
 /* An event as a client appends it (wire: EventData). */
 typedef struct es_event_data {
-  const char *event_id;         /* text as given; "" = assign a UUIDv7 */
-  const char *event_type;       /* required */
-  uint32_t event_version;       /* stored as given */
-  const char *content_type;     /* "" = ES_DEFAULT_CONTENT_TYPE */
-  const uint8_t *payload;       /* may be NULL when payload_len == 0 */
+  const char *event_id;     /* text as given; "" = assign a UUIDv7 */
+  const char *event_type;   /* required */
+  uint32_t event_version;   /* stored as given */
+  const char *content_type; /* "" = ES_DEFAULT_CONTENT_TYPE */
+  const uint8_t *payload;   /* may be NULL when payload_len == 0 */
   size_t payload_len;
-  const es_kv_t *metadata;      /* metadata_count entries */
+  const es_kv_t *metadata; /* metadata_count entries */
   size_t metadata_count;
   const char *correlation_id;   /* "" = none */
   const char *causation_id;     /* "" = none */
@@ -62,10 +62,10 @@ typedef enum es_direction {
  * es_append_prepare() before a backend sees the request. */
 typedef struct es_append_req {
   const char *stream_id;
-  const char *stream_type;    /* "" = no opinion */
-  int expected_kind;          /* es_expected_kind_t; int so bad wire values survive to validation */
-  uint64_t expected_version;  /* only with ES_EXPECT_EXACT */
-  es_event_data_t *events;    /* event_count entries; prepare fills their id */
+  const char *stream_type;   /* "" = no opinion */
+  int expected_kind;         /* es_expected_kind_t; int so bad wire values survive to validation */
+  uint64_t expected_version; /* only with ES_EXPECT_EXACT */
+  es_event_data_t *events;   /* event_count entries; prepare fills their id */
   size_t event_count;
 } es_append_req_t;
 
@@ -81,9 +81,9 @@ typedef struct es_append_result {
 
 /* Wire: Filter. Both parts given: both must match. */
 typedef struct es_filter {
-  const char *stream_prefix;        /* NULL or "" = all streams */
-  const char *const *event_types;   /* event_type_count exact names */
-  size_t event_type_count;          /* 0 = all types */
+  const char *stream_prefix;      /* NULL or "" = all streams */
+  const char *const *event_types; /* event_type_count exact names */
+  size_t event_type_count;        /* 0 = all types */
 } es_filter_t;
 
 /* Wire: ReadStreamRequest, after es_read_stream_prepare(): max_count is the
@@ -92,24 +92,24 @@ typedef struct es_read_stream_req {
   const char *stream_id;
   uint64_t from_version;
   uint32_t max_count;
-  int direction;              /* es_direction_t */
-  size_t max_bytes;           /* stop before the page's size bound exceeds this (≥ 1 event) */
+  int direction;    /* es_direction_t */
+  size_t max_bytes; /* stop before the page's size bound exceeds this (≥ 1 event) */
 } es_read_stream_req_t;
 
 /* Wire: ReadAllRequest, after es_read_all_prepare(). */
 typedef struct es_read_all_req {
   uint64_t from_position;
   uint32_t max_count;
-  int direction;              /* es_direction_t */
+  int direction; /* es_direction_t */
   es_filter_t filter;
   size_t max_bytes;
-  uint64_t max_scan;          /* with a filter: examine at most this many events */
+  uint64_t max_scan; /* with a filter: examine at most this many events */
 } es_read_all_req_t;
 
 /* An event as the store returns it (wire: RecordedEvent). */
 typedef struct es_recorded {
   const char *stream_id;
-  const char *stream_type;      /* "" if the stream has none */
+  const char *stream_type; /* "" if the stream has none */
   uint64_t stream_version;
   uint64_t global_position;
   char event_id[ES_UUID_STR_LEN + 1];
@@ -129,7 +129,7 @@ typedef struct es_recorded {
 /* One page of a read. `next` is next_version (ReadStream) or next_position
  * (ReadAll); `last` is the stream's last version or the head position. */
 typedef struct es_page {
-  es_recorded_t *events;      /* count entries, owned by the page */
+  es_recorded_t *events; /* count entries, owned by the page */
   size_t count;
   uint64_t next;
   bool is_end;
@@ -144,8 +144,7 @@ typedef struct es_page {
 void es_page_free(es_page_t *page);
 
 /* True when the event matches the filter (NULL filter = everything). */
-bool es_filter_match(const es_filter_t *filter, const char *stream_id,
-                     const char *event_type);
+bool es_filter_match(const es_filter_t *filter, const char *stream_id, const char *event_type);
 
 /* True when the filter selects a subset (prefix or types given). */
 bool es_filter_active(const es_filter_t *filter);

@@ -34,10 +34,10 @@ extern "C" {
 typedef struct es_sub es_sub_t;
 
 typedef struct es_sub_opts {
-  uint64_t from_position;        /* 0 or 1 = from the beginning */
-  bool from_end;                 /* start after the current head */
-  es_filter_t filter;            /* copied by es_sub_open */
-  uint32_t checkpoint_interval;  /* 0 = limits->default_checkpoint_interval */
+  uint64_t from_position;       /* 0 or 1 = from the beginning */
+  bool from_end;                /* start after the current head */
+  es_filter_t filter;           /* copied by es_sub_open */
+  uint32_t checkpoint_interval; /* 0 = limits->default_checkpoint_interval */
 } es_sub_opts_t;
 
 typedef enum es_sub_item_kind {
@@ -48,14 +48,14 @@ typedef enum es_sub_item_kind {
 
 typedef struct es_sub_item {
   es_sub_item_kind_t kind;
-  const es_recorded_t *event;  /* ES_SUB_EVENT: valid until the next es_sub_next/close */
-  uint64_t position;           /* CAUGHT_UP: head; CHECKPOINT: position */
+  const es_recorded_t *event; /* ES_SUB_EVENT: valid until the next es_sub_next/close */
+  uint64_t position;          /* CAUGHT_UP: head; CHECKPOINT: position */
 } es_sub_item_t;
 
 /* Validates opts (filter rules of validate.h) and opens a subscription on b.
  * With from_end, reads the head now. *out (OUT) is freed with es_sub_close. */
-int es_sub_open(es_backend_t *b, const es_limits_t *limits,
-                const es_sub_opts_t *opts, es_sub_t **out, es_err_t *err);
+int es_sub_open(es_backend_t *b, const es_limits_t *limits, const es_sub_opts_t *opts,
+                es_sub_t **out, es_err_t *err);
 
 /* The next item. ES_OK: *item is filled. ES_EAGAIN: nothing more now; wait
  * until the head exceeds es_sub_position(). Other codes: backend failures

@@ -23,18 +23,19 @@ extern "C" {
 #endif
 
 typedef struct es_limits {
-  size_t max_request_bytes;          /* whole request message (enforced by the server) */
-  uint32_t max_append_events;        /* events per Append */
-  uint32_t max_metadata_entries;     /* per event */
-  size_t max_metadata_bytes;         /* per event: sum of key and value bytes */
-  size_t max_id_bytes;               /* stream_id, event_type, stream_type, correlation_id, causation_id, stream_prefix, filter event types */
+  size_t max_request_bytes;      /* whole request message (enforced by the server) */
+  uint32_t max_append_events;    /* events per Append */
+  uint32_t max_metadata_entries; /* per event */
+  size_t max_metadata_bytes;     /* per event: sum of key and value bytes */
+  size_t max_id_bytes; /* stream_id, event_type, stream_type, correlation_id, causation_id,
+                          stream_prefix, filter event types */
   size_t max_content_type_bytes;
-  size_t max_event_bytes;            /* one event: payload + metadata + strings */
-  uint32_t default_page_events;      /* max_count 0 */
-  uint32_t max_page_events;          /* larger max_count is capped */
-  size_t max_page_bytes;             /* response budget of a page (≥ 1 event always) */
-  uint32_t max_filter_event_types;   /* entries of Filter.event_types */
-  uint64_t max_scan;                 /* events a filtered ReadAll examines per page */
+  size_t max_event_bytes;          /* one event: payload + metadata + strings */
+  uint32_t default_page_events;    /* max_count 0 */
+  uint32_t max_page_events;        /* larger max_count is capped */
+  size_t max_page_bytes;           /* response budget of a page (≥ 1 event always) */
+  uint32_t max_filter_event_types; /* entries of Filter.event_types */
+  uint64_t max_scan;               /* events a filtered ReadAll examines per page */
   uint32_t default_checkpoint_interval;
 } es_limits_t;
 
@@ -46,21 +47,18 @@ void es_limits_default(es_limits_t *limits);
 /* Validates an Append and assigns ids: each event's `id` is parsed from
  * event_id, or a fresh UUIDv7 when event_id is empty. The same id twice in one
  * request is ES_EINVAL. */
-int es_append_prepare(const es_limits_t *limits, es_append_req_t *req,
-                      es_err_t *err);
+int es_append_prepare(const es_limits_t *limits, es_append_req_t *req, es_err_t *err);
 
 /* Validates a ReadStream and resolves max_count and max_bytes. */
-int es_read_stream_prepare(const es_limits_t *limits, es_read_stream_req_t *req,
-                           es_err_t *err);
+int es_read_stream_prepare(const es_limits_t *limits, es_read_stream_req_t *req, es_err_t *err);
 
 /* Validates a ReadAll (direction, filter) and resolves max_count, max_bytes,
  * max_scan. */
-int es_read_all_prepare(const es_limits_t *limits, es_read_all_req_t *req,
-                        es_err_t *err);
+int es_read_all_prepare(const es_limits_t *limits, es_read_all_req_t *req, es_err_t *err);
 
 /* Validates a subscription filter (the same rules as ReadAll's). */
-int es_filter_validate(const es_limits_t *limits, const es_filter_t *filter,
-                       const char *field, es_err_t *err);
+int es_filter_validate(const es_limits_t *limits, const es_filter_t *filter, const char *field,
+                       es_err_t *err);
 
 /* Text rules. len is the byte length (s need not be NUL-terminated). */
 bool es_utf8_valid(const char *s, size_t len);
