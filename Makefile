@@ -35,7 +35,7 @@ build: setup
 run: setup-system
 	$(BAZEL) run $(BAZEL_FLAGS) -c opt //server:eventstore -- $(ARGS)
 
-test: setup test-plain test-asan test-tsan test-fuzz nix-check docs-build
+test: setup fmt lint test-plain test-asan test-tsan test-fuzz nix-check docs-build
 
 test-plain:
 	$(BAZEL) test $(BAZEL_FLAGS) //...
