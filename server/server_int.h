@@ -33,6 +33,7 @@
 #include "es/notifier.h"
 #include "es/subscription.h"
 #include "security.h"
+#include "wire_check.h"
 #include "workers.h"
 
 typedef enum method_id {
@@ -156,10 +157,6 @@ void call_start_close_watch(call_t *c, void (*on_close)(call_t *c, int ok));
 /* Decodes a request. On failure (no message, not the message, a string with
  * an embedded NUL) sets an INVALID_ARGUMENT status on c and returns NULL. */
 void *es_unpack(call_t *c, const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb);
-/* 1 when a string field of the message in data holds a NUL byte; its dotted
- * field path goes to path. (wire_check.c) */
-int es_wire_find_nul(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len,
-                     char *path, size_t pathlen);
 grpc_byte_buffer *es_pack(const ProtobufCMessage *m);
 
 /* ---- RPCs ---- */

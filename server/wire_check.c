@@ -10,10 +10,10 @@
  * stops the scan: unpacking rejects it anyway. Every length is checked against
  * the bytes that remain; recursion is bounded.
  */
+#include "wire_check.h"
+
 #include <stdio.h>
 #include <string.h>
-
-#include "server_int.h"
 
 #define MAX_DEPTH 16
 
