@@ -1,0 +1,1247 @@
+// esbench — a closed-loop load generator for the event store.
+//
+// What it measures. Every scenario keeps a fixed number of calls in flight
+// (a closed loop: a slot issues its next call when the previous one
+// completes), runs a warm-up, then counts the calls that complete inside a
+// fixed measuring window and records their latencies. Each row is reported
+// next to grpc.health.v1.Health/Check at the same number of calls in flight,
+// measured in the same run against the same server: Check does no work, so it
+// is the ceiling this client, this transport and this machine allow, and the
+// ratio says how much of that ceiling the real call keeps. On a machine where
+// client and server share the cores, absolute numbers say more about the
+// machine than about the server; the ratio travels better. For the same
+// reason the unary scenarios run in interleaved rounds (every scenario once
+// per round) and report the median round: a burst of background load then
+// lands on all of them alike rather than on whichever ran at that moment.
+// When the server runs on this machine (--server-pid), its CPU time per call
+// is reported too: that number depends little on what else the machine does.
+//
+// How it is built. Every outstanding operation is a Tag whose Proceed(ok) runs
+// when the completion queue returns it. A unary Slot issues a call, and on
+// completion records it and issues the next one until its window closes. A
+// Subscriber is a small state machine over one server-streaming call (start,
+// read, read, ..., finish) with one operation outstanding at a time. A
+// Worker is one client thread with its own CompletionQueue (and its own
+// channel, so that two workers use two connections); slots are spread over
+// the workers round-robin. Nothing is shared between workers except atomics.
+//
+// Correctness checks ride along: subscriptions verify that global positions
+// arrive gap-free and in order, and the live scenario verifies that every
+// acknowledged append was delivered exactly once.
+
+#include <dirent.h>
+#include <grpcpp/grpcpp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cinttypes>
+#include <climits>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "eventstore/v1/eventstore.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+
+namespace {
+
+namespace esv1 = ::eventstore::v1;
+namespace hv1 = ::grpc::health::v1;
+
+using Clock = std::chrono::steady_clock;
+
+constexpr int64_t kNsPerSec = 1000000000LL;
+constexpr int64_t kNever = INT64_MAX;
+// A unary call that takes longer than this has hung: the run is broken.
+constexpr std::chrono::seconds kCallTimeout(30);
+// How long to wait for a subscription to catch up or to drain.
+constexpr int64_t kStreamTimeoutNs = 120 * kNsPerSec;
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+// ---------------------------------------------------------------------------
+// Options
+
+struct Options {
+  std::string target = "127.0.0.1:50051";
+  double seconds = 5.0;                // measuring window per scenario
+  double warmup = 0.5;                 // before each window
+  int rounds = 5;                      // unary scenarios run interleaved, this often
+  size_t payload = 256;                // bytes per event
+  int client_threads = 1;              // workers for the unary scenarios
+  uint64_t subscribe_events = 200000;  // catch-up scenario size
+  double connect_timeout = 5.0;
+  std::set<std::string> only;  // empty = every scenario group
+  int server_pid = 0;          // > 0: report the server's CPU time
+};
+
+const char *const kGroups[] = {"health", "append", "hot", "batch", "read", "catchup", "live"};
+
+void Usage(FILE *out) {
+  std::fprintf(out,
+               "usage: esbench [options]\n"
+               "\n"
+               "Closed-loop load generator for the eventstore.v1 gRPC server.\n"
+               "\n"
+               "  --target HOST:PORT      server to load (default 127.0.0.1:50051)\n"
+               "  --seconds S             measured time per scenario (default 5)\n"
+               "  --rounds N              split it into N rounds: every unary scenario\n"
+               "                          runs once per round, so that background load\n"
+               "                          touches all alike; rates are the median of\n"
+               "                          the rounds (default 5; 1 = one window)\n"
+               "  --warmup S              warm-up before each window (default 0.5)\n"
+               "  --payload BYTES         payload size of each event (default 256)\n"
+               "  --client-threads N      client threads for unary scenarios, 1 or 2\n"
+               "                          (default 1)\n"
+               "  --subscribe-events N    events pre-filled for the catch-up\n"
+               "                          scenario (default 200000)\n"
+               "  --connect-timeout S     give up connecting after S (default 5)\n"
+               "  --only LIST             comma-separated scenario groups: health,\n"
+               "                          append, hot, batch, read, catchup, live\n"
+               "  --server-pid PID        the server runs on this machine as PID: report\n"
+               "                          its CPU time per call (bench/run.sh sets it)\n"
+               "  --help                  this text\n"
+               "\n"
+               "Exit status: 0 all scenarios ran without errors, 1 a scenario saw\n"
+               "errors, 2 bad usage or the server is unreachable.\n");
+}
+
+bool ParseDouble(const std::string &s, double lo, double *out) {
+  char *end = nullptr;
+  double v = std::strtod(s.c_str(), &end);
+  if (s.empty() || *end != '\0' || !(v >= lo)) return false;
+  *out = v;
+  return true;
+}
+
+bool ParseU64(const std::string &s, uint64_t lo, uint64_t hi, uint64_t *out) {
+  char *end = nullptr;
+  if (s.empty() || s[0] == '-') return false;
+  unsigned long long v = std::strtoull(s.c_str(), &end, 10);
+  if (*end != '\0' || v < lo || v > hi) return false;
+  *out = v;
+  return true;
+}
+
+// Returns 0 on success, 1 when --help was asked, 2 on a usage error.
+int ParseArgs(int argc, char **argv, Options *o) {
+  for (int i = 1; i < argc; i++) {
+    std::string a = argv[i];
+    std::string val;
+    bool has_val = false;
+    size_t eq = a.find('=');
+    if (a.rfind("--", 0) == 0 && eq != std::string::npos) {
+      val = a.substr(eq + 1);
+      a = a.substr(0, eq);
+      has_val = true;
+    }
+    if (a == "--help" || a == "-h") return 1;
+    auto need = [&](std::string *v) {
+      if (has_val) {
+        *v = val;
+        return true;
+      }
+      if (i + 1 >= argc) return false;
+      *v = argv[++i];
+      return true;
+    };
+    static const char *const known[] = {
+        "--target",         "--seconds",          "--warmup", "--connect-timeout", "--payload",
+        "--client-threads", "--subscribe-events", "--only",   "--rounds",          "--server-pid"};
+    if (std::find(std::begin(known), std::end(known), a) == std::end(known)) {
+      std::fprintf(stderr, "esbench: unknown option %s (see --help)\n", a.c_str());
+      return 2;
+    }
+    std::string v;
+    uint64_t u = 0;
+    if (!need(&v)) {
+      std::fprintf(stderr, "esbench: %s needs a value (see --help)\n", a.c_str());
+      return 2;
+    }
+    bool ok = true;
+    if (a == "--target") {
+      o->target = v;
+      ok = !v.empty();
+    } else if (a == "--seconds") {
+      ok = ParseDouble(v, 0.1, &o->seconds);
+    } else if (a == "--warmup") {
+      ok = ParseDouble(v, 0.0, &o->warmup);
+    } else if (a == "--connect-timeout") {
+      ok = ParseDouble(v, 0.1, &o->connect_timeout);
+    } else if (a == "--payload") {
+      ok = ParseU64(v, 8, 1 << 20, &u);
+      o->payload = u;
+    } else if (a == "--server-pid") {
+      ok = ParseU64(v, 1, INT32_MAX, &u);
+      o->server_pid = static_cast<int>(u);
+    } else if (a == "--rounds") {
+      ok = ParseU64(v, 1, 100, &u);
+      o->rounds = static_cast<int>(u);
+    } else if (a == "--client-threads") {
+      ok = ParseU64(v, 1, 2, &u);
+      o->client_threads = static_cast<int>(u);
+    } else if (a == "--subscribe-events") {
+      ok = ParseU64(v, 100, 100000000, &u);
+      o->subscribe_events = u;
+    } else if (a == "--only") {
+      std::stringstream ss(v);
+      std::string g;
+      while (std::getline(ss, g, ',')) {
+        if (g.empty()) continue;
+        bool known = false;
+        for (const char *k : kGroups) known = known || g == k;
+        if (!known) {
+          std::fprintf(stderr, "esbench: unknown scenario group '%s'\n", g.c_str());
+          return 2;
+        }
+        o->only.insert(g);
+      }
+    }
+    if (!ok) {
+      std::fprintf(stderr, "esbench: bad value '%s' for %s (see --help)\n", v.c_str(), a.c_str());
+      return 2;
+    }
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Results
+
+// What one worker (or one scenario, once merged) observed.
+struct Stats {
+  uint64_t calls = 0;                        // completed OK inside the window
+  uint64_t events = 0;                       // events appended or read by those calls
+  uint64_t errors = 0;                       // failed calls, warm-up included
+  uint64_t acked = 0;                        // events of every OK append, warm-up included
+  uint64_t min_first_position = UINT64_MAX;  // over OK appends
+  uint64_t max_last_position = 0;
+  std::vector<int64_t> latency_ns;  // of the calls counted in `calls`
+  std::string first_error;
+  uint64_t completed = 0;      // OK calls, warm-up and drain included
+  int64_t server_cpu_ns = -1;  // server CPU time while they ran (-1 = unknown)
+  int64_t wall_ns = 0;         // wall time while they ran
+
+  void Merge(Stats &&o) {
+    if (o.server_cpu_ns >= 0) server_cpu_ns = std::max<int64_t>(server_cpu_ns, 0) + o.server_cpu_ns;
+    completed += o.completed;
+    wall_ns += o.wall_ns;
+    calls += o.calls;
+    events += o.events;
+    errors += o.errors;
+    acked += o.acked;
+    min_first_position = std::min(min_first_position, o.min_first_position);
+    max_last_position = std::max(max_last_position, o.max_last_position);
+    latency_ns.insert(latency_ns.end(), o.latency_ns.begin(), o.latency_ns.end());
+    if (first_error.empty()) first_error = std::move(o.first_error);
+  }
+};
+
+std::string StatusText(const grpc::Status &s) {
+  static const char *const names[] = {"OK",
+                                      "CANCELLED",
+                                      "UNKNOWN",
+                                      "INVALID_ARGUMENT",
+                                      "DEADLINE_EXCEEDED",
+                                      "NOT_FOUND",
+                                      "ALREADY_EXISTS",
+                                      "PERMISSION_DENIED",
+                                      "RESOURCE_EXHAUSTED",
+                                      "FAILED_PRECONDITION",
+                                      "ABORTED",
+                                      "OUT_OF_RANGE",
+                                      "UNIMPLEMENTED",
+                                      "INTERNAL",
+                                      "UNAVAILABLE",
+                                      "DATA_LOSS",
+                                      "UNAUTHENTICATED"};
+  int c = static_cast<int>(s.error_code());
+  std::string name = (c >= 0 && c <= 16) ? names[c] : std::to_string(c);
+  return name + ": " + s.error_message();
+}
+
+double Percentile(std::vector<int64_t> &v, double p) {
+  if (v.empty()) return 0;
+  size_t k = static_cast<size_t>(p * static_cast<double>(v.size()));
+  if (k >= v.size()) k = v.size() - 1;
+  std::nth_element(v.begin(), v.begin() + static_cast<long>(k), v.end());
+  return static_cast<double>(v[k]) / 1000.0;
+}
+
+// CPU time (user + system) consumed so far by every thread of process pid,
+// in ns, from the scheduler's per-thread accounting; -1 when unknown (pid 0,
+// another machine, no /proc).
+int64_t ServerCpuNs(int pid) {
+  if (pid <= 0) return -1;
+  std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  DIR *d = opendir(dir.c_str());
+  if (!d) return -1;
+  int64_t total = 0;
+  bool any = false;
+  while (struct dirent *e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream f(dir + "/" + e->d_name + "/schedstat");
+    long long ns = 0;
+    if (f >> ns) {
+      total += ns;
+      any = true;
+    }
+  }
+  closedir(d);
+  return any ? total : -1;
+}
+
+// Server CPU µs per unit, or -1.
+double CpuPer(int64_t cpu_ns, uint64_t units) {
+  if (cpu_ns < 0 || units == 0) return -1;
+  return static_cast<double>(cpu_ns) / 1000.0 / static_cast<double>(units);
+}
+
+// One row of the table.
+struct Row {
+  std::string name;
+  int inflight = 0;
+  double calls_per_s = -1;  // < 0: not applicable
+  double events_per_s = -1;
+  double p50_us = -1;
+  double p99_us = -1;
+  double vs_health = -1;
+  double server_us = -1;  // server CPU µs per call (or per event)
+  std::string notes;
+  bool failed = false;
+};
+
+std::string Fmt(double v, const char *fmt) {
+  if (v < 0) return "-";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, fmt, v);
+  return buf;
+}
+
+void PrintHeader() {
+  std::printf(
+      "| scenario | in flight | calls/s | events/s | p50 µs | p99 µs | vs Health | "
+      "server CPU µs/call | notes |\n"
+      "|---|--:|--:|--:|--:|--:|--:|--:|---|\n");
+  std::fflush(stdout);
+}
+
+void PrintRow(const Row &r) {
+  std::printf("| %s | %d | %s | %s | %s | %s | %s | %s | %s |\n", r.name.c_str(), r.inflight,
+              Fmt(r.calls_per_s, "%.0f").c_str(), Fmt(r.events_per_s, "%.0f").c_str(),
+              Fmt(r.p50_us, "%.0f").c_str(), Fmt(r.p99_us, "%.0f").c_str(),
+              Fmt(r.vs_health, "%.2f").c_str(), Fmt(r.server_us, "%.1f").c_str(), r.notes.c_str());
+  std::fflush(stdout);
+}
+
+// ---------------------------------------------------------------------------
+// The event loop
+
+// Everything placed on a completion queue.
+class Tag {
+ public:
+  virtual ~Tag() = default;
+  virtual void Proceed(bool ok) = 0;
+};
+
+// Runs completions from cq until done() holds or deadline_ns passes (then
+// returns false). Checks done() at least every 100 ms.
+bool Pump(grpc::CompletionQueue *cq, const std::function<bool()> &done, int64_t deadline_ns) {
+  while (!done()) {
+    if (NowNs() >= deadline_ns) return false;
+    void *tag = nullptr;
+    bool ok = false;
+    auto st =
+        cq->AsyncNext(&tag, &ok, std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+    if (st == grpc::CompletionQueue::GOT_EVENT) {
+      static_cast<Tag *>(tag)->Proceed(ok);
+    } else if (st == grpc::CompletionQueue::SHUTDOWN) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Shuts cq down and discards what is left (nothing may be outstanding).
+void Drain(grpc::CompletionQueue *cq) {
+  cq->Shutdown();
+  void *tag = nullptr;
+  bool ok = false;
+  while (cq->Next(&tag, &ok)) {
+  }
+}
+
+// When a unary scenario issues calls: either inside a time window (calls that
+// complete in [start, end) are counted) or a fixed number of calls (all
+// counted).
+struct Plan {
+  int64_t window_start_ns = 0;
+  int64_t window_end_ns = kNever;  // stop issuing at this time
+  bool budgeted = false;           // issue `budget` calls, not a window
+  std::atomic<int64_t> budget{0};  // calls left to issue (may go negative)
+  std::atomic<bool> abort{false};  // the server went away: stop everything
+};
+
+class Worker;
+
+// One call kept in flight: issues a call, and on completion records it and
+// issues the next.
+class Slot : public Tag {
+ public:
+  explicit Slot(Worker *w) : worker_(w) {}
+  void Issue();
+  void Proceed(bool ok) override;
+  void Cancel() {
+    if (in_call_) ctx_->TryCancel();
+  }
+
+ protected:
+  // Starts the call on cq; its completion must be tagged `this`.
+  virtual void Start(grpc::ClientContext *ctx, grpc::CompletionQueue *cq) = 0;
+  // Events carried by the call that just completed OK.
+  virtual uint64_t Events() const { return 0; }
+  // Called after an OK completion (appends record positions).
+  virtual void OnOk(Stats *) {}
+
+  Worker *worker_;
+  grpc::Status status_;
+
+ private:
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  int64_t started_ns_ = 0;
+  bool in_call_ = false;
+};
+
+class Worker {
+ public:
+  Worker(std::shared_ptr<grpc::Channel> ch, Plan *plan)
+      : channel_(std::move(ch)),
+        es_(esv1::EventStore::NewStub(channel_)),
+        health_(hv1::Health::NewStub(channel_)),
+        plan_(plan) {}
+
+  grpc::CompletionQueue *cq() { return &cq_; }
+  esv1::EventStore::Stub *es() { return es_.get(); }
+  hv1::Health::Stub *health() { return health_.get(); }
+  Stats &stats() { return stats_; }
+  void Add(std::unique_ptr<Slot> s) { slots_.push_back(std::move(s)); }
+
+  bool MayIssue(int64_t now) {
+    if (plan_->abort.load(std::memory_order_relaxed)) return false;
+    if (plan_->budgeted) return plan_->budget.fetch_sub(1) > 0;
+    return now < plan_->window_end_ns;
+  }
+
+  void Record(int64_t start, int64_t end, const grpc::Status &st, uint64_t events) {
+    if (!st.ok()) {
+      stats_.errors++;
+      if (stats_.first_error.empty()) stats_.first_error = StatusText(st);
+      // A server that went away (or hangs) makes the rest of the run
+      // meaningless: stop, say so, and do not report numbers.
+      if (st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+          st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
+        plan_->abort.store(true);
+      return;
+    }
+    stats_.completed++;
+    if (end >= plan_->window_start_ns && end < plan_->window_end_ns) {
+      stats_.calls++;
+      stats_.events += events;
+      stats_.latency_ns.push_back(end - start);
+    }
+  }
+
+  void SlotStarted() { active_++; }
+  void SlotStopped() { active_--; }
+
+  // Runs the slots to completion on the calling thread.
+  void Run() {
+    for (auto &s : slots_) s->Issue();
+    int64_t hard = plan_->window_end_ns == kNever
+                       ? kNever
+                       : plan_->window_end_ns + 2 * kCallTimeout.count() * kNsPerSec;
+    if (!Pump(
+            &cq_, [this] { return active_ == 0; }, hard)) {
+      plan_->abort.store(true);
+      for (auto &s : slots_) s->Cancel();
+      Pump(
+          &cq_, [this] { return active_ == 0; }, kNever);
+    }
+    Drain(&cq_);
+  }
+
+ private:
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<esv1::EventStore::Stub> es_;
+  std::unique_ptr<hv1::Health::Stub> health_;
+  grpc::CompletionQueue cq_;
+  Plan *plan_;
+  Stats stats_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+  int active_ = 0;
+};
+
+void Slot::Issue() {
+  if (!worker_->MayIssue(NowNs())) return;
+  worker_->SlotStarted();
+  in_call_ = true;
+  ctx_ = std::make_unique<grpc::ClientContext>();
+  ctx_->set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+  started_ns_ = NowNs();
+  Start(ctx_.get(), worker_->cq());
+}
+
+void Slot::Proceed(bool) {
+  int64_t end = NowNs();
+  in_call_ = false;
+  bool ok = status_.ok();
+  worker_->Record(started_ns_, end, status_, ok ? Events() : 0);
+  if (ok) OnOk(&worker_->stats());
+  worker_->SlotStopped();
+  Issue();
+}
+
+// ---------------------------------------------------------------------------
+// Unary scenarios
+
+class HealthSlot : public Slot {
+ public:
+  using Slot::Slot;
+
+ protected:
+  void Start(grpc::ClientContext *ctx, grpc::CompletionQueue *cq) override {
+    reader_ = worker_->health()->PrepareAsyncCheck(ctx, req_, cq);
+    reader_->StartCall();
+    reader_->Finish(&resp_, &status_, this);
+  }
+
+ private:
+  hv1::HealthCheckRequest req_;  // service "" = the whole server
+  hv1::HealthCheckResponse resp_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<hv1::HealthCheckResponse>> reader_;
+};
+
+// Fills an AppendRequest with `count` events of `payload` bytes each.
+void MakeAppend(const std::string &stream, int count, size_t payload, esv1::AppendRequest *req) {
+  req->Clear();
+  req->set_stream_id(stream);
+  req->set_stream_type("Bench");
+  req->set_expected_kind(esv1::EXPECTED_ANY);
+  for (int i = 0; i < count; i++) {
+    esv1::EventData *e = req->add_events();
+    e->set_event_type("BenchEvent");
+    e->set_event_version(1);
+    e->set_content_type("application/octet-stream");
+    e->set_payload(std::string(payload, 'x'));
+  }
+}
+
+// Stamps the send time (steady clock, ns) into the first 8 bytes of every
+// payload, so that a subscriber in this process can measure delivery delay.
+void StampPayloads(esv1::AppendRequest *req) {
+  int64_t now = NowNs();
+  for (auto &e : *req->mutable_events()) {
+    std::string *p = e.mutable_payload();
+    if (p->size() >= sizeof now) std::memcpy(&(*p)[0], &now, sizeof now);
+  }
+}
+
+class AppendSlot : public Slot {
+ public:
+  AppendSlot(Worker *w, const std::string &stream, int events, size_t payload) : Slot(w) {
+    MakeAppend(stream, events, payload, &req_);
+  }
+
+ protected:
+  void Start(grpc::ClientContext *ctx, grpc::CompletionQueue *cq) override {
+    StampPayloads(&req_);
+    reader_ = worker_->es()->PrepareAsyncAppend(ctx, req_, cq);
+    reader_->StartCall();
+    reader_->Finish(&resp_, &status_, this);
+  }
+  uint64_t Events() const override { return static_cast<uint64_t>(req_.events_size()); }
+  void OnOk(Stats *s) override {
+    s->acked += static_cast<uint64_t>(req_.events_size());
+    s->min_first_position = std::min(s->min_first_position, resp_.first_global_position());
+    s->max_last_position = std::max(s->max_last_position, resp_.last_global_position());
+  }
+
+ private:
+  esv1::AppendRequest req_;
+  esv1::AppendResponse resp_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<esv1::AppendResponse>> reader_;
+};
+
+// Reads pages of `page` events from a pre-filled stream of `length` events,
+// cycling through the stream page by page.
+class ReadSlot : public Slot {
+ public:
+  ReadSlot(Worker *w, const std::string &stream, uint64_t length, uint32_t page,
+           uint64_t first_page)
+      : Slot(w), length_(length), page_(page), next_page_(first_page) {
+    req_.set_stream_id(stream);
+    req_.set_max_count(page);
+    req_.set_direction(esv1::FORWARD);
+  }
+
+ protected:
+  void Start(grpc::ClientContext *ctx, grpc::CompletionQueue *cq) override {
+    uint64_t pages = length_ / page_;
+    req_.set_from_version(1 + (next_page_++ % pages) * page_);
+    reader_ = worker_->es()->PrepareAsyncReadStream(ctx, req_, cq);
+    reader_->StartCall();
+    reader_->Finish(&resp_, &status_, this);
+  }
+  uint64_t Events() const override { return static_cast<uint64_t>(resp_.events_size()); }
+
+ private:
+  uint64_t length_;
+  uint32_t page_;
+  uint64_t next_page_;
+  esv1::ReadStreamRequest req_;
+  esv1::ReadStreamResponse resp_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<esv1::ReadStreamResponse>> reader_;
+};
+
+// ---------------------------------------------------------------------------
+// The bench: channels, scenarios, the table
+
+std::string LoadAvg();
+
+// Builds the slot with the given index for a worker.
+using SlotFactory = std::function<std::unique_ptr<Slot>(Worker *, int)>;
+
+class Bench {
+ public:
+  explicit Bench(const Options &o) : opt_(o) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%08" PRIx64, static_cast<uint64_t>(NowNs()) & 0xffffffffu);
+    run_id_ = buf;
+    for (int i = 0; i < 2; i++) channels_.push_back(MakeChannel(i));
+  }
+
+  // Connects and checks health. Returns false (after saying why) when the
+  // server is not there.
+  bool Connect() {
+    auto deadline = std::chrono::system_clock::now() +
+                    std::chrono::milliseconds(static_cast<int64_t>(opt_.connect_timeout * 1000));
+    for (auto &ch : channels_) {
+      if (!ch->WaitForConnected(deadline)) {
+        std::fprintf(stderr,
+                     "esbench: cannot connect to %s within %.1f s: is the "
+                     "server running? (start one with `make run`, or let "
+                     "bench/run.sh start one)\n",
+                     opt_.target.c_str(), opt_.connect_timeout);
+        return false;
+      }
+    }
+    auto stub = hv1::Health::NewStub(channels_[0]);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    hv1::HealthCheckRequest req;
+    hv1::HealthCheckResponse resp;
+    grpc::Status st = stub->Check(&ctx, req, &resp);
+    if (!st.ok()) {
+      std::fprintf(stderr, "esbench: Health/Check on %s failed: %s\n", opt_.target.c_str(),
+                   StatusText(st).c_str());
+      return false;
+    }
+    if (resp.status() != hv1::HealthCheckResponse::SERVING) {
+      std::fprintf(stderr, "esbench: %s is not SERVING (status %d)\n", opt_.target.c_str(),
+                   static_cast<int>(resp.status()));
+      return false;
+    }
+    return true;
+  }
+
+  bool Want(const char *group) const { return opt_.only.empty() || opt_.only.count(group) > 0; }
+
+  // Returns the process exit status.
+  int RunAll() {
+    // Prime the connections (TCP and HTTP/2 windows, allocators, the
+    // server's caches) so that the first scenario is not the one that pays.
+    double unused = 0;
+    RunUnary(
+        16, -1, [](Worker *w, int) { return std::unique_ptr<Slot>(new HealthSlot(w)); }, &unused,
+        0.0);
+    if (broken_) return 2;
+    std::vector<Scenario> unary = UnaryScenarios();
+    RunRounds(&unary);
+    PrintHeader();
+    if (!broken_) ReportUnary(&unary);
+    if (Want("catchup")) CatchUp();
+    if (Want("live")) Live(16);
+    std::printf("\n");
+    for (auto &n : notes_) std::printf("%s\n", n.c_str());
+    std::printf("load average at end: %s\n", LoadAvg().c_str());
+    return broken_ ? 2 : (failed_ ? 1 : 0);
+  }
+
+  bool broken() const { return broken_; }
+
+ private:
+  std::shared_ptr<grpc::Channel> MakeChannel(int i) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    args.SetMaxSendMessageSize(-1);
+    // A distinct argument keeps the channels from sharing one connection.
+    args.SetInt("esbench.channel", i);
+    return grpc::CreateCustomChannel(opt_.target, grpc::InsecureChannelCredentials(), args);
+  }
+
+  std::string Stream(const std::string &what) const { return "bench-" + run_id_ + "-" + what; }
+
+  // Runs one unary scenario. make(worker, slot index) builds a slot. With
+  // budget >= 0 it issues exactly that many calls and counts them all;
+  // otherwise it warms up and measures for opt_.seconds.
+  Stats RunUnary(int inflight, int64_t budget, const SlotFactory &make, double *seconds,
+                 double measure_seconds = -1) {
+    if (measure_seconds < 0) measure_seconds = opt_.seconds;
+    if (broken_) return Stats();
+    Plan plan;
+    int64_t cpu0 = ServerCpuNs(opt_.server_pid);
+    int64_t t0 = NowNs();
+    if (budget >= 0) {
+      plan.budgeted = true;
+      plan.budget.store(budget);
+      plan.window_start_ns = t0;
+      plan.window_end_ns = kNever;
+    } else {
+      plan.window_start_ns = t0 + static_cast<int64_t>(opt_.warmup * kNsPerSec);
+      plan.window_end_ns = plan.window_start_ns + static_cast<int64_t>(measure_seconds * kNsPerSec);
+    }
+    int nworkers = std::min(opt_.client_threads, inflight);
+    std::vector<std::unique_ptr<Worker>> workers;
+    for (int i = 0; i < nworkers; i++)
+      workers.push_back(std::make_unique<Worker>(channels_[i], &plan));
+    for (int i = 0; i < inflight; i++) {
+      Worker *w = workers[static_cast<size_t>(i % nworkers)].get();
+      w->Add(make(w, i));
+    }
+    std::vector<std::thread> threads;
+    for (size_t i = 1; i < workers.size(); i++)
+      threads.emplace_back([&workers, i] { workers[i]->Run(); });
+    workers[0]->Run();
+    for (auto &t : threads) t.join();
+    int64_t t1 = NowNs();
+    int64_t cpu1 = ServerCpuNs(opt_.server_pid);
+    Stats all;
+    for (auto &w : workers) all.Merge(std::move(w->stats()));
+    all.wall_ns = t1 - t0;
+    all.server_cpu_ns = cpu0 >= 0 && cpu1 >= 0 ? cpu1 - cpu0 : -1;
+    *seconds = budget >= 0 ? static_cast<double>(t1 - t0) / kNsPerSec : measure_seconds;
+    if (plan.abort.load()) {
+      std::fprintf(stderr, "esbench: the server stopped answering (%s)\n", all.first_error.c_str());
+      broken_ = true;
+    }
+    return all;
+  }
+
+  // A unary scenario: how to build its slots, and what its rounds measured.
+  struct Scenario {
+    std::string name;
+    int inflight = 0;
+    bool health = false;       // the ceiling itself
+    bool show_events = false;  // events/s is meaningful
+    SlotFactory make;
+    std::vector<double> call_rates, event_rates;  // per round
+    Stats stats;                                  // all rounds merged
+  };
+
+  std::vector<Scenario> UnaryScenarios() {
+    std::vector<Scenario> out;
+    size_t payload = opt_.payload;
+    auto add = [&out](std::string name, int inflight, bool health, bool events, SlotFactory make) {
+      Scenario sc;
+      sc.name = std::move(name);
+      sc.inflight = inflight;
+      sc.health = health;
+      sc.show_events = events;
+      sc.make = std::move(make);
+      out.push_back(std::move(sc));
+    };
+    if (Want("health"))
+      for (int c : {1, 16, 64})
+        add("Health/Check", c, true, false,
+            [](Worker *w, int) { return std::unique_ptr<Slot>(new HealthSlot(w)); });
+    for (bool hot : {false, true}) {
+      if (!Want(hot ? "hot" : "append")) continue;
+      for (int c : {1, 16, 64}) {
+        std::string base = Stream(std::string(hot ? "hot" : "distinct") + std::to_string(c));
+        add(hot ? "Append 1 event, one hot stream" : "Append 1 event, distinct streams", c, false,
+            true, [base, hot, payload](Worker *w, int i) {
+              std::string stream = hot ? base : base + "-" + std::to_string(i);
+              return std::unique_ptr<Slot>(new AppendSlot(w, stream, 1, payload));
+            });
+      }
+    }
+    if (Want("batch")) {
+      std::string base = Stream("batch");
+      add("Append batch of 10, distinct streams", 16, false, true,
+          [base, payload](Worker *w, int i) {
+            return std::unique_ptr<Slot>(
+                new AppendSlot(w, base + "-" + std::to_string(i), 10, payload));
+          });
+    }
+    if (Want("read")) {
+      const uint64_t length = 1000;
+      const uint32_t page = 100;
+      std::string stream = Stream("read");
+      double secs = 0;
+      Stats pre = Prefill(stream, length, 1, &secs);
+      if (!broken_ && pre.errors == 0)
+        add("ReadStream page of 100 (1,000-event stream)", 16, false, true,
+            [stream](Worker *w, int i) {
+              return std::unique_ptr<Slot>(
+                  new ReadSlot(w, stream, length, page, static_cast<uint64_t>(i)));
+            });
+    }
+    return out;
+  }
+
+  // Runs every scenario once per round, each for seconds / rounds, so that
+  // a change in the machine's background load touches all of them alike.
+  void RunRounds(std::vector<Scenario> *scenarios) {
+    double slice = opt_.seconds / opt_.rounds;
+    for (int r = 0; r < opt_.rounds && !broken_; r++) {
+      for (Scenario &sc : *scenarios) {
+        double secs = 0;
+        Stats s = RunUnary(sc.inflight, -1, sc.make, &secs, slice);
+        if (broken_) return;
+        sc.call_rates.push_back(static_cast<double>(s.calls) / secs);
+        sc.event_rates.push_back(static_cast<double>(s.events) / secs);
+        sc.stats.Merge(std::move(s));
+      }
+      if (opt_.rounds > 1)
+        std::fprintf(stderr, "esbench: round %d of %d done\n", r + 1, opt_.rounds);
+    }
+  }
+
+  static double Median(std::vector<double> v) {
+    if (v.empty()) return 0;
+    std::sort(v.begin(), v.end());
+    size_t n = v.size();
+    return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  }
+
+  // Prints one row per unary scenario: rates are the median over the rounds,
+  // latencies are over every counted call of every round.
+  void ReportUnary(std::vector<Scenario> *scenarios) {
+    std::map<int, double> ceiling;  // Health/Check calls/s by calls in flight
+    for (Scenario &sc : *scenarios)
+      if (sc.health) ceiling[sc.inflight] = Median(sc.call_rates);
+    for (Scenario &sc : *scenarios) {
+      Row r;
+      r.name = sc.name;
+      r.inflight = sc.inflight;
+      r.calls_per_s = Median(sc.call_rates);
+      if (sc.show_events) r.events_per_s = Median(sc.event_rates);
+      r.p50_us = Percentile(sc.stats.latency_ns, 0.50);
+      r.p99_us = Percentile(sc.stats.latency_ns, 0.99);
+      r.server_us = CpuPer(sc.stats.server_cpu_ns, sc.stats.completed);
+      auto h = ceiling.find(sc.inflight);
+      if (h != ceiling.end() && h->second > 0) r.vs_health = r.calls_per_s / h->second;
+      std::string notes;
+      if (sc.call_rates.size() > 1) {
+        auto mm = std::minmax_element(sc.call_rates.begin(), sc.call_rates.end());
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "rounds %.0f–%.0f calls/s", *mm.first, *mm.second);
+        notes = buf;
+      }
+      if (sc.stats.server_cpu_ns >= 0 && sc.stats.wall_ns > 0) {
+        char buf[64];
+        std::snprintf(
+            buf, sizeof buf, "%sserver busy %.2f cores", notes.empty() ? "" : "; ",
+            static_cast<double>(sc.stats.server_cpu_ns) / static_cast<double>(sc.stats.wall_ns));
+        notes += buf;
+      }
+      if (sc.stats.errors > 0) {
+        failed_ = true;
+        notes += (notes.empty() ? "" : "; ") + std::to_string(sc.stats.errors) +
+                 " errors, first: " + sc.stats.first_error;
+      }
+      r.notes = notes;
+      PrintRow(r);
+    }
+  }
+
+  // Appends `events` events in batches of 100, 16 in flight, spread over
+  // `streams` streams named base-0, base-1, ... (one stream when 1: then the
+  // name is base itself). Returns the stats (positions, acked).
+  Stats Prefill(const std::string &base, uint64_t events, int streams, double *seconds) {
+    const int batch = 100;
+    int64_t calls = static_cast<int64_t>((events + batch - 1) / batch);
+    size_t payload = opt_.payload;
+    Stats s = RunUnary(
+        std::min<int64_t>(16, calls), calls,
+        [&](Worker *w, int i) {
+          std::string stream = streams == 1 ? base : base + "-" + std::to_string(i % streams);
+          return std::unique_ptr<Slot>(new AppendSlot(w, stream, batch, payload));
+        },
+        seconds);
+    if (s.errors > 0) {
+      failed_ = true;
+      notes_.push_back("prefill of " + base + " failed: " + s.first_error);
+    }
+    return s;
+  }
+
+  void CatchUp();
+  void Live(int inflight);
+
+  Options opt_;
+  std::string run_id_;
+  std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  std::vector<std::string> notes_;  // printed after the table
+  bool failed_ = false;             // some scenario saw errors
+  bool broken_ = false;             // the server went away
+};
+
+// ---------------------------------------------------------------------------
+// Subscriptions
+
+// One Subscribe call driven as a state machine with one operation outstanding
+// at a time. It checks that events arrive with consecutive global positions.
+class Subscriber : public Tag {
+ public:
+  Subscriber(esv1::EventStore::Stub *stub, grpc::CompletionQueue *cq) : stub_(stub), cq_(cq) {}
+
+  // Starts the call. from_end: deliver only events committed from now on.
+  void Start(uint64_t from_position, bool from_end) {
+    req_.set_from_position(from_position);
+    req_.set_from_end(from_end);
+    reader_ = stub_->PrepareAsyncSubscribe(&ctx_, req_, cq_);
+    state_ = kStarting;
+    started_ns = NowNs();
+    reader_->StartCall(this);
+  }
+
+  // Ends the call (from the thread that pumps cq).
+  void Stop() {
+    stopping_ = true;
+    ctx_.TryCancel();
+    if (state_ == kIdle) FinishCall();
+  }
+
+  void Proceed(bool ok) override {
+    switch (state_) {
+      case kStarting:
+      case kReading:
+        if (!ok) {
+          FinishCall();
+          return;
+        }
+        if (state_ == kReading) OnMessage();
+        if (stopping_ || (stop_after > 0 && received >= stop_after)) {
+          state_ = kIdle;
+          if (!stopping_) {
+            done_ns = NowNs();
+            Stop();
+          } else {
+            FinishCall();
+          }
+          return;
+        }
+        state_ = kReading;
+        reader_->Read(&msg_, this);
+        return;
+      case kFinishing:
+        state_ = kFinished;
+        return;
+      case kIdle:
+      case kFinished:
+        return;
+    }
+  }
+
+  bool finished() const { return state_ == kFinished; }
+  const grpc::Status &status() const { return status_; }
+
+  // Observations, read by the scenario between pumps.
+  uint64_t stop_after = 0;  // stop by itself after this many events
+  uint64_t received = 0;    // events so far
+  uint64_t in_window = 0;   // events received inside [win_start, win_end)
+  int64_t win_start_ns = kNever, win_end_ns = kNever;
+  std::vector<int64_t> delay_ns;  // send-to-receive delays inside the window
+  bool measure_delay = false;
+  bool caught_up = false;
+  uint64_t caught_up_head = 0;
+  uint64_t expected_next = 0;  // next global position (0 = any)
+  std::string problem;         // first ordering problem seen
+  int64_t started_ns = 0, first_event_ns = 0, done_ns = 0;
+
+ private:
+  enum State { kIdle, kStarting, kReading, kFinishing, kFinished };
+
+  void FinishCall() {
+    state_ = kFinishing;
+    reader_->Finish(&status_, this);
+  }
+
+  void OnMessage() {
+    if (msg_.has_caught_up()) {
+      if (!caught_up) caught_up_head = msg_.caught_up().head_position();
+      caught_up = true;
+      return;
+    }
+    if (!msg_.has_event()) return;
+    int64_t now = NowNs();
+    const esv1::RecordedEvent &e = msg_.event();
+    if (received == 0) first_event_ns = now;
+    received++;
+    uint64_t pos = e.global_position();
+    if (expected_next != 0 && pos != expected_next && problem.empty()) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "expected global position %" PRIu64 ", got %" PRIu64,
+                    expected_next, pos);
+      problem = buf;
+    }
+    expected_next = pos + 1;
+    if (now >= win_start_ns && now < win_end_ns) {
+      in_window++;
+      if (measure_delay && e.payload().size() >= sizeof(int64_t)) {
+        int64_t sent = 0;
+        std::memcpy(&sent, e.payload().data(), sizeof sent);
+        delay_ns.push_back(now - sent);
+      }
+    }
+  }
+
+  esv1::EventStore::Stub *stub_;
+  grpc::CompletionQueue *cq_;
+  grpc::ClientContext ctx_;
+  esv1::SubscribeRequest req_;
+  esv1::SubscribeResponse msg_;
+  grpc::Status status_;
+  std::unique_ptr<grpc::ClientAsyncReader<esv1::SubscribeResponse>> reader_;
+  State state_ = kIdle;
+  bool stopping_ = false;
+};
+
+// Catch-up: pre-fill N events, then time one Subscribe from the first of them
+// until it has received all N.
+void Bench::CatchUp() {
+  if (broken_) return;
+  uint64_t n = opt_.subscribe_events;
+  double fill_secs = 0;
+  Stats pre = Prefill(Stream("catchup"), n, 16, &fill_secs);
+  if (broken_ || pre.errors > 0) return;
+  uint64_t from = pre.min_first_position;
+  bool contiguous = pre.max_last_position - from + 1 == pre.acked;
+
+  grpc::CompletionQueue cq;
+  auto stub = esv1::EventStore::NewStub(channels_[0]);
+  Subscriber sub(stub.get(), &cq);
+  sub.stop_after = n;
+  sub.expected_next = from;
+  int64_t cpu0 = ServerCpuNs(opt_.server_pid);
+  sub.Start(from, false);
+  bool ok = Pump(
+      &cq, [&] { return sub.finished(); }, NowNs() + kStreamTimeoutNs);
+  if (!ok) {
+    sub.Stop();
+    Pump(
+        &cq, [&] { return sub.finished(); }, kNever);
+  }
+  Drain(&cq);
+  int64_t cpu1 = ServerCpuNs(opt_.server_pid);
+
+  Row r;
+  r.name = "Subscribe catch-up, " + std::to_string(n) + " events";
+  r.inflight = 1;
+  if (cpu0 >= 0 && cpu1 >= 0) r.server_us = CpuPer(cpu1 - cpu0, sub.received);
+  std::string notes;
+  char buf[200];
+  std::snprintf(buf, sizeof buf, "pre-fill %.0f events/s (batches of 100, 16 in flight)",
+                static_cast<double>(pre.acked) / fill_secs);
+  notes = buf;
+  if (!contiguous) notes += "; pre-filled positions interleaved with others";
+  if (ok && sub.received == n && sub.problem.empty()) {
+    double secs = static_cast<double>(sub.done_ns - sub.started_ns) / kNsPerSec;
+    r.events_per_s = static_cast<double>(n) / secs;
+    std::snprintf(buf, sizeof buf, "; %.2f s, first event after %.0f µs", secs,
+                  static_cast<double>(sub.first_event_ns - sub.started_ns) / 1000.0);
+    notes += buf;
+  } else {
+    failed_ = true;
+    r.failed = true;
+    notes += "; FAILED: received " + std::to_string(sub.received) + " of " + std::to_string(n);
+    if (!sub.problem.empty()) notes += ", " + sub.problem;
+    if (!ok) notes += ", timed out";
+    if (!sub.status().ok() && sub.status().error_code() != grpc::StatusCode::CANCELLED)
+      notes += ", " + StatusText(sub.status());
+  }
+  r.notes = notes;
+  PrintRow(r);
+}
+
+// Live: a subscriber at the head while `inflight` appenders (one event per
+// call, distinct streams) run; counts deliveries inside the window and the
+// delay from the append's send to the subscriber's receipt.
+void Bench::Live(int inflight) {
+  if (broken_) return;
+  grpc::CompletionQueue cq;
+  auto stub = esv1::EventStore::NewStub(channels_[0]);
+  Subscriber sub(stub.get(), &cq);
+  sub.measure_delay = true;
+  sub.Start(0, true);
+  std::string fail;
+  if (!Pump(
+          &cq, [&] { return sub.caught_up || sub.finished(); }, NowNs() + 10 * kNsPerSec) ||
+      !sub.caught_up) {
+    fail = "no CaughtUp within 10 s";
+  }
+
+  Plan plan;
+  Stats app;
+  int64_t cpu0 = -1, cpu1 = -1;
+  if (fail.empty()) {
+    plan.window_start_ns = NowNs() + static_cast<int64_t>(opt_.warmup * kNsPerSec);
+    plan.window_end_ns = plan.window_start_ns + static_cast<int64_t>(opt_.seconds * kNsPerSec);
+    sub.win_start_ns = plan.window_start_ns;
+    sub.win_end_ns = plan.window_end_ns;
+    // The appenders run on a worker thread of their own; this thread keeps
+    // reading the subscription.
+    Worker w(channels_[0], &plan);
+    std::string base = Stream("live");
+    for (int i = 0; i < inflight; i++)
+      w.Add(std::unique_ptr<Slot>(
+          new AppendSlot(&w, base + "-" + std::to_string(i), 1, opt_.payload)));
+    cpu0 = ServerCpuNs(opt_.server_pid);
+    std::thread appenders([&w] { w.Run(); });
+    Pump(
+        &cq, [&] { return NowNs() >= plan.window_end_ns || sub.finished(); }, kNever);
+    appenders.join();
+    app = std::move(w.stats());
+    if (plan.abort.load()) {
+      broken_ = true;
+      std::fprintf(stderr, "esbench: the server stopped answering (%s)\n", app.first_error.c_str());
+    }
+    // Every acknowledged event must arrive.
+    uint64_t want = app.acked;
+    if (!Pump(
+            &cq, [&] { return sub.received >= want || sub.finished(); },
+            NowNs() + 30 * kNsPerSec) ||
+        sub.received != want) {
+      fail = "delivered " + std::to_string(sub.received) + " of " + std::to_string(want) +
+             " acknowledged events";
+    }
+    if (!sub.problem.empty()) fail += (fail.empty() ? "" : ", ") + sub.problem;
+    cpu1 = ServerCpuNs(opt_.server_pid);
+  }
+  sub.Stop();
+  Pump(
+      &cq, [&] { return sub.finished(); }, kNever);
+  Drain(&cq);
+  if (broken_) return;
+
+  Row r;
+  r.name = "Subscribe live, 1 subscriber, appender at " + std::to_string(inflight) + " in flight";
+  r.inflight = inflight;
+  r.events_per_s = static_cast<double>(sub.in_window) / opt_.seconds;
+  r.p50_us = Percentile(sub.delay_ns, 0.50);
+  r.p99_us = Percentile(sub.delay_ns, 0.99);
+  if (cpu0 >= 0 && cpu1 >= 0) r.server_us = CpuPer(cpu1 - cpu0, app.acked);
+  char buf[300];
+  std::snprintf(buf, sizeof buf,
+                "appends %.0f calls/s; latency = append sent → event received; "
+                "server CPU per event = its append + its delivery; "
+                "%" PRIu64 "/%" PRIu64 " delivered, gap-free",
+                static_cast<double>(app.calls) / opt_.seconds, sub.received, app.acked);
+  r.notes = buf;
+  if (app.errors > 0)
+    fail += (fail.empty() ? "" : ", ") + std::to_string(app.errors) +
+            " append errors, first: " + app.first_error;
+  if (!fail.empty()) {
+    failed_ = true;
+    r.notes = "FAILED: " + fail;
+  }
+  PrintRow(r);
+}
+
+// ---------------------------------------------------------------------------
+// Setup
+
+std::string CpuModel() {
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      size_t c = line.find(':');
+      if (c != std::string::npos) {
+        size_t b = line.find_first_not_of(" \t", c + 1);
+        return b == std::string::npos ? "" : line.substr(b);
+      }
+    }
+  }
+  return "unknown";
+}
+
+std::string LoadAvg() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  f >> a >> b >> c;
+  return a + " " + b + " " + c;
+}
+
+void PrintSetup(const Options &o) {
+  char date[64];
+  std::time_t t = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&t));
+  std::printf("# esbench\n\n");
+  std::printf("- date: %s\n", date);
+  std::printf("- cpu: %s, %u cores online (client and server share them)\n", CpuModel().c_str(),
+              std::thread::hardware_concurrency());
+  std::printf("- load average at start: %s\n", LoadAvg().c_str());
+  std::printf("- server: %s\n", o.target.c_str());
+  std::printf("- client: grpc++ %s, async API, %d client thread%s\n", grpc::Version().c_str(),
+              o.client_threads, o.client_threads == 1 ? "" : "s");
+  if (o.rounds > 1)
+    std::printf(
+        "- unary scenarios: %.1f s measured each, in %d interleaved rounds of %.2f s, each "
+        "after %.1f s warm-up; calls/s and events/s = median of the rounds\n",
+        o.seconds, o.rounds, o.seconds / o.rounds, o.warmup);
+  else
+    std::printf("- unary scenarios: %.1f s warm-up, then %.1f s measured\n", o.warmup, o.seconds);
+  std::printf("- subscriptions: catch-up of %" PRIu64
+              " pre-filled events; live for %.1f s warm-up + %.1f s measured\n",
+              o.subscribe_events, o.warmup, o.seconds);
+  std::printf(
+      "- payload: %zu bytes per event; appends use EXPECTED_ANY and "
+      "let the server assign event ids\n",
+      o.payload);
+  std::printf(
+      "- vs Health = calls/s ÷ Health/Check calls/s at the same "
+      "calls in flight in this run\n\n");
+  std::fflush(stdout);
+}
+
+}  // namespace
+
+int main(int argc, char **argv) {
+  Options opt;
+  int rc = ParseArgs(argc, argv, &opt);
+  if (rc == 1) {
+    Usage(stdout);
+    return 0;
+  }
+  if (rc != 0) return 2;
+  Bench bench(opt);
+  PrintSetup(opt);
+  if (!bench.Connect()) return 2;
+  return bench.RunAll();
+}
