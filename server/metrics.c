@@ -240,6 +240,13 @@ char *es_metrics_render(es_server_t *srv, size_t *len) {
       "# TYPE es_log_head_position gauge\nes_log_head_position %llu\n",
       active, (unsigned long long)lag_sum, (unsigned long long)lag_max, (unsigned long long)head);
 
+  es_backend_stat_t stats[32];
+  size_t n_stats = es_backend_stats(srv->backend, stats, sizeof stats / sizeof stats[0]);
+  for (size_t i = 0; i < n_stats; i++)
+    put(&b, "# HELP es_backend_%s %s\n# TYPE es_backend_%s %s\nes_backend_%s %llu\n", stats[i].name,
+        stats[i].help, stats[i].name, stats[i].counter ? "counter" : "gauge", stats[i].name,
+        (unsigned long long)stats[i].value);
+
   if (b.oom) {
     free(b.data);
     return NULL;

@@ -873,7 +873,23 @@ void es_mem_stats(es_backend_t *b, es_mem_stats_t *out) {
   pthread_rwlock_unlock(&m->lock);
 }
 
+static size_t mem_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t max) {
+  es_mem_stats_t st;
+  es_mem_stats(b, &st);
+  const es_backend_stat_t all[] = {
+      {"memory_events", "Events held by the in-memory store.", 0, st.events},
+      {"memory_streams", "Streams held by the in-memory store.", 0, st.streams},
+      {"memory_bytes", "Bytes allocated by the in-memory store.", 0, st.bytes_total},
+      {"memory_payload_bytes", "Of which event payloads.", 0, st.bytes_payload},
+  };
+  size_t n = sizeof all / sizeof all[0];
+  if (n > max) n = max;
+  memcpy(out, all, n * sizeof *out);
+  return n;
+}
+
 static const es_backend_methods_t mem_methods = {
+    .stats = mem_backend_stats,
     .name = "memory",
     .blocking = 0,
     .close = mem_close,

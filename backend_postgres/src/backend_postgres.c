@@ -661,7 +661,35 @@ void es_pg_stats(es_backend_t *b, es_pg_stats_t *out) {
   pthread_mutex_unlock(&pg->stats_mu);
 }
 
+static size_t pg_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t max) {
+  es_pg_t *pg = (es_pg_t *)b;
+  es_pg_stats_t st;
+  es_pg_stats(b, &st);
+  pthread_mutex_lock(&pg->pool_mu);
+  uint64_t open = (uint64_t)pg->n_open, idle = (uint64_t)pg->n_idle;
+  pthread_mutex_unlock(&pg->pool_mu);
+  const es_backend_stat_t all[] = {
+      {"pg_pool_size", "Reader connections the pool may open (--pg-connections).", 0,
+       (uint64_t)pg->opts.connections},
+      {"pg_pool_open_connections", "Reader connections open or being opened.", 0, open},
+      {"pg_pool_in_use_connections", "Reader connections borrowed by a call.", 0,
+       open > idle ? open - idle : 0},
+      {"pg_pool_idle_connections", "Reader connections waiting in the pool.", 0, idle},
+      {"pg_group_commits_total", "Group-commit transactions committed.", 1, st.groups},
+      {"pg_appends_committed_total", "Appends committed (duplicates not counted).", 1, st.appends},
+      {"pg_largest_group", "Most appends committed in one transaction.", 0, st.max_group},
+      {"pg_notifications_total", "Heads received from other servers (NOTIFY).", 1,
+       st.notifications},
+      {"pg_reconnects_total", "Connections re-established after a failure.", 1, st.reconnects},
+  };
+  size_t n = sizeof all / sizeof all[0];
+  if (n > max) n = max;
+  memcpy(out, all, n * sizeof *out);
+  return n;
+}
+
 static const es_backend_methods_t pg_methods = {
+    .stats = pg_backend_stats,
     .name = "postgres",
     .blocking = 1,
     .close = pg_close,

@@ -247,6 +247,19 @@ TEST_F(PgBackendTest, GroupCommitUnderConcurrencyIsGapFreeAndGroups) {
   std::printf("group commit: %llu appends in %llu transactions (largest %llu)\n",
               (unsigned long long)st.appends, (unsigned long long)st.groups,
               (unsigned long long)st.max_group);
+
+  // The same figures, and the pool's, through the generic monitoring hook.
+  es_backend_stat_t stats[32];
+  size_t n = es_backend_stats(b, stats, 32);
+  std::map<std::string, uint64_t> by_name;
+  for (size_t i = 0; i < n; i++) by_name[stats[i].name] = stats[i].value;
+  EXPECT_EQ(st.groups, by_name["pg_group_commits_total"]);
+  EXPECT_EQ(st.appends, by_name["pg_appends_committed_total"]);
+  EXPECT_EQ(4u, by_name["pg_pool_size"]);
+  EXPECT_LE(by_name["pg_pool_open_connections"], 4u);
+  EXPECT_EQ(by_name["pg_pool_open_connections"],
+            by_name["pg_pool_idle_connections"] + by_name["pg_pool_in_use_connections"]);
+  EXPECT_EQ(0u, by_name["pg_pool_in_use_connections"]) << "nothing is reading now";
 }
 
 TEST_F(PgBackendTest, SameAppendTwiceInOneGroupIsADuplicate) {

@@ -69,3 +69,10 @@ void es__backend_publish(es_backend_t *b, uint64_t head) {
   assert(b != NULL);
   if (b->notifier != NULL) es_notifier_publish(b->notifier, head);
 }
+
+size_t es_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t max) {
+  assert(b != NULL && (out != NULL || max == 0));
+  if (!b->methods->stats) return 0;
+  size_t n = b->methods->stats(b, out, max);
+  return n < max ? n : max;
+}

@@ -179,6 +179,10 @@ TEST_F(MetricsTest, CountsCallsAppendsSubscriptionsAndHead) {
   EXPECT_EQ(Value(body, "es_appends_total"), 3.0) << body;
   EXPECT_EQ(Value(body, "es_events_appended_total"), 6.0) << body;
   EXPECT_EQ(Value(body, "es_log_head_position"), 6.0) << body;
+  // The backend's own figures (backend.h `stats`): the memory store's.
+  EXPECT_EQ(Value(body, "es_backend_memory_events"), 6.0) << body;
+  EXPECT_GT(Value(body, "es_backend_memory_bytes"), Value(body, "es_backend_memory_payload_bytes"))
+      << body;
   EXPECT_EQ(Value(body, "es_subscription_lag_events"), 0.0) << body;
   EXPECT_FALSE(Value(body, "es_backend_errors_total{code=\"ES_EUNAVAIL\"}").has_value()) << body;
 

@@ -36,6 +36,14 @@ extern "C" {
 
 typedef struct es_backend es_backend_t;
 
+/* One monitoring figure of a backend (see the `stats` method). */
+typedef struct es_backend_stat {
+  const char *name; /* static; a metric name suffix, e.g. "pg_pool_idle_connections" */
+  const char *help; /* static; one line */
+  int counter;      /* 1: only grows (a total); 0: a gauge */
+  uint64_t value;
+} es_backend_stat_t;
+
 typedef struct es_backend_methods {
   const char *name; /* "memory", "postgres" */
   int blocking;     /* 1: methods may wait on I/O */
@@ -63,6 +71,11 @@ typedef struct es_backend_methods {
 
   /* The last committed global position (0 when the log is empty). */
   int (*head)(es_backend_t *b, uint64_t *out, es_err_t *err);
+
+  /* Optional (may be NULL): the backend's own figures for monitoring (pool
+   * usage, commits, memory). Fills at most max entries of out (OUT) and
+   * returns how many. Never fails; cheap enough to call on every scrape. */
+  size_t (*stats)(es_backend_t *b, struct es_backend_stat *out, size_t max);
 } es_backend_methods_t;
 
 /* The common head of every backend handle. */
@@ -82,6 +95,8 @@ int es_backend_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t
 int es_backend_head(es_backend_t *b, uint64_t *out, es_err_t *err);
 int es_backend_is_blocking(const es_backend_t *b);
 const char *es_backend_name(const es_backend_t *b);
+/* The backend's monitoring figures (0 when it has none); see `stats`. */
+size_t es_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t max);
 
 /* Tells the backend where to publish growth of the log. n is borrowed and
  * must outlive the backend (or be unset with NULL before it is freed). Call
