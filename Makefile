@@ -71,6 +71,7 @@ nix-check:
 
 bench: setup-system
 	bench/run.sh
+	bench/run_pg.sh
 
 smoke: setup-system
 	tools/smoke.sh $(BIND_ADDR)
