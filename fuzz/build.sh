@@ -35,7 +35,7 @@ CFLAGS=(-std=c11 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer $SAN
   -I"$root/core/include" -I"$root/core/src" -I"$root/backend_memory/include"
   -I"$root/server" -I"$out/gen" -I"$here")
 
-srcs=("$root"/core/src/*.c "$root"/backend_memory/src/*.c "$root/server/wire_check.c"
+srcs=("$root"/core/src/*.c "$root"/backend_memory/src/*.c "$root/server/wire_check.c" "$root/server/codec.c"
   "$here/fuzz_common.c")
 objs=()
 for s in "${srcs[@]}"; do

@@ -1,10 +1,8 @@
 /*
- * Shared pieces of the fuzz targets: the server's request decoding and its
- * translation of wire messages into core requests, as faithful copies of
- * server/server.c (unpack_bytes) and server/rpc_store.c (do_append,
- * decode_filter, dedupe_metadata). The server's versions take a call_t and
- * talk to gRPC, so they cannot be linked here without the whole server; keep
- * these in step with them when they change (each function names its original).
+ * Shared pieces of the fuzz targets: the server's request decoding (the NUL
+ * scan of server/wire_check.c, then protobuf-c, as server/server.c
+ * unpack_bytes does) and its translation of wire messages into core requests
+ * (server/codec.c, the very code the server runs — linked, not copied).
  *
  * Memory: everything a translation allocates hangs off an fz_append_t and is
  * freed by fz_append_free(); strings are borrowed from the unpacked message.
@@ -35,11 +33,11 @@ ProtobufCMessage *fz_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *
 /* rpc_store.c decode_filter(). */
 void fz_decode_filter(const Eventstore__V1__Filter *f, es_filter_t *out);
 
-/* rpc_store.c do_append(), up to (not including) es_append_prepare. */
+/* es_codec_append (server/codec.c), as rpc_store.c do_append runs it before es_append_prepare. */
 typedef struct fz_append {
   es_append_req_t req; /* borrows from the message and the arrays below */
-  es_kv_t **kv;        /* per-event metadata arrays (malloc) */
-  size_t n_kv;
+  void **blocks;       /* every array the translation allocated (malloc) */
+  size_t n_blocks;
 } fz_append_t;
 int fz_append_translate(const Eventstore__V1__AppendRequest *m, const es_limits_t *limits,
                         fz_append_t *out);

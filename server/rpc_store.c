@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "es/validate.h"
 #include "eventstore/v1/eventstore.pb-c.h"
 #include "log.h"
@@ -75,76 +76,19 @@ static void oom(call_t *c) {
   call_set_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
 }
 
-/* ---------------------------------------------------------------- filter */
-
-static void decode_filter(const Eventstore__V1__Filter *f, es_filter_t *out) {
-  memset(out, 0, sizeof *out);
-  if (!f) return;
-  out->stream_prefix = f->stream_prefix;
-  out->event_types = (const char *const *)f->event_types;
-  out->event_type_count = f->n_event_types;
+static void *arena_alloc(void *ctx, size_t size) {
+  return call_alloc(ctx, size);
 }
 
 /* ---------------------------------------------------------------- Append */
-
-/* Map entries may repeat a key on the wire; protobuf semantics keep the last
- * value. Only done when the count is within the limit (otherwise validation
- * rejects the request anyway), which keeps this quadratic loop small. */
-static size_t dedupe_metadata(es_kv_t *kv, size_t n) {
-  size_t out = 0;
-  for (size_t i = 0; i < n; i++) {
-    size_t j;
-    for (j = 0; j < out; j++)
-      if (strcmp(kv[j].key, kv[i].key) == 0) break;
-    if (j < out)
-      kv[j].value = kv[i].value;
-    else
-      kv[out++] = kv[i];
-  }
-  return out;
-}
 
 static grpc_byte_buffer *do_append(call_t *c, const es_config_t *cfg) {
   Eventstore__V1__AppendRequest *m =
       es_unpack(c, &eventstore__v1__append_request__descriptor, c->payload);
   if (!m) return NULL;
   grpc_byte_buffer *resp = NULL;
-  es_append_req_t req = {
-      .stream_id = m->stream_id,
-      .stream_type = m->stream_type,
-      .expected_kind = (int)m->expected_kind,
-      .expected_version = m->expected_version,
-      .event_count = m->n_events,
-  };
-  if (m->n_events) {
-    req.events = call_alloc(c, m->n_events * sizeof *req.events);
-    if (!req.events) goto oom;
-  }
-  for (size_t i = 0; i < m->n_events; i++) {
-    const Eventstore__V1__EventData *e = m->events[i];
-    es_event_data_t *d = &req.events[i];
-    d->event_id = e->event_id;
-    d->event_type = e->event_type;
-    d->event_version = e->event_version;
-    d->content_type = e->content_type;
-    d->payload = e->payload.data;
-    d->payload_len = e->payload.len;
-    d->correlation_id = e->correlation_id;
-    d->causation_id = e->causation_id;
-    d->occurred_at_unix_ms = e->occurred_at_unix_ms;
-    if (e->n_metadata) {
-      es_kv_t *kv = call_alloc(c, e->n_metadata * sizeof *kv);
-      if (!kv) goto oom;
-      for (size_t k = 0; k < e->n_metadata; k++) {
-        kv[k].key = e->metadata[k]->key;
-        kv[k].value = e->metadata[k]->value;
-      }
-      d->metadata = kv;
-      d->metadata_count = e->n_metadata <= cfg->limits.max_metadata_entries
-                              ? dedupe_metadata(kv, e->n_metadata)
-                              : e->n_metadata;
-    }
-  }
+  es_append_req_t req;
+  if (es_codec_append(m, &cfg->limits, arena_alloc, c, &req) != ES_OK) goto oom;
   es_err_t err;
   es_err_clear(&err);
   int rc = es_append_prepare(&cfg->limits, &req, &err);
@@ -235,7 +179,7 @@ static grpc_byte_buffer *do_read(call_t *c, const es_config_t *cfg) {
         .max_count = m->max_count,
         .direction = (int)m->direction,
     };
-    decode_filter(m->filter, &req.filter);
+    es_codec_filter(m->filter, &req.filter);
     rc = es_read_all_prepare(&cfg->limits, &req, &err);
     if (rc == ES_OK) rc = es_backend_read_all(c->srv->backend, &req, &page, &err);
   }
@@ -279,7 +223,7 @@ static bool sub_open(call_t *c) {
   opts.from_position = m->from_position;
   opts.from_end = m->from_end;
   opts.checkpoint_interval = m->checkpoint_interval;
-  decode_filter(m->filter, &opts.filter);
+  es_codec_filter(m->filter, &opts.filter);
   es_err_t err;
   es_err_clear(&err);
   int rc = es_sub_open(c->srv->backend, &cfg->limits, &opts, &c->sub, &err);
@@ -393,7 +337,7 @@ void rpc_subscribe_start(call_t *c) {
   }
   c->request = &m->base;
   es_filter_t filter;
-  decode_filter(m->filter, &filter);
+  es_codec_filter(m->filter, &filter);
   es_err_t err;
   es_err_clear(&err);
   int rc = es_filter_validate(&c->srv->cfg->limits, &filter, "filter", &err);

@@ -1,0 +1,75 @@
+/*
+ * Wire requests → core requests (see codec.h). Nothing here allocates on its
+ * own: the caller's allocator decides the lifetime (the call's arena in the
+ * server, a list freed per input in the fuzzers).
+ */
+#include "codec.h"
+
+#include <string.h>
+
+#include "es/error.h"
+
+/* Map entries may repeat a key on the wire; protobuf semantics keep the last
+ * value. Only done when the count is within the limit (otherwise validation
+ * rejects the request anyway), which keeps this quadratic loop small. */
+static size_t dedupe_metadata(es_kv_t *kv, size_t n) {
+  size_t out = 0;
+  for (size_t i = 0; i < n; i++) {
+    size_t j;
+    for (j = 0; j < out; j++)
+      if (strcmp(kv[j].key, kv[i].key) == 0) break;
+    if (j < out)
+      kv[j].value = kv[i].value;
+    else
+      kv[out++] = kv[i];
+  }
+  return out;
+}
+
+int es_codec_append(const Eventstore__V1__AppendRequest *m, const es_limits_t *limits,
+                    es_codec_alloc_fn alloc, void *ctx, es_append_req_t *out) {
+  memset(out, 0, sizeof *out);
+  out->stream_id = m->stream_id;
+  out->stream_type = m->stream_type;
+  out->expected_kind = (int)m->expected_kind;
+  out->expected_version = m->expected_version;
+  out->event_count = m->n_events;
+  if (m->n_events) {
+    out->events = alloc(ctx, m->n_events * sizeof *out->events);
+    if (!out->events) return ES_ENOMEM;
+  }
+  for (size_t i = 0; i < m->n_events; i++) {
+    const Eventstore__V1__EventData *e = m->events[i];
+    es_event_data_t *d = &out->events[i];
+    d->event_id = e->event_id;
+    d->event_type = e->event_type;
+    d->event_version = e->event_version;
+    d->content_type = e->content_type;
+    d->payload = e->payload.data;
+    d->payload_len = e->payload.len;
+    d->correlation_id = e->correlation_id;
+    d->causation_id = e->causation_id;
+    d->occurred_at_unix_ms = e->occurred_at_unix_ms;
+    if (e->n_metadata) {
+      es_kv_t *kv = alloc(ctx, e->n_metadata * sizeof *kv);
+      if (!kv) return ES_ENOMEM;
+      for (size_t k = 0; k < e->n_metadata; k++) {
+        kv[k].key = e->metadata[k]->key;
+        kv[k].value = e->metadata[k]->value;
+      }
+      d->metadata = kv;
+      d->metadata_count = e->n_metadata <= limits->max_metadata_entries
+                              ? dedupe_metadata(kv, e->n_metadata)
+                              : e->n_metadata;
+    }
+  }
+  return ES_OK;
+}
+
+void es_codec_filter(const Eventstore__V1__Filter *f, es_filter_t *out) {
+  memset(out, 0, sizeof *out);
+  if (!f) return;
+  out->stream_prefix = f->stream_prefix;
+  out->event_types = (const char *const *)f->event_types;
+  out->event_type_count = f->n_event_types;
+}
