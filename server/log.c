@@ -47,8 +47,6 @@ void es_log(es_log_level_t level, const char *fmt, ...) {
                    ts.tv_nsec / 1000000, level_names[level]);
   va_list ap;
   va_start(ap, fmt);
-  /* va_start is on the line above; clang-tidy 14 misreads the flow here. */
-  // NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized)
   int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
   va_end(ap);
   size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
