@@ -205,21 +205,6 @@ static es_mem_record_t *find_id(const es_mem_t *m, const uint8_t id[ES_UUID_LEN]
   return log_at(m->chunks, pos);
 }
 
-static const char *expected_name(int kind) {
-  switch (kind) {
-    case ES_EXPECT_ANY:
-      return "ANY";
-    case ES_EXPECT_NO_STREAM:
-      return "NO_STREAM";
-    case ES_EXPECT_STREAM_EXISTS:
-      return "STREAM_EXISTS";
-    case ES_EXPECT_EXACT:
-      return "EXACT";
-    default:
-      return "?";
-  }
-}
-
 /* ---- records -------------------------------------------------------- */
 
 /* Where the payload starts in data[] (after the metadata array). */
@@ -535,37 +520,8 @@ static int mem_append(es_backend_t *b, const es_append_req_t *req, es_append_res
     goto fail;
   }
   uint64_t last = s ? s->count : 0;
-  bool version_ok = true;
-  switch (req->expected_kind) {
-    case ES_EXPECT_ANY:
-      break;
-    case ES_EXPECT_NO_STREAM:
-      version_ok = last == 0;
-      break;
-    case ES_EXPECT_STREAM_EXISTS:
-      version_ok = last > 0;
-      break;
-    case ES_EXPECT_EXACT:
-      version_ok = last == req->expected_version;
-      break;
-    default:
-      rc = es_err_set(err, ES_EINVAL, "expected_kind: unknown value %d", req->expected_kind);
-      goto fail;
-  }
-  if (!version_ok) {
-    char expected[48];
-    if (req->expected_kind == ES_EXPECT_EXACT)
-      snprintf(expected, sizeof expected, "EXACT %llu", (unsigned long long)req->expected_version);
-    else
-      snprintf(expected, sizeof expected, "%s", expected_name(req->expected_kind));
-    rc = es_err_set(err, ES_EVERSION, "stream '%s': expected version %s, actual version %llu",
-                    req->stream_id, expected, (unsigned long long)last);
-    if (err) {
-      err->has_actual_version = 1;
-      err->actual_version = last;
-    }
-    goto fail;
-  }
+  rc = es_backend_check_expected(req, last, err);
+  if (rc) goto fail;
   if (m->head + n > ES_MEM_MAX_EVENTS) {
     rc = es_err_set(err, ES_ENOMEM, "the memory backend holds at most %llu events",
                     (unsigned long long)ES_MEM_MAX_EVENTS);

@@ -260,21 +260,6 @@ static void cache_put(committer_t *cm, const char *id, uint64_t last, const char
   }
 }
 
-static const char *expected_name(int kind) {
-  switch (kind) {
-    case ES_EXPECT_ANY:
-      return "ANY";
-    case ES_EXPECT_NO_STREAM:
-      return "NO_STREAM";
-    case ES_EXPECT_STREAM_EXISTS:
-      return "STREAM_EXISTS";
-    case ES_EXPECT_EXACT:
-      return "EXACT";
-    default:
-      return "?";
-  }
-}
-
 static size_t event_bytes(const es_event_data_t *ev) {
   size_t n = ev->payload_len;
   for (size_t i = 0; i < ev->metadata_count; i++)
@@ -370,35 +355,8 @@ static bool decide(committer_t *cm, es_pg_waiter_t *w, uint64_t *head, uint64_t 
 
   /* 3. Expected version. */
   uint64_t last = s->last;
-  bool version_ok = true;
-  switch (req->expected_kind) {
-    case ES_EXPECT_ANY:
-      break;
-    case ES_EXPECT_NO_STREAM:
-      version_ok = last == 0;
-      break;
-    case ES_EXPECT_STREAM_EXISTS:
-      version_ok = last > 0;
-      break;
-    case ES_EXPECT_EXACT:
-      version_ok = last == req->expected_version;
-      break;
-    default:
-      w->rc = es_err_set(w->err, ES_EINVAL, "expected_kind: unknown value %d", req->expected_kind);
-      return false;
-  }
-  if (!version_ok) {
-    char expected[48];
-    if (req->expected_kind == ES_EXPECT_EXACT)
-      snprintf(expected, sizeof expected, "EXACT %llu", (unsigned long long)req->expected_version);
-    else
-      snprintf(expected, sizeof expected, "%s", expected_name(req->expected_kind));
-    w->rc = es_err_set(w->err, ES_EVERSION, "stream '%s': expected version %s, actual version %llu",
-                       req->stream_id, expected, (unsigned long long)last);
-    w->err->has_actual_version = 1;
-    w->err->actual_version = last;
-    return false;
-  }
+  w->rc = es_backend_check_expected(req, last, w->err);
+  if (w->rc != ES_OK) return false;
 
   /* Passed: positions and versions, and the view for later appends. */
   out->first_version = last + 1;

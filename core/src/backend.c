@@ -11,6 +11,8 @@
 #include "es/backend.h"
 
 #include <assert.h>
+#include <stdbool.h>
+#include <stdio.h>
 #include <string.h>
 
 void es_backend_close(es_backend_t *b) {
@@ -75,4 +77,49 @@ size_t es_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t max) {
   if (!b->methods->stats) return 0;
   size_t n = b->methods->stats(b, out, max);
   return n < max ? n : max;
+}
+
+static const char *expected_name(int kind) {
+  switch (kind) {
+    case ES_EXPECT_ANY:
+      return "ANY";
+    case ES_EXPECT_NO_STREAM:
+      return "NO_STREAM";
+    case ES_EXPECT_STREAM_EXISTS:
+      return "STREAM_EXISTS";
+    default:
+      return "EXACT";
+  }
+}
+
+int es_backend_check_expected(const es_append_req_t *req, uint64_t last, es_err_t *err) {
+  bool ok;
+  switch (req->expected_kind) {
+    case ES_EXPECT_ANY:
+      return ES_OK;
+    case ES_EXPECT_NO_STREAM:
+      ok = last == 0;
+      break;
+    case ES_EXPECT_STREAM_EXISTS:
+      ok = last > 0;
+      break;
+    case ES_EXPECT_EXACT:
+      ok = last == req->expected_version;
+      break;
+    default:
+      return es_err_set(err, ES_EINVAL, "expected_kind: unknown value %d", req->expected_kind);
+  }
+  if (ok) return ES_OK;
+  char expected[48];
+  if (req->expected_kind == ES_EXPECT_EXACT)
+    snprintf(expected, sizeof expected, "EXACT %llu", (unsigned long long)req->expected_version);
+  else
+    snprintf(expected, sizeof expected, "%s", expected_name(req->expected_kind));
+  int rc = es_err_set(err, ES_EVERSION, "stream '%s': expected version %s, actual version %llu",
+                      req->stream_id, expected, (unsigned long long)last);
+  if (err) {
+    err->has_actual_version = 1;
+    err->actual_version = last;
+  }
+  return rc;
 }
