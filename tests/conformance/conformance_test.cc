@@ -220,12 +220,6 @@ std::vector<uint64_t> Versions(const PageCopy &p) {
   return v;
 }
 
-std::vector<std::string> EventIds(const PageCopy &p) {
-  std::vector<std::string> v;
-  for (const auto &e : p.events) v.push_back(e.event_id);
-  return v;
-}
-
 bool Contains(const char *haystack, const std::string &needle) {
   return std::string(haystack).find(needle) != std::string::npos;
 }
