@@ -42,18 +42,6 @@ static const double BUCKETS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05
                                  0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 #define N_BUCKETS (sizeof BUCKETS / sizeof BUCKETS[0])
 
-static const char *const METHOD_NAMES[N_METHODS] = {
-    [M_APPEND] = "eventstore.v1.EventStore/Append",
-    [M_READ_STREAM] = "eventstore.v1.EventStore/ReadStream",
-    [M_READ_ALL] = "eventstore.v1.EventStore/ReadAll",
-    [M_SUBSCRIBE] = "eventstore.v1.EventStore/Subscribe",
-    [M_HEALTH_CHECK] = "grpc.health.v1.Health/Check",
-    [M_HEALTH_WATCH] = "grpc.health.v1.Health/Watch",
-    [M_REFLECTION] = "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-    [M_REFLECTION_V1] = "grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
-    [M_GENERIC] = "unknown",
-};
-
 static const char *const CODE_NAMES[N_CODES] = {
     "OK",
     "CANCELLED",
@@ -173,8 +161,8 @@ char *es_metrics_render(es_server_t *srv, size_t *len) {
     for (int k = 0; k < N_CODES; k++) {
       unsigned long v = get(&M.requests[m][k]);
       if (v)
-        put(&b, "es_rpc_requests_total{method=\"%s\",code=\"%s\"} %lu\n", METHOD_NAMES[m],
-            CODE_NAMES[k], v);
+        put(&b, "es_rpc_requests_total{method=\"%s\",code=\"%s\"} %lu\n",
+            es__method_name((method_id_t)m), CODE_NAMES[k], v);
     }
 
   put(&b,
@@ -183,19 +171,19 @@ char *es_metrics_render(es_server_t *srv, size_t *len) {
   for (int m = 0; m < N_METHODS; m++) {
     unsigned long count = get(&M.duration_count[m]);
     if (!count) continue;
+    const char *name = es__method_name((method_id_t)m);
     unsigned long cum = 0;
     for (size_t i = 0; i < N_BUCKETS; i++) {
       cum += get(&M.duration_buckets[m][i]);
-      put(&b, "es_rpc_duration_seconds_bucket{method=\"%s\",le=\"%g\"} %lu\n", METHOD_NAMES[m],
-          BUCKETS[i], cum);
+      put(&b, "es_rpc_duration_seconds_bucket{method=\"%s\",le=\"%g\"} %lu\n", name, BUCKETS[i],
+          cum);
     }
     /* Read after the buckets, so +Inf is never below the last bucket. */
     if (count < cum) count = cum;
-    put(&b, "es_rpc_duration_seconds_bucket{method=\"%s\",le=\"+Inf\"} %lu\n", METHOD_NAMES[m],
-        count);
-    put(&b, "es_rpc_duration_seconds_sum{method=\"%s\"} %.9f\n", METHOD_NAMES[m],
+    put(&b, "es_rpc_duration_seconds_bucket{method=\"%s\",le=\"+Inf\"} %lu\n", name, count);
+    put(&b, "es_rpc_duration_seconds_sum{method=\"%s\"} %.9f\n", name,
         (double)get(&M.duration_sum_ns[m]) / 1e9);
-    put(&b, "es_rpc_duration_seconds_count{method=\"%s\"} %lu\n", METHOD_NAMES[m], count);
+    put(&b, "es_rpc_duration_seconds_count{method=\"%s\"} %lu\n", name, count);
   }
 
   put(&b,

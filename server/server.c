@@ -55,6 +55,10 @@ static const struct {
                          GRPC_SRM_PAYLOAD_NONE},
 };
 
+const char *es__method_name(method_id_t m) {
+  return m < M_COUNT ? METHODS[m].path + 1 : "unknown";
+}
+
 /* ---------------------------------------------------------------- arena */
 
 void *call_alloc(call_t *c, size_t size) {
@@ -217,9 +221,7 @@ void call_set_status(call_t *c, grpc_status_code code, const char *msg) {
   c->status_details = grpc_slice_from_copied_string(msg ? msg : "");
   c->has_status_details = true;
   if (code != GRPC_STATUS_OK)
-    ES_LOG_DEBUG_F("call %s: status %d: %s",
-                   c->method == M_GENERIC ? "generic" : METHODS[c->method].path, (int)code,
-                   msg ? msg : "");
+    ES_LOG_DEBUG_F("call %s: status %d: %s", es__method_name(c->method), (int)code, msg ? msg : "");
 }
 
 void call_set_error(call_t *c, const es_err_t *err, int rc) {
@@ -268,8 +270,7 @@ void call_set_error(call_t *c, const es_err_t *err, int rc) {
   if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNAVAILABLE || rc == ES_ENOMEM)
     es_metrics_backend_error(rc);
   if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNAVAILABLE)
-    es_log(ES_LOG_ERROR, "%s failed: %s (%s)",
-           c->method == M_GENERIC ? "call" : METHODS[c->method].path, msg, es_errname(rc));
+    es_log(ES_LOG_ERROR, "%s failed: %s (%s)", es__method_name(c->method), msg, es_errname(rc));
 }
 
 static void fill_status_op(call_t *c, grpc_op *op) {

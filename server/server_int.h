@@ -133,6 +133,8 @@ struct es_server {
 };
 
 /* ---- call helpers (server.c) ---- */
+/* "package.Service/Method" of a registered method; "unknown" for M_GENERIC. */
+const char *es__method_name(method_id_t m);
 void *call_alloc(call_t *c, size_t size); /* zeroed; NULL on OOM */
 void call_ref(call_t *c);
 void call_unref(call_t *c);
