@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "codec.h"
-#include "wire_check.h"
 
 void fz_fail(const char *file, int line, const char *what) {
   fprintf(stderr, "%s:%d: invariant broken: %s\n", file, line, what);
@@ -14,14 +13,11 @@ void fz_fail(const char *file, int line, const char *what) {
 }
 
 ProtobufCMessage *fz_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len) {
-  static const uint8_t empty[1];
-  char field[160];
-  if (es_wire_find_nul(d, len ? data : empty, len, field, sizeof field)) {
-    /* The server quotes the path in its message: it must be a C string. */
-    FZ_CHECK(memchr(field, 0, sizeof field) != NULL);
-    return NULL;
-  }
-  return protobuf_c_message_unpack(d, NULL, len, len ? data : empty);
+  char msg[256];
+  ProtobufCMessage *m = es_codec_unpack(d, data, len, msg, sizeof msg);
+  /* The server sends the reason as its status message: it must be a C string. */
+  if (!m) FZ_CHECK(memchr(msg, 0, sizeof msg) != NULL);
+  return m;
 }
 
 void fz_decode_filter(const Eventstore__V1__Filter *f, es_filter_t *out) {

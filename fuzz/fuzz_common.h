@@ -1,8 +1,7 @@
 /*
- * Shared pieces of the fuzz targets: the server's request decoding (the NUL
- * scan of server/wire_check.c, then protobuf-c, as server/server.c
- * unpack_bytes does) and its translation of wire messages into core requests
- * (server/codec.c, the very code the server runs — linked, not copied).
+ * Shared pieces of the fuzz targets: the server's request decoding and its
+ * translation of wire messages into core requests (server/codec.c, the very
+ * code the server runs — linked, not copied).
  *
  * Memory: everything a translation allocates hangs off an fz_append_t and is
  * freed by fz_append_free(); strings are borrowed from the unpacked message.
@@ -26,8 +25,8 @@
   } while (0)
 void fz_fail(const char *file, int line, const char *what) __attribute__((noreturn));
 
-/* server.c unpack_bytes(): the NUL scan, then protobuf-c. NULL when the server
- * would answer INVALID_ARGUMENT. Free with protobuf_c_message_free_unpacked. */
+/* es_codec_unpack (server/codec.c): NULL when the server would answer
+ * INVALID_ARGUMENT. Free with protobuf_c_message_free_unpacked. */
 ProtobufCMessage *fz_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len);
 
 /* rpc_store.c decode_filter(). */

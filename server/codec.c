@@ -5,9 +5,25 @@
  */
 #include "codec.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "es/error.h"
+#include "wire_check.h"
+
+ProtobufCMessage *es_codec_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *data,
+                                  size_t len, char *msg, size_t msglen) {
+  static const uint8_t empty[1];
+  if (!len) data = empty;
+  char field[160];
+  if (es_wire_find_nul(d, data, len, field, sizeof field)) {
+    snprintf(msg, msglen, "%s: contains U+0000, which is not allowed in strings", field);
+    return NULL;
+  }
+  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, data);
+  if (!m) snprintf(msg, msglen, "request is not a valid %s", d->name);
+  return m;
+}
 
 /* Map entries may repeat a key on the wire; protobuf semantics keep the last
  * value. Only done when the count is within the limit (otherwise validation

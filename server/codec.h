@@ -15,6 +15,13 @@
 extern "C" {
 #endif
 
+/* Decodes a request of type d from data[0..len) (data may be NULL when len is
+ * 0). Refuses a string field holding a NUL byte (protobuf-c would cut it short)
+ * and bytes that are not the message. Returns the message (free with
+ * protobuf_c_message_free_unpacked), or NULL with the reason in msg. */
+ProtobufCMessage *es_codec_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *data,
+                                  size_t len, char *msg, size_t msglen);
+
 /* Returns size zeroed bytes owned by ctx (freed by its owner), or NULL. */
 typedef void *(*es_codec_alloc_fn)(void *ctx, size_t size);
 

@@ -31,6 +31,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "codec.h"
 #include "log.h"
 #include "metrics.h"
 #include "server_int.h"
@@ -92,22 +93,12 @@ static void arena_free(call_t *c) {
 /* ---------------------------------------------------------------- codec */
 
 /* Decodes one bytes-range; see es_unpack. */
+/* Decodes one byte range (codec.c); a failure becomes the call's status. */
 static void *unpack_bytes(call_t *c, const ProtobufCMessageDescriptor *d, const uint8_t *data,
                           size_t len) {
-  static const uint8_t empty[1];
-  char field[160];
-  if (es_wire_find_nul(d, len ? data : empty, len, field, sizeof field)) {
-    char msg[256];
-    snprintf(msg, sizeof msg, "%s: contains U+0000, which is not allowed in strings", field);
-    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
-    return NULL;
-  }
-  void *m = protobuf_c_message_unpack(d, NULL, len, len ? data : empty);
-  if (!m) {
-    char msg[256];
-    snprintf(msg, sizeof msg, "request is not a valid %s", d->name);
-    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
-  }
+  char msg[256];
+  void *m = es_codec_unpack(d, data, len, msg, sizeof msg);
+  if (!m) call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
   return m;
 }
 

@@ -33,7 +33,6 @@
 #include "es/notifier.h"
 #include "es/subscription.h"
 #include "security.h"
-#include "wire_check.h"
 #include "workers.h"
 
 typedef enum method_id {
