@@ -77,20 +77,13 @@ void rpc_health_watch_pump(call_t *c) {
       call_finish_stream(c);
       return;
     }
-    c->waiter.fn = on_watch_wake;
-    c->waiter.arg = c;
-    if (es_notifier_wait(srv->health_notifier, &c->waiter, version) == 1) continue;
-    if (call_is_done(c) && es_notifier_cancel(srv->health_notifier, &c->waiter) == 1) continue;
+    if (call_park(c, srv->health_notifier, version, on_watch_wake)) continue;
     return;
   }
 }
 
 static void on_watch_close(call_t *c, int ok) {
-  if (c->close_cancelled || !ok) {
-    atomic_store(&c->cancelled, 1);
-    if (es_notifier_cancel(c->srv->health_notifier, &c->waiter) == 1) call_schedule(c);
-  }
-  call_unref(c);
+  call_stream_closed(c, ok, c->srv->health_notifier);
 }
 
 void rpc_health_watch_start(call_t *c) {

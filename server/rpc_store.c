@@ -299,12 +299,7 @@ void rpc_subscribe_pump(call_t *c) {
       call_finish_stream(c);
       return;
     }
-    c->waiter.fn = on_wake;
-    c->waiter.arg = c;
-    if (es_notifier_wait(srv->log_notifier, &c->waiter, es_sub_position(c->sub)) == 1) continue;
-    /* Parked. A cancellation or shutdown that raced with parking must not be
-     * missed: if it happened, take the waiter back and finish ourselves. */
-    if (call_is_done(c) && es_notifier_cancel(srv->log_notifier, &c->waiter) == 1) continue;
+    if (call_park(c, srv->log_notifier, es_sub_position(c->sub), on_wake)) continue;
     return;
   }
 }
@@ -318,12 +313,7 @@ static void on_sub_sent(call_t *c, int ok) {
 }
 
 void rpc_subscribe_on_close(call_t *c, int ok) {
-  if (c->close_cancelled || !ok) {
-    atomic_store(&c->cancelled, 1);
-    /* If the driver is parked on the notifier, take it back and finish. */
-    if (es_notifier_cancel(c->srv->log_notifier, &c->waiter) == 1) call_schedule(c);
-  }
-  call_unref(c);
+  call_stream_closed(c, ok, c->srv->log_notifier);
 }
 
 void rpc_subscribe_start(call_t *c) {

@@ -339,6 +339,21 @@ bool call_send(call_t *c, grpc_byte_buffer *msg, void (*next)(call_t *c, int ok)
   return true;
 }
 
+bool call_park(call_t *c, es_notifier_t *n, uint64_t after, void (*wake)(es_waiter_t *w)) {
+  c->waiter.fn = wake;
+  c->waiter.arg = c;
+  if (es_notifier_wait(n, &c->waiter, after) == 1) return true;
+  return call_is_done(c) && es_notifier_cancel(n, &c->waiter) == 1;
+}
+
+void call_stream_closed(call_t *c, int ok, es_notifier_t *n) {
+  if (c->close_cancelled || !ok) {
+    atomic_store(&c->cancelled, 1);
+    if (es_notifier_cancel(n, &c->waiter) == 1) call_schedule(c);
+  }
+  call_unref(c);
+}
+
 void call_start_close_watch(call_t *c, void (*on_close)(call_t *c, int ok)) {
   grpc_op ops[2];
   memset(ops, 0, sizeof ops);

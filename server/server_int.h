@@ -151,6 +151,16 @@ void call_finish_stream(call_t *c);
  * new driver. Returns false if the batch could not start (then the call is
  * finished). */
 bool call_send(call_t *c, grpc_byte_buffer *msg, void (*next)(call_t *c, int ok));
+/* Streaming: parks the driver on n until its head exceeds `after`; wake then
+ * runs on the publishing thread. Returns false when parked. Returns true when
+ * the caller should go on itself: the head is already past, or the call ended
+ * while parking and the waiter was taken back (a cancellation or shutdown that
+ * raced with parking is never missed). */
+bool call_park(call_t *c, es_notifier_t *n, uint64_t after, void (*wake)(es_waiter_t *w));
+/* Streaming: the RECV_CLOSE_ON_SERVER completion for a call that parks on n.
+ * On cancellation, marks the call and, if its driver is parked, takes it back
+ * and schedules it so that it finishes. Releases the close reference. */
+void call_stream_closed(call_t *c, int ok, es_notifier_t *n);
 /* Starts RECV_CLOSE_ON_SERVER (with initial metadata) for streaming calls. */
 void call_start_close_watch(call_t *c, void (*on_close)(call_t *c, int ok));
 
