@@ -24,16 +24,11 @@
  * versions and references take 4 bytes instead of 8. A full store answers
  * ES_ENOMEM.
  *
- * Idempotency (API.md details 1 and 2). A record carries two flags, first
- * and last of its batch. A request whose n ids are all stored is a
- * duplicate exactly when its first id is the first of a batch of the same
- * stream, id i sits at that record's version + i, none after the first
- * starts a batch and the n-th ends one: then the request is that committed
- * batch, and the original result is rebuilt from the records (positions
- * from the stream, recorded_at from the first record). Anything else with a
- * stored id is ES_EEXIST naming the first stored id in request order. The
- * checks run in the order idempotency, stream type, expected version, so a
- * duplicate is acknowledged whatever its expectations say.
+ * Idempotency, stream type and expected version are decided by the core
+ * (es_append_decide, backend_impl.h) over a view of this store: the stream's
+ * count and type, and per event id its record, whose flags say whether it
+ * is the first or last of its batch (two bits instead of a stored batch
+ * index and size). The decision runs under `commit`, so the view is exact.
  *
  * Memory beyond the payload, per event, as es_mem_stats counts it (glibc's
  * chunk rule, mem_internal.h; checked against mallinfo2 to within 0.1%):
@@ -81,6 +76,7 @@
 #include <time.h>
 
 #include "es/backend.h"
+#include "es/backend_impl.h"
 #include "es/error.h"
 #include "es/event.h"
 #include "es/validate.h"
@@ -347,44 +343,26 @@ static void commit_discard(es_mem_t *m, commit_t *c) {
   if (c->stream_is_new) free(c->stream);
 }
 
-/* Checks idempotency. ES_OK with *dup set: a duplicate (out filled), or
- * with *dup clear: no id of the request is stored. ES_EEXIST otherwise, naming
- * the first stored id in request order. Under `commit`. */
-static int check_ids(es_mem_t *m, const es_mem_stream_t *s, es_mem_record_t *const *recs,
-                     const uint64_t *hashes, size_t n, es_append_result_t *out, bool *dup,
-                     es_err_t *err) {
-  size_t first_stored = n;             /* index of the first stored id */
-  const es_mem_record_t *first = NULL; /* the record of ids[0] while a duplicate is possible */
-  bool candidate = true;               /* every id so far sits where the batch needs it */
-  *dup = false;
-  for (size_t i = 0; i < n; i++) {
-    const es_mem_record_t *r = find_id(m, recs[i]->id, hashes[i]);
-    if (r && first_stored == n) first_stored = i;
-    if (candidate) {
-      if (i == 0) first = r;
-      /* Same stream, consecutive versions, a batch starts at ids[0] and only
-       * there, and ends at ids[n-1] (an earlier end would make the next
-       * record start a batch). */
-      candidate = r && first && r->stream == s && r->version == first->version + i &&
-                  ((r->flags & REC_FIRST) != 0) == (i == 0) &&
-                  (i + 1 < n || (r->flags & REC_LAST) != 0);
-    }
-    if (!candidate && first_stored != n) break; /* ES_EEXIST, whatever follows */
-  }
-  if (first_stored == n) return ES_OK;
-  if (candidate) {
-    out->first_version = first->version;
-    out->last_version = first->version + n - 1;
-    out->first_position = s->positions[first->version - 1];
-    out->last_position = s->positions[first->version + n - 2];
-    out->recorded_at_unix_ms = first->recorded_at;
-    out->duplicate = true;
-    *dup = true;
-    return ES_OK;
-  }
-  char text[ES_UUID_STR_LEN + 1];
-  es_uuid_format(recs[first_stored]->id, text);
-  return es_err_set(err, ES_EEXIST, "events[%zu].event_id: %s already exists", first_stored, text);
+/* The append decision's view of the store (backend_impl.h): the ids of the
+ * request being decided. Under `commit`. */
+typedef struct decide_ctx {
+  const es_mem_t *m;
+  es_mem_record_t *const *recs; /* the request's records (their ids) */
+  const uint64_t *hashes;       /* their id hashes */
+} decide_ctx_t;
+
+static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
+  const decide_ctx_t *d = ctx;
+  const es_mem_record_t *r = find_id(d->m, d->recs[index]->id, d->hashes[index]);
+  if (!r) return false;
+  out->stream_id = r->stream->id;
+  out->stream_version = r->version;
+  out->global_position = r->stream->positions[r->version - 1];
+  out->recorded_at_unix_ms = r->recorded_at;
+  out->batch_first = (r->flags & REC_FIRST) != 0;
+  out->batch_last = (r->flags & REC_LAST) != 0;
+  out->own_attempt = false; /* an outcome is never unknown here */
+  return true;
 }
 
 /* Allocates what the commit of n events needs. Under `commit`; nothing
@@ -480,10 +458,6 @@ static int mem_append(es_backend_t *b, const es_append_req_t *req, es_append_res
   int rc = ES_OK;
   bool locked = false;
 
-  memset(out, 0, sizeof *out);
-  if (n == 0 || !req->stream_id || req->stream_id[0] == '\0')
-    return es_err_set(err, ES_EINVAL, "append: no events or no stream_id (request not prepared)");
-
   /* 1. Everything per event, outside the locks: records and id hashes. */
   recs = malloc(n * sizeof *recs);
   hashes = malloc(n * sizeof *hashes);
@@ -509,19 +483,14 @@ static int mem_append(es_backend_t *b, const es_append_req_t *req, es_append_res
   locked = true;
   es_mem_stream_t *s = find_stream(m, req->stream_id, id_len, stream_hash);
 
-  /* 2. Idempotency, then stream type, then expected version. */
-  bool dup;
-  rc = check_ids(m, s, recs, hashes, n, out, &dup, err);
+  /* 2. The decision (idempotency, stream type, expected version). */
+  decide_ctx_t dctx = {m, recs, hashes};
+  es_append_view_t view = {s ? s->count : 0, s ? s->type : "", lookup_id, &dctx};
+  es_append_decision_t decision;
+  rc = es_append_decide(req, &view, &decision, out, err);
   if (rc) goto fail;
-  if (dup) goto done; /* out holds the original result; free the copies */
-  if (s && stream_type[0] != '\0' && s->type[0] != '\0' && strcmp(s->type, stream_type) != 0) {
-    rc = es_err_set(err, ES_ETYPE, "stream_type: stream '%s' has type '%s', not '%s'", s->id,
-                    s->type, stream_type);
-    goto fail;
-  }
+  if (decision == ES_APPEND_STORED) goto done; /* out holds the original result */
   uint64_t last = s ? s->count : 0;
-  rc = es_backend_check_expected(req, last, err);
-  if (rc) goto fail;
   if (m->head + n > ES_MEM_MAX_EVENTS) {
     rc = es_err_set(err, ES_ENOMEM, "the memory backend holds at most %llu events",
                     (unsigned long long)ES_MEM_MAX_EVENTS);
@@ -642,19 +611,10 @@ static int page_add(page_builder_t *pb, const es_mem_record_t *r, uint64_t posit
   return 1;
 }
 
-static int check_read(uint32_t max_count, int direction, es_err_t *err) {
-  if (max_count == 0) return es_err_set(err, ES_EINVAL, "max_count: 0 (request not prepared)");
-  if (direction != ES_FORWARD && direction != ES_BACKWARD)
-    return es_err_set(err, ES_EINVAL, "direction: unknown value %d", direction);
-  return ES_OK;
-}
-
 static int mem_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es_page_t *out,
                            es_err_t *err) {
   es_mem_t *m = (es_mem_t *)b;
-  memset(out, 0, sizeof *out);
-  int rc = check_read(req->max_count, req->direction, err);
-  if (rc) return rc;
+  int rc = ES_OK;
   const char *id = str_or_empty(req->stream_id);
   size_t len = strlen(id);
   uint64_t hash = es_mem_hash_str(id, len, m->seed);
@@ -702,9 +662,7 @@ fail:
 static int mem_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t *out,
                         es_err_t *err) {
   es_mem_t *m = (es_mem_t *)b;
-  memset(out, 0, sizeof *out);
-  int rc = check_read(req->max_count, req->direction, err);
-  if (rc) return rc;
+  int rc = ES_OK;
   const es_filter_t *filter = es_filter_active(&req->filter) ? &req->filter : NULL;
   uint64_t max_scan = filter && req->max_scan ? req->max_scan : UINT64_MAX;
   uint64_t scanned = 0;

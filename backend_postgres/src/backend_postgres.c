@@ -323,13 +323,6 @@ static int page_build(PGresult *res, size_t limit, size_t max_bytes, es_page_t *
   return ES_OK;
 }
 
-static int check_read(uint32_t max_count, int direction, es_err_t *err) {
-  if (max_count == 0) return es_err_set(err, ES_EINVAL, "max_count: 0 (request not prepared)");
-  if (direction != ES_FORWARD && direction != ES_BACKWARD)
-    return es_err_set(err, ES_EINVAL, "direction: unknown value %d", direction);
-  return ES_OK;
-}
-
 static uint64_t cap_u64(uint64_t v, uint64_t cap) {
   return v > cap ? cap : v;
 }
@@ -339,9 +332,7 @@ static uint64_t cap_u64(uint64_t v, uint64_t cap) {
 static int pg_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es_page_t *out,
                           es_err_t *err) {
   es_pg_t *pg = (es_pg_t *)b;
-  memset(out, 0, sizeof *out);
-  int rc = check_read(req->max_count, req->direction, err);
-  if (rc) return rc;
+  int rc = ES_OK;
   const char *id = req->stream_id ? req->stream_id : "";
   bool fwd = req->direction == ES_FORWARD;
   uint64_t from = cap_u64(req->from_version, POSITION_CAP);
@@ -382,9 +373,7 @@ static void start_threads(es_pg_t *pg);
 static int pg_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t *out,
                        es_err_t *err) {
   es_pg_t *pg = (es_pg_t *)b;
-  memset(out, 0, sizeof *out);
-  int rc = check_read(req->max_count, req->direction, err);
-  if (rc) return rc;
+  int rc = ES_OK;
   start_threads(pg); /* a reader of the log may wait for others' commits */
   bool fwd = req->direction == ES_FORWARD;
   bool filtered = es_filter_active(&req->filter);

@@ -300,71 +300,52 @@ static stream_state_t *stream_of(committer_t *cm, const char *id, bool from_cach
   return s;
 }
 
-/* Decides one append against what is stored plus the group's earlier
- * decisions, exactly as the memory backend does. Fills w->rc, w->out and
- * w->err; on success reserves positions from *head and records the events. */
+/* The append decision's view (backend_impl.h) of one waiter's request:
+ * the group's ids map, which holds what es_lookup found stored and what
+ * earlier appends of this group were decided to write. */
+typedef struct decide_ctx {
+  committer_t *cm;
+  const es_append_req_t *req;
+} decide_ctx_t;
+
+static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
+  const decide_ctx_t *d = ctx;
+  const known_t *k = map_get(&d->cm->ids, d->req->events[index].id, ES_UUID_LEN);
+  if (!k) return false;
+  out->stream_id = k->stream_id;
+  out->stream_version = k->version;
+  out->global_position = k->position;
+  out->recorded_at_unix_ms = k->recorded_at;
+  out->batch_first = k->batch_index == 0;
+  out->batch_last = k->batch_index + 1 == k->batch_size;
+  out->own_attempt = false;
+  return true;
+}
+
+/* Decides one append (es_append_decide) against what is stored plus the
+ * group's earlier decisions. Fills w->rc, w->out and w->err; true when the
+ * append is to be written, then positions are reserved from *head and its
+ * events join the view for the later appends of the group. */
 static bool decide(committer_t *cm, es_pg_waiter_t *w, uint64_t *head, uint64_t recorded_at,
                    bool from_cache) {
   const es_append_req_t *req = w->req;
   size_t n = req->event_count;
   es_append_result_t *out = w->out;
   stream_state_t *s = stream_of(cm, req->stream_id, from_cache);
-  memset(out, 0, sizeof *out);
   es_err_clear(w->err); /* a previous attempt may have left a message */
 
-  /* 1. Idempotency: the same stream and ids as one committed append. */
-  size_t first_stored = n;
-  const known_t *first = NULL;
-  bool candidate = true;
-  for (size_t i = 0; i < n; i++) {
-    const known_t *r = map_get(&cm->ids, req->events[i].id, ES_UUID_LEN);
-    if (r && first_stored == n) first_stored = i;
-    if (candidate) {
-      if (i == 0) first = r;
-      candidate = r && first && strcmp(r->stream_id, req->stream_id) == 0 &&
-                  r->version == first->version + i && (r->batch_index == 0) == (i == 0) &&
-                  (i + 1 < n || r->batch_index + 1 == r->batch_size);
-    }
-    if (!candidate && first_stored != n) break;
-  }
-  if (first_stored != n) {
-    if (candidate) {
-      out->first_version = first->version;
-      out->last_version = first->version + n - 1;
-      out->first_position = first->position;
-      out->last_position = first->position + n - 1;
-      out->recorded_at_unix_ms = first->recorded_at;
-      out->duplicate = true;
-      w->rc = ES_OK;
-      return false;
-    }
-    char text[ES_UUID_STR_LEN + 1];
-    es_uuid_format(req->events[first_stored].id, text);
-    w->rc = es_err_set(w->err, ES_EEXIST, "events[%zu].event_id: %s already exists", first_stored,
-                       text);
-    return false;
-  }
+  decide_ctx_t dctx = {cm, req};
+  es_append_view_t view = {s->last, s->type, lookup_id, &dctx};
+  es_append_decision_t decision;
+  w->rc = es_append_decide(req, &view, &decision, out, w->err);
+  if (w->rc != ES_OK || decision == ES_APPEND_STORED) return false;
 
-  /* 2. Stream type. */
-  const char *type = str_or_empty(req->stream_type);
-  if (s->last > 0 && type[0] != '\0' && s->type[0] != '\0' && strcmp(s->type, type) != 0) {
-    w->rc = es_err_set(w->err, ES_ETYPE, "stream_type: stream '%s' has type '%s', not '%s'", s->id,
-                       s->type, type);
-    return false;
-  }
-
-  /* 3. Expected version. */
+  /* To be written: positions, and the view for later appends. */
   uint64_t last = s->last;
-  w->rc = es_backend_check_expected(req, last, w->err);
-  if (w->rc != ES_OK) return false;
-
-  /* Passed: positions and versions, and the view for later appends. */
-  out->first_version = last + 1;
-  out->last_version = last + n;
+  const char *type = str_or_empty(req->stream_type);
   out->first_position = *head + 1;
   out->last_position = *head + n;
   out->recorded_at_unix_ms = recorded_at;
-  out->duplicate = false;
   for (size_t i = 0; i < n; i++) {
     known_t *k = &cm->known[cm->n_known++];
     k->stream_id = req->stream_id;
@@ -379,7 +360,6 @@ static bool decide(committer_t *cm, es_pg_waiter_t *w, uint64_t *head, uint64_t 
   s->last = last + n;
   if (type[0] != '\0' && s->type[0] == '\0') s->type = type;
   s->dirty = true;
-  w->rc = ES_OK;
   return true;
 }
 
@@ -979,9 +959,6 @@ void *es__pg_committer_main(void *arg) {
 int es__pg_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
                   es_err_t *err) {
   es_pg_t *pg = (es_pg_t *)b;
-  memset(out, 0, sizeof *out);
-  if (req->event_count == 0 || !req->stream_id || req->stream_id[0] == '\0')
-    return es_err_set(err, ES_EINVAL, "append: no events or no stream_id (request not prepared)");
   if (req->event_count > INT32_MAX)
     return es_err_set(err, ES_ETOOBIG, "events: %zu, the PostgreSQL backend holds %d per append",
                       req->event_count, INT32_MAX);

@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "es/backend.h"
+#include "es/backend_impl.h"
 #include "es/backend_postgres.h"
 #include "es/error.h"
 #include "es/event.h"

@@ -6,7 +6,10 @@
  * sqlite3OsWrite() is for its VFS. The wrappers also make two promises that
  * every caller would otherwise have to make for itself: out-params start
  * zeroed (so es_page_free() on a failed read is always safe) and err starts
- * clear (so a success never carries a stale message).
+ * clear (so a success never carries a stale message). They also refuse the
+ * requests that the core prepare functions (validate.h) never let through —
+ * an append without events or stream, a read of 0 events or in an unknown
+ * direction — so that no backend repeats those checks.
  */
 #include "es/backend.h"
 
@@ -14,6 +17,8 @@
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "es/backend_impl.h"
 
 void es_backend_close(es_backend_t *b) {
   if (b == NULL) return;
@@ -26,7 +31,19 @@ int es_backend_append(es_backend_t *b, const es_append_req_t *req, es_append_res
   assert(b != NULL && b->methods != NULL && req != NULL && out != NULL);
   memset(out, 0, sizeof *out);
   es_err_clear(err);
+  if (req->event_count == 0 || req->events == NULL || req->stream_id == NULL ||
+      req->stream_id[0] == '\0')
+    return es_err_set(err, ES_EINVAL, "append: no events or no stream_id (request not prepared)");
   return b->methods->append(b, req, out, err);
+}
+
+/* The checks es_read_stream_prepare / es_read_all_prepare guarantee; a
+ * caller that skipped them gets ES_EINVAL, not a backend's undefined reading. */
+static int check_read(uint32_t max_count, int direction, es_err_t *err) {
+  if (max_count == 0) return es_err_set(err, ES_EINVAL, "max_count: 0 (request not prepared)");
+  if (direction != ES_FORWARD && direction != ES_BACKWARD)
+    return es_err_set(err, ES_EINVAL, "direction: unknown value %d", direction);
+  return ES_OK;
 }
 
 int es_backend_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es_page_t *out,
@@ -34,7 +51,8 @@ int es_backend_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es_
   assert(b != NULL && b->methods != NULL && req != NULL && out != NULL);
   memset(out, 0, sizeof *out);
   es_err_clear(err);
-  return b->methods->read_stream(b, req, out, err);
+  int rc = check_read(req->max_count, req->direction, err);
+  return rc ? rc : b->methods->read_stream(b, req, out, err);
 }
 
 int es_backend_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t *out,
@@ -42,7 +60,8 @@ int es_backend_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t
   assert(b != NULL && b->methods != NULL && req != NULL && out != NULL);
   memset(out, 0, sizeof *out);
   es_err_clear(err);
-  return b->methods->read_all(b, req, out, err);
+  int rc = check_read(req->max_count, req->direction, err);
+  return rc ? rc : b->methods->read_all(b, req, out, err);
 }
 
 int es_backend_head(es_backend_t *b, uint64_t *out, es_err_t *err) {
@@ -77,49 +96,4 @@ size_t es_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t max) {
   if (!b->methods->stats) return 0;
   size_t n = b->methods->stats(b, out, max);
   return n < max ? n : max;
-}
-
-static const char *expected_name(int kind) {
-  switch (kind) {
-    case ES_EXPECT_ANY:
-      return "ANY";
-    case ES_EXPECT_NO_STREAM:
-      return "NO_STREAM";
-    case ES_EXPECT_STREAM_EXISTS:
-      return "STREAM_EXISTS";
-    default:
-      return "EXACT";
-  }
-}
-
-int es_backend_check_expected(const es_append_req_t *req, uint64_t last, es_err_t *err) {
-  bool ok;
-  switch (req->expected_kind) {
-    case ES_EXPECT_ANY:
-      return ES_OK;
-    case ES_EXPECT_NO_STREAM:
-      ok = last == 0;
-      break;
-    case ES_EXPECT_STREAM_EXISTS:
-      ok = last > 0;
-      break;
-    case ES_EXPECT_EXACT:
-      ok = last == req->expected_version;
-      break;
-    default:
-      return es_err_set(err, ES_EINVAL, "expected_kind: unknown value %d", req->expected_kind);
-  }
-  if (ok) return ES_OK;
-  char expected[48];
-  if (req->expected_kind == ES_EXPECT_EXACT)
-    snprintf(expected, sizeof expected, "EXACT %llu", (unsigned long long)req->expected_version);
-  else
-    snprintf(expected, sizeof expected, "%s", expected_name(req->expected_kind));
-  int rc = es_err_set(err, ES_EVERSION, "stream '%s': expected version %s, actual version %llu",
-                      req->stream_id, expected, (unsigned long long)last);
-  if (err) {
-    err->has_actual_version = 1;
-    err->actual_version = last;
-  }
-  return rc;
 }

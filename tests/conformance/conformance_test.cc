@@ -406,6 +406,44 @@ class Conformance : public ::testing::TestWithParam<BackendFactory> {
   uint64_t head_ = 0;              // the head after it
 };
 
+// ---- requests that skipped the core's prepare functions ---------------------
+
+// The es_backend_* wrappers refuse what validation never lets through, so
+// that no backend has to repeat those checks (and none reads garbage).
+TEST_P(Conformance, WrappersRefuseUnpreparedRequests) {
+  es_err_t err;
+  es_append_result_t res;
+  es_append_req_t none;
+  memset(&none, 0, sizeof none);
+  none.stream_id = "s";
+  EXPECT_EQ(ES_EINVAL, es_backend_append(b_, &none, &res, &err));
+  EXPECT_NE(nullptr, strstr(err.msg, "not prepared")) << err.msg;
+
+  es_read_stream_req_t rs;
+  memset(&rs, 0, sizeof rs);
+  rs.stream_id = "s";
+  es_page_t page;
+  EXPECT_EQ(ES_EINVAL, es_backend_read_stream(b_, &rs, &page, &err));  // max_count 0
+  EXPECT_NE(nullptr, strstr(err.msg, "max_count")) << err.msg;
+  rs.max_count = 10;
+  rs.direction = 7;
+  EXPECT_EQ(ES_EINVAL, es_backend_read_stream(b_, &rs, &page, &err));
+  EXPECT_NE(nullptr, strstr(err.msg, "direction")) << err.msg;
+  es_page_free(&page);
+
+  es_read_all_req_t ra;
+  memset(&ra, 0, sizeof ra);
+  EXPECT_EQ(ES_EINVAL, es_backend_read_all(b_, &ra, &page, &err));
+  ra.max_count = 10;
+  ra.direction = -1;
+  EXPECT_EQ(ES_EINVAL, es_backend_read_all(b_, &ra, &page, &err));
+  es_page_free(&page);
+
+  uint64_t head = 99;
+  ASSERT_EQ(ES_OK, es_backend_head(b_, &head, &err));
+  EXPECT_EQ(0u, head);  // nothing was stored
+}
+
 // ---- expected versions ----------------------------------------------------
 
 TEST_P(Conformance, ExpectedAnyCreatesAndExtends) {

@@ -103,15 +103,6 @@ size_t es_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t max);
  * before the backend is shared between threads. */
 void es_backend_set_notifier(es_backend_t *b, es_notifier_t *n);
 
-/* For backends: the expected-version check of req against the stream's last
- * version (0 = no stream). ES_OK when it passes; otherwise ES_EVERSION with a
- * message naming expected and actual and err->actual_version set (or ES_EINVAL
- * for an unknown kind, which validation normally refuses first). */
-int es_backend_check_expected(const es_append_req_t *req, uint64_t last, es_err_t *err);
-
-/* For backends: publishes a new head to the notifier, if any. */
-void es__backend_publish(es_backend_t *b, uint64_t head);
-
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,93 @@
+/*
+ * For backend authors only: what a backend needs from the core and callers of
+ * the backend interface never do. The server and the tests include backend.h;
+ * backend_memory/, backend_postgres/ (and any future backend) also include
+ * this header.
+ *
+ * The append decision. Whether an append is a duplicate of a committed one,
+ * reuses an event id, names the wrong stream type or expects the wrong
+ * version is decided here, once, by a pure function (es_append_decide) over
+ * a small read-only view of the stored state that the backend supplies:
+ * the stream's last version and type, and for each event id of the request
+ * what is stored under it. Backends differ in how they store, lock and look
+ * things up, never in what they decide, so the rules of API.md (details 1
+ * and 2: the order of checks, what makes a duplicate, the messages) live in
+ * one place and are unit-tested without any backend (core/tests).
+ *
+ * The view must be consistent with the commit that follows: the backend
+ * calls es_append_decide while it holds whatever makes its view exact (the
+ * memory backend its commit mutex, PostgreSQL the row lock on the log head
+ * or the optimistic statement's own checks), and an append of the same
+ * group that passed earlier must already be part of the view.
+ */
+#ifndef ES_BACKEND_IMPL_H
+#define ES_BACKEND_IMPL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "es/backend.h"
+#include "es/error.h"
+#include "es/event.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* What is stored under one event id (or was decided earlier in the same
+ * group commit). All fields are filled by the view's lookup. */
+typedef struct es_stored_event {
+  const char *stream_id;        /* NUL-terminated; valid for the decision */
+  uint64_t stream_version;      /* its version in that stream */
+  uint64_t global_position;     /* its position in the log */
+  uint64_t recorded_at_unix_ms; /* of the append that stored it */
+  bool batch_first;             /* the first event of the append that stored it */
+  bool batch_last;              /* the last event of that append */
+  /* Stored by an earlier attempt of this very request whose outcome the
+   * backend could not learn (a connection lost during COMMIT). Such a batch
+   * is the request's own first-time commit: it is acknowledged as the
+   * original (duplicate = false), not as a duplicate. Backends that never
+   * lose track of an outcome leave it false. */
+  bool own_attempt;
+} es_stored_event_t;
+
+/* The read-only view of stored state that a backend supplies. */
+typedef struct es_append_view {
+  uint64_t last_version;   /* the stream's last version; 0 = it has no events */
+  const char *stream_type; /* the stream's type; "" or NULL = none (yet) */
+  /* What is stored under req->events[index].id: true and *out (OUT) filled,
+   * or false when the id is not stored. May be NULL when no id of the request
+   * can be stored (nothing is then looked up). */
+  bool (*lookup)(void *ctx, size_t index, es_stored_event_t *out);
+  void *ctx; /* passed to lookup */
+} es_append_view_t;
+
+/* What the decision says the backend must do. */
+typedef enum es_append_decision {
+  ES_APPEND_WRITE = 0, /* store the events: out->first_version/last_version are
+                          set; the backend fills the positions and recorded_at */
+  ES_APPEND_STORED = 1 /* already stored: *out is the complete original result
+                          (duplicate = true, unless own_attempt); write nothing */
+} es_append_decision_t;
+
+/* Decides a prepared append (validate.h) against view, in API.md's order:
+ * idempotency, stream type, expected version. On ES_OK, *decision (OUT)
+ * says what to do and *out (OUT) is filled as described there. Errors, with
+ * *out zeroed and err naming the cause: ES_EEXIST (an id reused outside an
+ * exact retry; names the first reused id in request order), ES_ETYPE,
+ * ES_EVERSION (err->actual_version set), ES_EINVAL (an unknown expected
+ * kind, which validation refuses first). Pure: no allocation, no locks. */
+int es_append_decide(const es_append_req_t *req, const es_append_view_t *view,
+                     es_append_decision_t *decision, es_append_result_t *out, es_err_t *err);
+
+/* Publishes a new head to the backend's notifier, if any (see
+ * es_backend_set_notifier). Safe from any thread; a head that is not larger
+ * than the last one published is ignored. */
+void es__backend_publish(es_backend_t *b, uint64_t head);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* ES_BACKEND_IMPL_H */
