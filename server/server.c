@@ -36,6 +36,15 @@
 #include "metrics.h"
 #include "server_int.h"
 
+#ifdef ES_TEST_HOOKS
+#include "test_hooks.h"
+void (*es__test_hook_parked)(const char *method);
+void (*es__test_hook_call_freed)(const char *method);
+#define TEST_HOOK(hook, c) ((hook) ? (hook)(es__method_name((c)->method)) : (void)0)
+#else
+#define TEST_HOOK(hook, c) ((void)0)
+#endif
+
 #define REQUESTS_PER_METHOD 4
 
 static const struct {
@@ -190,6 +199,7 @@ static void call_free(call_t *c, bool live) {
     srv->live_calls--;
     pthread_cond_broadcast(&srv->cv);
     pthread_mutex_unlock(&srv->mu);
+    TEST_HOOK(es__test_hook_call_freed, c);
   }
   free(c);
 }
@@ -342,8 +352,22 @@ bool call_send(call_t *c, grpc_byte_buffer *msg, void (*next)(call_t *c, int ok)
 bool call_park(call_t *c, es_notifier_t *n, uint64_t after, void (*wake)(es_waiter_t *w)) {
   c->waiter.fn = wake;
   c->waiter.arg = c;
-  if (es_notifier_wait(n, &c->waiter, after) == 1) return true;
-  return call_is_done(c) && es_notifier_cancel(n, &c->waiter) == 1;
+  /* Once the waiter is registered the driver's reference belongs to it: a
+   * publish (or a cancellation) on another thread may fire it, finish the call
+   * and release that reference before es_notifier_wait even returns here. This
+   * thread still reads c afterwards, so it holds a reference of its own until
+   * it is done with c. */
+  call_ref(c);
+  if (es_notifier_wait(n, &c->waiter, after) == 1) {
+    call_unref(c); /* not registered: the caller still holds the driver's */
+    return true;
+  }
+  TEST_HOOK(es__test_hook_parked, c);
+  bool taken_back = call_is_done(c) && es_notifier_cancel(n, &c->waiter) == 1;
+  /* Taken back: the driver's reference is the caller's again, so this is not
+   * the last one. Otherwise it may be, and c must not be touched after it. */
+  call_unref(c);
+  return taken_back;
 }
 
 void call_stream_closed(call_t *c, int ok, es_notifier_t *n) {

@@ -152,10 +152,12 @@ void call_finish_stream(call_t *c);
  * finished). */
 bool call_send(call_t *c, grpc_byte_buffer *msg, void (*next)(call_t *c, int ok));
 /* Streaming: parks the driver on n until its head exceeds `after`; wake then
- * runs on the publishing thread. Returns false when parked. Returns true when
- * the caller should go on itself: the head is already past, or the call ended
- * while parking and the waiter was taken back (a cancellation or shutdown that
- * raced with parking is never missed). */
+ * runs on the publishing thread. Returns false when parked: the driver's
+ * reference now belongs to the waiter and the call may already be finished and
+ * freed, so the caller must not touch c again. Returns true when the caller
+ * should go on itself, still the driver: the head is already past, or the call
+ * ended while parking and the waiter was taken back (a cancellation or
+ * shutdown that raced with parking is never missed). */
 bool call_park(call_t *c, es_notifier_t *n, uint64_t after, void (*wake)(es_waiter_t *w));
 /* Streaming: the RECV_CLOSE_ON_SERVER completion for a call that parks on n.
  * On cancellation, marks the call and, if its driver is parked, takes it back
