@@ -74,9 +74,9 @@ static int check_expected(const es_append_req_t *req, uint64_t last, es_err_t *e
 static int check_ids(const es_append_req_t *req, const es_append_view_t *view, bool *stored,
                      es_append_result_t *out, es_err_t *err) {
   size_t n = req->event_count;
-  size_t first_stored = n;   /* index of the first stored id */
-  es_stored_event_t first;   /* what is stored under ids[0], while a retry is possible */
-  bool candidate = true;     /* every id so far sits where the batch needs it */
+  size_t first_stored = n; /* index of the first stored id */
+  es_stored_event_t first; /* what is stored under ids[0], while a retry is possible */
+  bool candidate = true;   /* every id so far sits where the batch needs it */
   *stored = false;
   if (!view->lookup) return ES_OK;
   memset(&first, 0, sizeof first);

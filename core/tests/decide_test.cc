@@ -181,8 +181,8 @@ TEST(Decide, EveryOtherReuseIsAlreadyExistsNamingTheFirstReusedId) {
     rq.stream = c.stream;
     Outcome o = Decide(m, rq, c.ids);
     EXPECT_EQ(ES_EEXIST, o.rc) << c.what;
-    EXPECT_NE(nullptr, strstr(o.err.msg, c.ids[c.first_reused].c_str())) << c.what << ": "
-                                                                          << o.err.msg;
+    EXPECT_NE(nullptr, strstr(o.err.msg, c.ids[c.first_reused].c_str()))
+        << c.what << ": " << o.err.msg;
     char idx[32];
     snprintf(idx, sizeof idx, "events[%zu]", c.first_reused);
     EXPECT_NE(nullptr, strstr(o.err.msg, idx)) << c.what << ": " << o.err.msg;
