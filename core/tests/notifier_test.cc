@@ -5,9 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <iostream>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -259,59 +261,133 @@ TEST_F(NotifierTest, PublishersAndWaitersRace) {
   EXPECT_EQ(kTarget, es_notifier_head(n_));
 }
 
+// A two-thread rendezvous, reusable round after round: Arrive(r) returns once
+// both threads have arrived for round r, so that what each does next races
+// with what the other does next. Spins first (a release seen within
+// nanoseconds is what makes the race tight) and yields after a while, so a
+// thread that the scheduler has taken away costs no core.
+class Rendezvous {
+ public:
+  void Arrive(int round) {
+    arrived_.fetch_add(1);
+    const int target = 2 * (round + 1);
+    for (int spins = 0; arrived_.load() < target; spins++) {
+      if (spins > 2000) std::this_thread::yield();
+    }
+  }
+
+ private:
+  std::atomic<int> arrived_{0};
+};
+
+// Busy-waits about `units` short steps (a delay far finer than sleeping).
+void Spin(int units) {
+  for (volatile int i = 0; i < units * 8; i = i + 1) {
+  }
+}
+
 TEST_F(NotifierTest, CancelRacesPublishExactly) {
-  // For every registration exactly one of two things happens: cancel returns
-  // 1 (and the callback never runs) or the callback runs (and cancel
-  // returned 0). The owner waits for a running callback before reusing the
-  // waiter, as the contract asks.
-  const int kRounds = 4000;
-  std::atomic<bool> stop{false};
-  std::thread publisher([&] {
-    uint64_t h = 0;
-    while (!stop) es_notifier_publish(n_, ++h);
-  });
+  // Each round, a waiter is registered, then the owner's cancel and a
+  // publisher's publish start together from a rendezvous. Exactly one of two
+  // things must happen: cancel returns 1 and the callback never runs
+  // ("cancel won"), or cancel returns 0 and the callback runs exactly once
+  // ("fire won"; possibly still running when cancel returns). The owner
+  // checks after the publisher's publish has returned, when any callback has
+  // run (callbacks run on the publishing thread, inside publish).
+  //
+  // Both outcomes must occur (kWant times each), or the test has not tested
+  // the race. Which one wins depends on a window of a few hundred
+  // nanoseconds, so the start of one side is delayed by `skew` steps,
+  // adjusted after every round towards the other outcome (doubling the step
+  // while the same side keeps winning): the rounds home in on the window
+  // whatever the machine's speed, and outcomes alternate from there. The
+  // loop is bounded in rounds and time (it stops early once both outcomes
+  // have been seen often enough).
+  const int kMinRounds = 2000, kMaxRounds = 200000, kWant = 100;
+  const int kMaxSkew = 1 << 16, kMaxStep = 1 << 10;
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
   struct Owner {
     es_waiter_t w{};
     std::atomic<int> fired{0};
   } o;
   o.w.arg = &o;
   o.w.fn = [](es_waiter_t *w) { static_cast<Owner *>(w->arg)->fired.fetch_add(1); };
-  int cancelled = 0, ran = 0, refused = 0;
-  for (int i = 0; i < kRounds; i++) {
-    int before = o.fired.load();
-    uint64_t after = es_notifier_head(n_);
-    if (es_notifier_wait(n_, &o.w, after) == 1) {
-      refused++;
-      continue;
+  Rendezvous rv;
+  std::atomic<int> skew{0};  // > 0: the owner cancels later; < 0: the publisher publishes later
+  std::atomic<int> running_round{-1};  // the round the publisher is in
+  std::atomic<int> published{0};       // rounds whose publish has returned
+  std::atomic<bool> stop{false};
+  std::thread publisher([&] {
+    for (int round = 0;; round++) {
+      rv.Arrive(round);
+      if (stop) return;
+      int s = skew.load();
+      running_round.store(round);
+      if (s < 0) Spin(-s);
+      es_notifier_publish(n_, static_cast<uint64_t>(round) + 1);
+      published.store(round + 1);
     }
-    // Every other round, give the publisher time to reach the waiter, so
-    // that cancel meets a firing in progress as well as a registered waiter.
-    for (int spin = 0; i % 2 == 1 && spin < 200 && es_notifier_head(n_) <= after; spin++) {
-      std::this_thread::yield();
+  });
+  int cancelled = 0, ran = 0, running = 0, step = 1, last = 0;
+  int round = 0, arrivals = 0;
+  for (; round < kMaxRounds; round++) {
+    if (round >= kMinRounds && cancelled >= kWant && ran >= kWant) break;
+    if (Clock::now() > deadline) break;
+    const int before = o.fired.load();
+    // The head is `round`: the publisher is waiting at the rendezvous.
+    if (es_notifier_wait(n_, &o.w, static_cast<uint64_t>(round)) != 0) {
+      ADD_FAILURE() << "round " << round << ": the head moved before the publish";
+      break;
     }
-    if (es_notifier_cancel(n_, &o.w) == 1) {
+    rv.Arrive(arrivals++);
+    int s = skew.load();
+    // Start the clock once the publisher is known to run: the thread that
+    // arrives last at the rendezvous goes on at once, the other only when
+    // the scheduler lets it, which on a busy machine would decide every round.
+    auto until = Clock::now() + std::chrono::seconds(10);
+    while (running_round.load() != round && Clock::now() < until) {
+    }
+    if (s > 0) Spin(s);
+    const int rc = es_notifier_cancel(n_, &o.w);
+    if (rc == 0 && o.fired.load() == before) running++;  // fired, callback not yet done
+    until = Clock::now() + std::chrono::seconds(10);
+    while (published.load() != round + 1 && Clock::now() < until) std::this_thread::yield();
+    if (published.load() != round + 1) {
+      ADD_FAILURE() << "round " << round << ": the publisher did not finish";
+      break;
+    }
+    const int outcome = rc == 1 ? 1 : -1;
+    if (rc == 1) {
       cancelled++;
-      // No callback may follow a successful cancel.
-      std::this_thread::yield();
       if (o.fired.load() != before) {
-        ADD_FAILURE() << "callback ran after cancel returned 1";
+        ADD_FAILURE() << "round " << round << ": the callback ran after cancel returned 1";
         break;
       }
     } else {
       ran++;
-      auto deadline = Clock::now() + std::chrono::seconds(10);
-      while (o.fired.load() == before && Clock::now() < deadline) std::this_thread::yield();
       if (o.fired.load() != before + 1) {
-        ADD_FAILURE() << "cancel returned 0 but the callback never ran";
+        ADD_FAILURE() << "round " << round << ": cancel returned 0, the callback ran "
+                      << o.fired.load() - before << " times";
         break;
       }
     }
+    // Cancel won: let it start later next time; fire won: earlier.
+    step = outcome == last ? std::min(step * 2, kMaxStep) : 1;
+    last = outcome;
+    skew.store(std::max(-kMaxSkew, std::min(kMaxSkew, s + outcome * step)));
   }
   stop = true;
+  rv.Arrive(arrivals);  // releases the publisher from the round it waits for; it sees `stop`
   publisher.join();
-  EXPECT_EQ(kRounds, cancelled + ran + refused);  // also fails after a break above
+  EXPECT_EQ(round, cancelled + ran);  // fails after a break above
   EXPECT_EQ(ran, o.fired.load());
-  // Both outcomes should have happened; not asserted, as it depends on timing.
+  EXPECT_GE(cancelled, kWant) << "cancel won " << cancelled << " of " << round
+                              << " rounds: the race was not tested";
+  EXPECT_GE(ran, kWant) << "firing won " << ran << " of " << round
+                        << " rounds: the race was not tested";
+  std::cout << "[race] " << round << " rounds: cancel won " << cancelled << ", fire won " << ran
+            << " (" << running << " while the callback was running), final skew " << skew.load()
+            << "\n";
   RecordProperty("cancelled", cancelled);
   RecordProperty("ran", ran);
 }
