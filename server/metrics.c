@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "es/error.h"
 #include "es/notifier.h"
 #include "es/subscription.h"
 #include "log.h"
@@ -35,7 +36,6 @@
 #define METRICS_WRITE_TIMEOUT_MS 2000
 #define N_CODES 17 /* gRPC status codes 0..16 */
 #define N_METHODS (M_GENERIC + 1)
-#define N_ERRS 12 /* es_err codes -1..-11 at [1..11]; anything else at [0] */
 
 /* Upper bounds of the duration histogram, in seconds. */
 static const double BUCKETS[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -61,6 +61,14 @@ static const char *const CODE_NAMES[N_CODES] = {
     "DATA_LOSS",
     "UNAUTHENTICATED",
 };
+
+/* The codes es_backend_errors_total counts, straight from the error list (so a
+ * code added there has its series here without a second edit); slot 0 counts
+ * anything else. */
+#define ERR_CODE(name, value, text) ES_##name,
+static const int ERR_CODES[] = {0, ES_ERRNO_MAP(ERR_CODE)};
+#undef ERR_CODE
+#define N_ERRS (sizeof ERR_CODES / sizeof ERR_CODES[0])
 
 static struct {
   atomic_ulong requests[N_METHODS][N_CODES];
@@ -112,7 +120,10 @@ void es_metrics_append_done(uint64_t events, int duplicate) {
 }
 
 void es_metrics_backend_error(int rc) {
-  inc(&M.backend_errors[(rc <= -1 && rc >= -(N_ERRS - 1)) ? -rc : 0], 1);
+  size_t slot = 0;
+  for (size_t e = 1; e < N_ERRS; e++)
+    if (ERR_CODES[e] == rc) slot = e;
+  inc(&M.backend_errors[slot], 1);
 }
 
 /* ---------------------------------------------------------------- rendering */
@@ -198,10 +209,11 @@ char *es_metrics_render(es_server_t *srv, size_t *len) {
   put(&b,
       "# HELP es_backend_errors_total Failures of the storage backend, by error code.\n"
       "# TYPE es_backend_errors_total counter\n");
-  for (int e = 0; e < N_ERRS; e++) {
-    unsigned long v = get(&M.backend_errors[e]);
-    if (v) put(&b, "es_backend_errors_total{code=\"%s\"} %lu\n", e ? es_errname(-e) : "other", v);
-  }
+  /* Every code of the list, zeros included: a series that appears only after
+   * its first failure cannot be told apart from one that is not exported. */
+  for (size_t e = 0; e < N_ERRS; e++)
+    put(&b, "es_backend_errors_total{code=\"%s\"} %lu\n", e ? es_errname(ERR_CODES[e]) : "other",
+        get(&M.backend_errors[e]));
 
   uint64_t head = es_notifier_head(srv->log_notifier);
   unsigned long active = 0;
