@@ -20,10 +20,6 @@ ProtobufCMessage *fz_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *
   return m;
 }
 
-void fz_decode_filter(const Eventstore__V1__Filter *f, es_filter_t *out) {
-  es_codec_filter(f, out);
-}
-
 /* The codec's allocator: every block is remembered in the fz_append_t. */
 static void *fz_alloc(void *ctx, size_t size) {
   fz_append_t *a = ctx;

@@ -29,9 +29,6 @@ void fz_fail(const char *file, int line, const char *what) __attribute__((noretu
  * INVALID_ARGUMENT. Free with protobuf_c_message_free_unpacked. */
 ProtobufCMessage *fz_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len);
 
-/* rpc_store.c decode_filter(). */
-void fz_decode_filter(const Eventstore__V1__Filter *f, es_filter_t *out);
-
 /* es_codec_append (server/codec.c), as rpc_store.c do_append runs it before es_append_prepare. */
 typedef struct fz_append {
   es_append_req_t req; /* borrows from the message and the arrays below */

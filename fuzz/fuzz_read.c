@@ -1,8 +1,8 @@
 /*
  * fuzz_read: hostile ReadStreamRequest, ReadAllRequest and SubscribeRequest
- * bytes through decoding, the server's translation, the prepare/validate
- * functions and the memory backend's reads; Subscribe runs es_sub_open and a
- * bounded number of es_sub_next steps.
+ * bytes through decoding, the server's translation (server/codec.c, linked,
+ * not copied), the prepare/validate functions and the memory backend's reads;
+ * Subscribe runs es_sub_open and a bounded number of es_sub_next steps.
  *
  * Input: the first byte selects the request (its value mod 3: 0 ReadStream,
  * 1 ReadAll, 2 Subscribe); the rest is the message. The store is filled once
@@ -14,6 +14,7 @@
  */
 #include <string.h>
 
+#include "codec.h"
 #include "es/backend.h"
 #include "es/backend_memory.h"
 #include "es/subscription.h"
@@ -73,11 +74,8 @@ static void check_filter_page(const es_filter_t *f, const es_page_t *page) {
 static void read_stream(const uint8_t *data, size_t size) {
   ProtobufCMessage *msg = fz_unpack(&eventstore__v1__read_stream_request__descriptor, data, size);
   if (!msg) return;
-  const Eventstore__V1__ReadStreamRequest *m = (const Eventstore__V1__ReadStreamRequest *)msg;
-  es_read_stream_req_t req = {.stream_id = m->stream_id,
-                              .from_version = m->from_version,
-                              .max_count = m->max_count,
-                              .direction = (int)m->direction};
+  es_read_stream_req_t req;
+  es_codec_read_stream((const Eventstore__V1__ReadStreamRequest *)msg, &req);
   es_err_t err;
   es_err_clear(&err);
   es_page_t page;
@@ -113,10 +111,8 @@ static void read_stream(const uint8_t *data, size_t size) {
 static void read_all(const uint8_t *data, size_t size) {
   ProtobufCMessage *msg = fz_unpack(&eventstore__v1__read_all_request__descriptor, data, size);
   if (!msg) return;
-  const Eventstore__V1__ReadAllRequest *m = (const Eventstore__V1__ReadAllRequest *)msg;
-  es_read_all_req_t req = {
-      .from_position = m->from_position, .max_count = m->max_count, .direction = (int)m->direction};
-  fz_decode_filter(m->filter, &req.filter);
+  es_read_all_req_t req;
+  es_codec_read_all((const Eventstore__V1__ReadAllRequest *)msg, &req);
   es_err_t err;
   es_err_clear(&err);
   es_page_t page;
@@ -145,13 +141,8 @@ static void read_all(const uint8_t *data, size_t size) {
 static void subscribe(const uint8_t *data, size_t size) {
   ProtobufCMessage *msg = fz_unpack(&eventstore__v1__subscribe_request__descriptor, data, size);
   if (!msg) return;
-  const Eventstore__V1__SubscribeRequest *m = (const Eventstore__V1__SubscribeRequest *)msg;
   es_sub_opts_t opts;
-  memset(&opts, 0, sizeof opts);
-  opts.from_position = m->from_position;
-  opts.from_end = m->from_end;
-  opts.checkpoint_interval = m->checkpoint_interval;
-  fz_decode_filter(m->filter, &opts.filter);
+  es_codec_subscribe((const Eventstore__V1__SubscribeRequest *)msg, &opts);
   es_err_t err;
   es_err_clear(&err);
   /* rpc_subscribe_start validates the filter before the stream opens. */

@@ -66,8 +66,9 @@ static bool ref_uuid_ok(const uint8_t *s, size_t len) {
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  /* An exact-size heap copy, so that ASan sees any read past len. */
-  char *s = malloc(size ? size : 1);
+  /* An exact-size heap copy, so that ASan sees any read past len (zeroed:
+   * gcc cannot tell that nothing is read when size is 0). */
+  char *s = calloc(size ? size : 1, 1);
   if (!s) return 0;
   if (size) memcpy(s, data, size);
 

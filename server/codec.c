@@ -82,10 +82,36 @@ int es_codec_append(const Eventstore__V1__AppendRequest *m, const es_limits_t *l
   return ES_OK;
 }
 
-void es_codec_filter(const Eventstore__V1__Filter *f, es_filter_t *out) {
+/* An absent filter (NULL) is the empty filter: every event matches. */
+static void decode_filter(const Eventstore__V1__Filter *f, es_filter_t *out) {
   memset(out, 0, sizeof *out);
   if (!f) return;
   out->stream_prefix = f->stream_prefix;
   out->event_types = (const char *const *)f->event_types;
   out->event_type_count = f->n_event_types;
+}
+
+void es_codec_read_stream(const Eventstore__V1__ReadStreamRequest *m, es_read_stream_req_t *out) {
+  memset(out, 0, sizeof *out);
+  out->stream_id = m->stream_id;
+  out->from_version = m->from_version;
+  out->max_count = m->max_count;
+  /* Unknown enum values stay integers (protobuf-c): prepare refuses them. */
+  out->direction = (int)m->direction;
+}
+
+void es_codec_read_all(const Eventstore__V1__ReadAllRequest *m, es_read_all_req_t *out) {
+  memset(out, 0, sizeof *out);
+  out->from_position = m->from_position;
+  out->max_count = m->max_count;
+  out->direction = (int)m->direction;
+  decode_filter(m->filter, &out->filter);
+}
+
+void es_codec_subscribe(const Eventstore__V1__SubscribeRequest *m, es_sub_opts_t *out) {
+  memset(out, 0, sizeof *out);
+  out->from_position = m->from_position;
+  out->from_end = m->from_end;
+  out->checkpoint_interval = m->checkpoint_interval;
+  decode_filter(m->filter, &out->filter);
 }

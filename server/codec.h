@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "es/event.h"
+#include "es/subscription.h"
 #include "es/validate.h"
 #include "eventstore/v1/eventstore.pb-c.h"
 
@@ -33,8 +34,14 @@ typedef void *(*es_codec_alloc_fn)(void *ctx, size_t size);
 int es_codec_append(const Eventstore__V1__AppendRequest *m, const es_limits_t *limits,
                     es_codec_alloc_fn alloc, void *ctx, es_append_req_t *out);
 
-/* Fills *out (OUT) from f (NULL = no filter), borrowing its strings. */
-void es_codec_filter(const Eventstore__V1__Filter *f, es_filter_t *out);
+/* The read and subscribe requests: each fills *out (OUT) from m, borrowing its
+ * strings (m must outlive *out) and leaving what the wire does not carry zero
+ * (page byte and scan bounds: the prepare functions set them). Nothing is
+ * allocated and nothing is checked: validation is es_read_stream_prepare's,
+ * es_read_all_prepare's and es_filter_validate's job. */
+void es_codec_read_stream(const Eventstore__V1__ReadStreamRequest *m, es_read_stream_req_t *out);
+void es_codec_read_all(const Eventstore__V1__ReadAllRequest *m, es_read_all_req_t *out);
+void es_codec_subscribe(const Eventstore__V1__SubscribeRequest *m, es_sub_opts_t *out);
 
 #ifdef __cplusplus
 }

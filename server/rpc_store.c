@@ -163,23 +163,13 @@ static grpc_byte_buffer *do_read(call_t *c, const es_config_t *cfg) {
   memset(&page, 0, sizeof page);
   int rc;
   if (stream) {
-    const Eventstore__V1__ReadStreamRequest *m = (const Eventstore__V1__ReadStreamRequest *)msg;
-    es_read_stream_req_t req = {
-        .stream_id = m->stream_id,
-        .from_version = m->from_version,
-        .max_count = m->max_count,
-        .direction = (int)m->direction,
-    };
+    es_read_stream_req_t req;
+    es_codec_read_stream((const Eventstore__V1__ReadStreamRequest *)msg, &req);
     rc = es_read_stream_prepare(&cfg->limits, &req, &err);
     if (rc == ES_OK) rc = es_backend_read_stream(c->srv->backend, &req, &page, &err);
   } else {
-    const Eventstore__V1__ReadAllRequest *m = (const Eventstore__V1__ReadAllRequest *)msg;
-    es_read_all_req_t req = {
-        .from_position = m->from_position,
-        .max_count = m->max_count,
-        .direction = (int)m->direction,
-    };
-    es_codec_filter(m->filter, &req.filter);
+    es_read_all_req_t req;
+    es_codec_read_all((const Eventstore__V1__ReadAllRequest *)msg, &req);
     rc = es_read_all_prepare(&cfg->limits, &req, &err);
     if (rc == ES_OK) rc = es_backend_read_all(c->srv->backend, &req, &page, &err);
   }
@@ -217,13 +207,8 @@ static void on_wake(es_waiter_t *w) {
  * call was finished instead. */
 static bool sub_open(call_t *c) {
   const es_config_t *cfg = c->srv->cfg;
-  Eventstore__V1__SubscribeRequest *m = (Eventstore__V1__SubscribeRequest *)c->request;
   es_sub_opts_t opts;
-  memset(&opts, 0, sizeof opts);
-  opts.from_position = m->from_position;
-  opts.from_end = m->from_end;
-  opts.checkpoint_interval = m->checkpoint_interval;
-  es_codec_filter(m->filter, &opts.filter);
+  es_codec_subscribe((const Eventstore__V1__SubscribeRequest *)c->request, &opts);
   es_err_t err;
   es_err_clear(&err);
   int rc = es_sub_open(c->srv->backend, &cfg->limits, &opts, &c->sub, &err);
@@ -326,11 +311,11 @@ void rpc_subscribe_start(call_t *c) {
     return;
   }
   c->request = &m->base;
-  es_filter_t filter;
-  es_codec_filter(m->filter, &filter);
+  es_sub_opts_t opts;
+  es_codec_subscribe(m, &opts);
   es_err_t err;
   es_err_clear(&err);
-  int rc = es_filter_validate(&c->srv->cfg->limits, &filter, "filter", &err);
+  int rc = es_filter_validate(&c->srv->cfg->limits, &opts.filter, "filter", &err);
   if (rc != ES_OK) {
     call_set_error(c, &err, rc);
     call_finish_unary(c, NULL);
