@@ -1,29 +1,21 @@
 /*
  * fuzz_reflection: the bytes a reflection client sends. The server decodes a
  * ServerReflectionRequest with the NUL scan and protobuf-c, looks the name or
- * symbol up, and echoes the decoded request back inside its response
- * (original_request), so hostile input is also re-encoded. The answer itself
- * is a static function of server/rpc_reflection.c tied to gRPC buffers and
- * the embedded descriptors; rather than change the server to expose it, this
- * target runs the same steps around it: unpack, the lookups (copies of
- * find_by_name / find_by_symbol over the same tables of names), and packing
- * a response that carries the request, which must decode again.
+ * symbol up in the embedded descriptors, and echoes the decoded request back
+ * inside its response (original_request), so hostile input is also
+ * re-encoded. The answer itself is a static function of
+ * server/rpc_reflection.c tied to gRPC buffers; this target runs the same
+ * steps around it: unpack, the server's lookups (server/reflection_files.c,
+ * linked: es_refl_find_file, es_refl_find_symbol, walking the real descriptor
+ * bytes with the hostile name), and packing a response that carries the
+ * request, which must decode again.
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "fuzz_common.h"
 #include "grpc/reflection/v1alpha/reflection.pb-c.h"
-
-static const char *const FILES[] = {
-    "eventstore/v1/eventstore.proto",
-    "grpc/health/v1/health.proto",
-    "grpc/reflection/v1alpha/reflection.proto",
-    "grpc/reflection/v1/reflection.proto",
-};
-static const char *const PREFIXES[] = {"eventstore.v1.", "grpc.health.v1.",
-                                       "grpc.reflection.v1alpha.", "grpc.reflection.v1."};
-#define N_FILES (sizeof FILES / sizeof FILES[0])
+#include "reflection_files.h"
 
 /* protobuf-c 1.4.1 accepts field number 0 when its key is spelled in two
  * bytes (80 00), keeps it as an unknown field, and packs it back as the
@@ -38,18 +30,10 @@ static int has_field_zero(const ProtobufCMessage *m) {
   return 0;
 }
 
-static int find_by_name(const char *name) {
-  for (size_t i = 0; i < N_FILES; i++)
-    if (strcmp(FILES[i], name) == 0) return (int)i;
-  return -1;
-}
-
-static int find_by_symbol(const char *symbol) {
-  for (size_t i = 0; i < N_FILES; i++) {
-    size_t n = strlen(PREFIXES[i]);
-    if (strncmp(symbol, PREFIXES[i], n) == 0 && symbol[n] != '\0') return (int)i;
-  }
-  return -1;
+/* A name the lookup accepts is a dotted name: no empty component. */
+static int dotted_name(const char *s) {
+  size_t n = strlen(s);
+  return n > 0 && s[0] != '.' && s[n - 1] != '.' && !strstr(s, "..");
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -64,19 +48,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   Grpc__Reflection__V1alpha__ErrorResponse er = GRPC__REFLECTION__V1ALPHA__ERROR_RESPONSE__INIT;
   r.valid_host = req->host;
   r.original_request = req;
-  int f = -1;
+  const es_refl_file_t *f = NULL;
   switch (req->message_request_case) {
     case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_BY_FILENAME:
-      f = find_by_name(req->file_by_filename);
+      f = es_refl_find_file(req->file_by_filename);
       break;
     case GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_REQUEST__MESSAGE_REQUEST_FILE_CONTAINING_SYMBOL:
-      f = find_by_symbol(req->file_containing_symbol);
+      f = es_refl_find_symbol(req->file_containing_symbol);
+      FZ_CHECK(!f || dotted_name(req->file_containing_symbol));
       break;
     default:
       break;
   }
-  er.error_code = f < 0 ? 5 : 0;
-  er.error_message = (char *)(f < 0 ? "not found" : FILES[f]);
+  const uint8_t *fdp;
+  size_t fdp_len;
+  FZ_CHECK(!f || es_refl_file_proto(f, &fdp, &fdp_len) == 0);
+  er.error_code = f ? 0 : 5;
+  er.error_message = (char *)(f ? es_refl_file_name(f) : "not found");
   r.message_response_case =
       GRPC__REFLECTION__V1ALPHA__SERVER_REFLECTION_RESPONSE__MESSAGE_RESPONSE_ERROR_RESPONSE;
   r.error_response = &er;

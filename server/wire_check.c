@@ -1,5 +1,7 @@
 /*
- * A scan of raw protobuf bytes for string fields that contain a NUL byte.
+ * Raw protobuf bytes: es_wire_next reads one field (the one field reader of
+ * server/, also walking the embedded descriptors for reflection), and a scan
+ * for string fields that contain a NUL byte.
  *
  * protobuf-c hands proto3 strings out as NUL-terminated char * and drops
  * their length, so "order\0-1" would silently become "order" — two different
@@ -31,46 +33,56 @@ static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
   return -1;
 }
 
+int es_wire_next(const uint8_t **p, const uint8_t *end, es_wire_field_t *f) {
+  if (*p >= end) return 0;
+  uint64_t key, v;
+  if (read_varint(p, end, &key) != 0) return -1;
+  f->number = key >> 3;
+  f->wire = (unsigned)(key & 7);
+  f->data = NULL;
+  f->len = 0;
+  switch (f->wire) {
+    case 0:
+      return read_varint(p, end, &v) == 0 ? 1 : -1;
+    case 1:
+      if (end - *p < 8) return -1;
+      *p += 8;
+      return 1;
+    case 5:
+      if (end - *p < 4) return -1;
+      *p += 4;
+      return 1;
+    case 2:
+      if (read_varint(p, end, &v) != 0 || v > (uint64_t)(end - *p)) return -1;
+      f->data = *p;
+      f->len = (size_t)v;
+      *p += v;
+      return 1;
+    default:
+      return -1;
+  }
+}
+
 static int scan(const ProtobufCMessageDescriptor *d, const uint8_t *p, const uint8_t *end,
                 int depth, char *path, size_t pathlen) {
   if (depth > MAX_DEPTH) return 0;
-  while (p < end) {
-    uint64_t key, len;
-    if (read_varint(&p, end, &key) != 0) return 0;
-    unsigned wire = (unsigned)(key & 7);
-    uint64_t id = key >> 3;
-    switch (wire) {
-      case 0:
-        if (read_varint(&p, end, &len) != 0) return 0;
-        continue;
-      case 1:
-        if (end - p < 8) return 0;
-        p += 8;
-        continue;
-      case 5:
-        if (end - p < 4) return 0;
-        p += 4;
-        continue;
-      case 2:
-        break;
-      default:
-        return 0;
-    }
-    if (read_varint(&p, end, &len) != 0 || len > (uint64_t)(end - p)) return 0;
+  es_wire_field_t w;
+  while (es_wire_next(&p, end, &w) == 1) {
+    if (w.wire != 2) continue;
     const ProtobufCFieldDescriptor *f =
-        id <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(d, (unsigned)id) : NULL;
-    if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, (size_t)len)) {
+        w.number <= UINT32_MAX ? protobuf_c_message_descriptor_get_field(d, (unsigned)w.number)
+                               : NULL;
+    if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(w.data, 0, w.len)) {
       snprintf(path, pathlen, "%s", f->name);
       return 1;
     }
     if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
       char inner[128];
-      if (scan(f->descriptor, p, p + len, depth + 1, inner, sizeof inner)) {
+      if (scan(f->descriptor, w.data, w.data + w.len, depth + 1, inner, sizeof inner)) {
         snprintf(path, pathlen, "%s.%s", f->name, inner);
         return 1;
       }
     }
-    p += len;
   }
   return 0;
 }

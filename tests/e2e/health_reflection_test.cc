@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 
+#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -278,6 +279,129 @@ TEST_F(HealthReflectionTest, ReflectionAnswersSeveralQuestionsOnOneStream) {
   ASSERT_TRUE(call.WritesDone());
   grpc::Status st = call.Finish();
   EXPECT_TRUE(st.ok()) << Describe(st);
+  EXPECT_TRUE(client_->Serving());
+}
+
+// file_containing_symbol answers exactly as the reference service (grpc++'s
+// ProtoServerReflection, which asks protobuf's
+// DescriptorPool::FindFileContainingSymbol): for every symbol the served files
+// define — packages and their leading components, messages, nested messages,
+// map entries, fields, oneofs, enums, enum values, services, methods — the
+// defining file; for anything else, however close, NOT_FOUND. The oracle is a
+// DescriptorPool built from the files the server serves, asked the same
+// question. Both reflection services (v1alpha and v1) are asked.
+TEST_F(HealthReflectionTest, ReflectionFindsOnlySymbolsThatExist) {
+  namespace pb = google::protobuf;
+  const std::vector<std::string> kFiles = {
+      "eventstore/v1/eventstore.proto", "grpc/health/v1/health.proto",
+      "grpc/reflection/v1alpha/reflection.proto", "grpc/reflection/v1/reflection.proto"};
+  pb::DescriptorPool pool;
+  {
+    RawStream call(client_->channel(), kReflection);
+    ASSERT_TRUE(call.ok());
+    for (const std::string &name : kFiles) {
+      refl::ServerReflectionRequest req;
+      req.set_file_by_filename(name);
+      refl::ServerReflectionResponse resp;
+      ASSERT_TRUE(Ask(&call, req, &resp));
+      std::vector<pb::FileDescriptorProto> files = Files(resp);
+      ASSERT_EQ(files.size(), 1u) << name;
+      ASSERT_NE(pool.BuildFile(files[0]), nullptr) << name << " does not build";
+    }
+    ASSERT_TRUE(call.WritesDone());
+    ASSERT_TRUE(call.Finish().ok());
+  }
+
+  // Every symbol of the pool, then near misses of each.
+  std::set<std::string> symbols;
+  std::function<void(const pb::EnumDescriptor *)> add_enum = [&](const pb::EnumDescriptor *e) {
+    symbols.insert(e->full_name());
+    for (int i = 0; i < e->value_count(); i++) symbols.insert(e->value(i)->full_name());
+  };
+  std::function<void(const pb::Descriptor *)> add_message = [&](const pb::Descriptor *m) {
+    symbols.insert(m->full_name());
+    for (int i = 0; i < m->field_count(); i++) symbols.insert(m->field(i)->full_name());
+    for (int i = 0; i < m->oneof_decl_count(); i++) symbols.insert(m->oneof_decl(i)->full_name());
+    for (int i = 0; i < m->extension_count(); i++) symbols.insert(m->extension(i)->full_name());
+    for (int i = 0; i < m->nested_type_count(); i++) add_message(m->nested_type(i));
+    for (int i = 0; i < m->enum_type_count(); i++) add_enum(m->enum_type(i));
+  };
+  for (const std::string &name : kFiles) {
+    const pb::FileDescriptor *f = pool.FindFileByName(name);
+    ASSERT_NE(f, nullptr);
+    for (size_t dot = 0; dot != std::string::npos; dot = f->package().find('.', dot + 1))
+      if (dot) symbols.insert(f->package().substr(0, dot));
+    symbols.insert(f->package());
+    for (int i = 0; i < f->message_type_count(); i++) add_message(f->message_type(i));
+    for (int i = 0; i < f->enum_type_count(); i++) add_enum(f->enum_type(i));
+    for (int i = 0; i < f->extension_count(); i++) symbols.insert(f->extension(i)->full_name());
+    for (int i = 0; i < f->service_count(); i++) {
+      symbols.insert(f->service(i)->full_name());
+      for (int j = 0; j < f->service(i)->method_count(); j++)
+        symbols.insert(f->service(i)->method(j)->full_name());
+    }
+  }
+  ASSERT_GT(symbols.size(), 100u);
+  std::set<std::string> candidates = symbols;
+  for (const std::string &s : symbols) {
+    candidates.insert(s + ".Nope");
+    candidates.insert(s + "x");
+    candidates.insert(s + ".");
+    candidates.insert("." + s);
+    candidates.insert(s.substr(0, s.size() - 1));
+    size_t dot = s.rfind('.');
+    if (dot != std::string::npos) candidates.insert(s.substr(0, dot + 1) + "Nope");
+  }
+  // Enum values scoped by their enum (protobuf scopes them beside it).
+  candidates.insert("eventstore.v1.Direction.FORWARD");
+  candidates.insert("eventstore.v1.ExpectedVersionKind.EXPECTED_ANY");
+  for (const char *s : {"", ".", "eventstore.v1.Nope", "eventstore.v1.EventStore.Nope",
+                        "eventstore.v1.EventStore.Append.Nope", "no.such.Symbol", "eventstore.",
+                        "grpc.health.v1.Health.Check.", "EVENTSTORE.V1.EVENTSTORE"})
+    candidates.insert(s);
+  // The hole this guards: a made-up name in our package is not ours.
+  ASSERT_EQ(pool.FindFileContainingSymbol("eventstore.v1.Nope"), nullptr);
+  ASSERT_NE(pool.FindFileContainingSymbol("eventstore.v1.FORWARD"), nullptr);
+
+  for (const char *service :
+       {kReflection, "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo"}) {
+    SCOPED_TRACE(service);
+    RawStream call(client_->channel(), service, 60000);
+    ASSERT_TRUE(call.ok());
+    int found = 0, not_found = 0;
+    std::vector<std::string> wrong;  // "'symbol': want ..., got ..."
+    for (const std::string &symbol : candidates) {
+      const pb::FileDescriptor *want = pool.FindFileContainingSymbol(symbol);
+      refl::ServerReflectionRequest req;
+      req.set_file_containing_symbol(symbol);
+      refl::ServerReflectionResponse resp;
+      ASSERT_TRUE(Ask(&call, req, &resp)) << "'" << symbol << "'";
+      std::string got;
+      if (resp.message_response_case() == refl::ServerReflectionResponse::kErrorResponse &&
+          resp.error_response().error_code() == static_cast<int>(StatusCode::NOT_FOUND)) {
+        got = "NOT_FOUND";
+      } else if (resp.message_response_case() ==
+                     refl::ServerReflectionResponse::kFileDescriptorResponse &&
+                 resp.file_descriptor_response().file_descriptor_proto_size() > 0) {
+        pb::FileDescriptorProto fdp;
+        fdp.ParseFromString(resp.file_descriptor_response().file_descriptor_proto(0));
+        got = fdp.name();
+      } else {
+        got = resp.ShortDebugString().substr(0, 200);
+      }
+      (want ? found : not_found)++;
+      const std::string expected = want ? want->name() : "NOT_FOUND";
+      if (got != expected) wrong.push_back("'" + symbol + "': want " + expected + ", got " + got);
+    }
+    std::string first;
+    for (size_t i = 0; i < wrong.size() && i < 30; i++) first += "\n  " + wrong[i];
+    EXPECT_TRUE(wrong.empty()) << wrong.size() << " of " << candidates.size()
+                               << " answers differ from the reference:" << first;
+    EXPECT_GE(found, static_cast<int>(symbols.size()));
+    EXPECT_GT(not_found, static_cast<int>(symbols.size()));
+    ASSERT_TRUE(call.WritesDone());
+    EXPECT_TRUE(call.Finish().ok());
+  }
   EXPECT_TRUE(client_->Serving());
 }
 
