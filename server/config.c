@@ -52,6 +52,21 @@ static const option_def_t OPTIONS[] = {
     NUM(OPT_INT, pg_connections, "pg-connections", "ES_PG_CONNECTIONS",
         "PostgreSQL connections for reads (default 8; the committer and the listener use one more "
         "each)"),
+    NUM(OPT_INT, pg_connect_timeout_s, "pg-connect-timeout-s", "ES_PG_CONNECT_TIMEOUT_S",
+        "seconds to wait for a PostgreSQL connection (default 5; the URL's connect_timeout wins)"),
+    NUM(OPT_MS, pg_statement_timeout_ms, "pg-statement-timeout-ms", "ES_PG_STATEMENT_TIMEOUT_MS",
+        "PostgreSQL statement_timeout; a connection that does not answer within it plus 1 s is "
+        "dropped (default 10000; 0 = none)"),
+    NUM(OPT_MS, pg_lock_timeout_ms, "pg-lock-timeout-ms", "ES_PG_LOCK_TIMEOUT_MS",
+        "PostgreSQL lock_timeout: how long an append waits for the store's write lock (default "
+        "5000; 0 = none)"),
+    NUM(OPT_MS, pg_idle_in_transaction_timeout_ms, "pg-idle-in-transaction-timeout-ms",
+        "ES_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+        "PostgreSQL idle_in_transaction_session_timeout: a vanished writer's transaction ends "
+        "after it (default 10000; 0 = none)"),
+    NUM(OPT_MS, pg_tcp_user_timeout_ms, "pg-tcp-user-timeout-ms", "ES_PG_TCP_USER_TIMEOUT_MS",
+        "libpq tcp_user_timeout: unacknowledged data fails a connection after it (default "
+        "10000; 0 = the system's; the URL's wins)"),
     NUM(OPT_MS, shutdown_grace_ms, "shutdown-grace-ms", "ES_SHUTDOWN_GRACE_MS",
         "how long shutdown waits for calls in flight (default 5000)"),
     NUM(OPT_LEVEL, log_level, "log-level", "LOG_LEVEL", "debug | info (default) | warn | error"),
@@ -189,6 +204,11 @@ int es_config_load(es_config_t *cfg, int argc, char **argv) {
   cfg->cq_threads = 1;
   cfg->workers = 0; /* default below, once the backend is known */
   cfg->pg_connections = 8;
+  cfg->pg_connect_timeout_s = 5;
+  cfg->pg_statement_timeout_ms = 10000;
+  cfg->pg_lock_timeout_ms = 5000;
+  cfg->pg_idle_in_transaction_timeout_ms = 10000;
+  cfg->pg_tcp_user_timeout_ms = 10000;
   cfg->shutdown_grace_ms = 5000;
   cfg->log_level = ES_LOG_INFO;
   es_limits_default(&cfg->limits);

@@ -20,8 +20,14 @@ typedef struct es_config {
   int workers;                 /* ES_WORKERS / --workers: worker threads (0 until set: then
                                   2, or 64 for postgres so that group commit has company) */
   int pg_connections;          /* ES_PG_CONNECTIONS / --pg-connections: PostgreSQL readers */
-  int shutdown_grace_ms;       /* ES_SHUTDOWN_GRACE_MS / --shutdown-grace-ms */
-  es_log_level_t log_level;    /* LOG_LEVEL / --log-level */
+  int pg_connect_timeout_s;    /* ES_PG_CONNECT_TIMEOUT_S / --pg-connect-timeout-s */
+  int pg_statement_timeout_ms; /* ES_PG_STATEMENT_TIMEOUT_MS / --pg-statement-timeout-ms */
+  int pg_lock_timeout_ms;      /* ES_PG_LOCK_TIMEOUT_MS / --pg-lock-timeout-ms */
+  int pg_idle_in_transaction_timeout_ms; /* ES_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS /
+                                            --pg-idle-in-transaction-timeout-ms */
+  int pg_tcp_user_timeout_ms;            /* ES_PG_TCP_USER_TIMEOUT_MS / --pg-tcp-user-timeout-ms */
+  int shutdown_grace_ms;                 /* ES_SHUTDOWN_GRACE_MS / --shutdown-grace-ms */
+  es_log_level_t log_level;              /* LOG_LEVEL / --log-level */
   char tls_cert[1024];         /* ES_TLS_CERT / --tls-cert: PEM certificate chain; TLS when set */
   char tls_key[1024];          /* ES_TLS_KEY / --tls-key: PEM private key */
   char tls_client_ca[1024];    /* ES_TLS_CLIENT_CA / --tls-client-ca: require client certs */

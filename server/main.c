@@ -52,6 +52,11 @@ static int open_backend(const es_config_t *cfg, es_backend_t **out) {
     es_pg_options_t opts;
     es_pg_options_default(&opts);
     opts.connections = cfg->pg_connections;
+    opts.connect_timeout_s = cfg->pg_connect_timeout_s;
+    opts.statement_timeout_ms = cfg->pg_statement_timeout_ms;
+    opts.lock_timeout_ms = cfg->pg_lock_timeout_ms;
+    opts.idle_in_transaction_timeout_ms = cfg->pg_idle_in_transaction_timeout_ms;
+    opts.tcp_user_timeout_ms = cfg->pg_tcp_user_timeout_ms;
     if (es_pg_open(cfg->database_url, &opts, out, &err) != ES_OK) {
       es_log(ES_LOG_ERROR, "cannot open the postgres backend: %s", err.msg);
       return -1;

@@ -33,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "es/validate.h"
@@ -73,6 +74,10 @@ void es_pg_options_default(es_pg_options_t *o) {
   o->max_group_events = 10000;
   o->max_group_bytes = (size_t)32 << 20;
   o->connect_timeout_s = 5;
+  o->statement_timeout_ms = 10000;
+  o->lock_timeout_ms = 5000;
+  o->idle_in_transaction_timeout_ms = 10000;
+  o->tcp_user_timeout_ms = 10000;
 }
 
 /* ---- the pool ------------------------------------------------------------ */
@@ -145,19 +150,21 @@ static PGresult *reader_exec(es_pg_t *pg, const char *stmt, int n, const char *c
     bool fresh;
     *rc = pool_get(pg, &c, &fresh, err);
     if (*rc) return NULL;
-    PGresult *res = PQexecPrepared(c, stmt, n, vals, lens, fmts, 1);
+    PGresult *res = es__pg_exec_prepared(pg, c, stmt, n, vals, lens, fmts, 1);
     if (PQresultStatus(res) == PGRES_TUPLES_OK) {
       pool_put(pg, c);
       *rc = ES_OK;
       return res;
     }
-    bool broken = es__pg_conn_broken(c);
+    bool broken = es__pg_conn_broken(c), timed_out = es__pg_timed_out(c);
     *rc = es__pg_error(c, res, what, err);
     PQclear(res);
     pool_put(pg, c);
     if (!broken) return NULL;
     pool_flush(pg);
-    if (fresh || attempt > 0) return NULL;
+    /* A connection that did not answer in time is not a stale one: trying
+     * again would double the wait. */
+    if (fresh || attempt > 0 || timed_out) return NULL;
     es_err_clear(err);
   }
 }
@@ -520,6 +527,7 @@ static void pg_free(es_pg_t *pg) {
   if (pg->wake_fd >= 0) close(pg->wake_fd);
   es__pg_sql_free(&pg->sql);
   pthread_mutex_destroy(&pg->gate_mu);
+  pthread_cond_destroy(&pg->gate_cv);
   pthread_mutex_destroy(&pg->pool_mu);
   pthread_cond_destroy(&pg->pool_cv);
   pthread_mutex_destroy(&pg->queue_mu);
@@ -562,6 +570,9 @@ int es_pg_open(const char *database_url, const es_pg_options_t *opts, es_backend
   if (o.max_group_events == 0) o.max_group_events = 10000;
   if (o.max_group_bytes == 0) o.max_group_bytes = (size_t)32 << 20;
   if (o.connect_timeout_s <= 0) o.connect_timeout_s = 5;
+  if (o.statement_timeout_ms < 0 || o.lock_timeout_ms < 0 || o.idle_in_transaction_timeout_ms < 0 ||
+      o.tcp_user_timeout_ms < 0)
+    return es_err_set(err, ES_EINVAL, "timeouts: must be 0 (off) or a number of milliseconds");
   const char *schema = o.schema && o.schema[0] ? o.schema : "public";
   if (strlen(schema) > 40)
     return es_err_set(err, ES_EINVAL, "schema: '%s' is longer than 40 bytes", schema);
@@ -571,6 +582,11 @@ int es_pg_open(const char *database_url, const es_pg_options_t *opts, es_backend
   pg->base.methods = &pg_methods;
   pg->wake_fd = -1;
   pthread_mutex_init(&pg->gate_mu, NULL);
+  pthread_condattr_t monotonic;
+  pthread_condattr_init(&monotonic);
+  pthread_condattr_setclock(&monotonic, CLOCK_MONOTONIC); /* es__pg_now_ms() deadlines */
+  pthread_cond_init(&pg->gate_cv, &monotonic);
+  pthread_condattr_destroy(&monotonic);
   pthread_mutex_init(&pg->pool_mu, NULL);
   pthread_cond_init(&pg->pool_cv, NULL);
   pthread_mutex_init(&pg->queue_mu, NULL);
@@ -670,6 +686,18 @@ static size_t pg_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t m
       {"pg_notifications_total", "Heads received from other servers (NOTIFY).", 1,
        st.notifications},
       {"pg_reconnects_total", "Connections re-established after a failure.", 1, st.reconnects},
+      {"pg_notifications_ignored_total",
+       "NOTIFY payloads on the store's channel that were not a head, or named a head beyond the "
+       "one read back.",
+       1, st.notifications_ignored},
+      {"pg_listener_head_reads_total",
+       "Heads read back from the database after a notification hinted at one.", 1, st.head_reads},
+      {"pg_timeouts_total",
+       "Connections dropped because PostgreSQL did not answer within the statement timeout + 1 s.",
+       1, st.timeouts},
+      {"pg_sessions_ended_total",
+       "Server processes of lost connections ended before a lost commit's outcome was looked up.",
+       1, st.sessions_ended},
   };
   size_t n = sizeof all / sizeof all[0];
   if (n > max) n = max;

@@ -54,10 +54,22 @@
  * again on a fresh connection; if a fresh one fails, PostgreSQL is down and
  * the appends fail with ES_EUNAVAIL. If the connection breaks during COMMIT
  * (or during the optimistic statement, which commits) the outcome is
- * unknown; the committer reconnects and looks for the group's first event:
+ * unknown; the committer reconnects — waiting for its turn at the reconnect
+ * gate, within a bound, rather than giving up while a reader probes — ends
+ * the lost connection's server process and waits until it is gone (it may
+ * still hold the transaction, and the head row with it, or be about to
+ * commit it: only then is what the lookup sees final), and looks for the
+ * group's first event:
  * found, the group committed and is acknowledged; absent, it did not, and is
  * tried again; no answer, the appends get ES_EUNAVAIL saying the outcome is
  * unknown (a retry with the same event ids is safe: idempotency).
+ *
+ * Every wait is bounded (pg_util.c): an answer that has not come within the
+ * statement timeout plus a second cuts the connection, which is then a lost
+ * connection as above. So publish_mu, held from sending a commit until its
+ * outcome is known, is held for a bounded time: the wait for the answer, the
+ * wait at the gate (gate_wait_ms), one connect_timeout, and the answers of
+ * ending the lost session and of the lookup.
  *
  * After a commit the committer publishes the new head (es__backend_publish)
  * and then wakes the appenders. The NOTIFY in the same transaction tells the
@@ -88,26 +100,28 @@ static void drop_conn(committer_t *cm) {
   atomic_store(&cm->pg->commit_pid[cm->lane], 0);
 }
 
-static void set_conn(committer_t *cm, PGconn *c) {
+static void set_conn(committer_t *cm, PGconn *c, const es_pg_session_t *session) {
   cm->conn = c;
+  cm->session = *session;
   atomic_store(&cm->pg->commit_pid[cm->lane], PQbackendPID(c));
 }
 
 /* Reads the results of the n queries of a pipeline and the sync that ends
- * it: out[i] (OUT, cleared by the caller) is query i's result, NULL if none
- * came. False when the sync did not arrive (the connection failed). */
-static bool pipe_read(PGconn *c, PGresult **out, int n) {
+ * it, until deadline_ms at most: out[i] (OUT, cleared by the caller) is
+ * query i's result, NULL if none came. False when the sync did not arrive
+ * (the connection failed, or did not answer in time and was cut). */
+static bool pipe_read(es_pg_t *pg, PGconn *c, PGresult **out, int n, uint64_t deadline_ms) {
   for (int i = 0; i < n; i++) out[i] = NULL;
   for (int i = 0; i < n; i++) {
-    out[i] = PQgetResult(c);
+    out[i] = es__pg_get_result(pg, c, deadline_ms);
     if (!out[i]) return false;
     for (int guard = 0; guard < 8; guard++) { /* each query's results end with NULL */
-      PGresult *more = PQgetResult(c);
+      PGresult *more = es__pg_get_result(pg, c, deadline_ms);
       if (!more) break;
       PQclear(more);
     }
   }
-  PGresult *sync = PQgetResult(c);
+  PGresult *sync = es__pg_get_result(pg, c, deadline_ms);
   bool ok = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
   PQclear(sync);
   return ok;
@@ -128,7 +142,7 @@ static void rollback(committer_t *cm) {
     drop_conn(cm); /* results still pending: the state is unknown */
     return;
   }
-  PQclear(PQexec(c, "ROLLBACK"));
+  PQclear(es__pg_exec(cm->pg, c, "ROLLBACK"));
   if (es__pg_conn_broken(c)) drop_conn(cm);
 }
 
@@ -156,23 +170,68 @@ static outcome_t failed(committer_t *cm, PGresult **r, int n, bool synced, const
   return data_error && may_split ? OUT_SPLIT : OUT_FAIL;
 }
 
-/* After the connection broke during COMMIT: did the group commit? Looks up
- * its first event on a new connection. 1 yes, 0 no, -1 cannot tell. */
-static int resolve_commit(committer_t *cm, const uint8_t *first_id, uint64_t first_position) {
+/* How long the lookup after a lost commit waits at the reconnect gate for a
+ * probe by another caller to end: that probe's connect_timeout, and a
+ * second. Then it probes itself, once; publish_mu is held meanwhile, so every
+ * step is bounded. */
+static uint64_t gate_wait_ms(const es_pg_t *pg) {
+  return (uint64_t)pg->opts.connect_timeout_s * 1000 + 1000;
+}
+
+/* How long the lost session is given to exit once it was told to: half the
+ * statement timeout, so that the statement waiting for it is not cancelled. */
+static uint64_t end_wait_ms(const es_pg_t *pg) {
+  return pg->opts.statement_timeout_ms > 0 ? (uint64_t)pg->opts.statement_timeout_ms / 2 + 1 : 5000;
+}
+
+/* Reconnects after a lost commit, and makes sure the lost session is over
+ * before anything is looked up: its server process may still be alive (the
+ * network, not PostgreSQL, failed), holding the transaction open — with the
+ * head row locked, which blocks every writer of every server — or about to
+ * commit it. It is ended (es__pg_end_session) and waited for, so that what
+ * the lookup then sees is final. Waits for its turn at the reconnect gate
+ * rather than giving up while another caller probes. ES_OK: cm->conn is the
+ * new connection and the lost session is gone. */
+static int reconnect_after_loss(committer_t *cm, const es_pg_session_t *lost) {
   es_pg_t *pg = cm->pg;
   es_err_t e;
-  PGconn *c;
-  if (es__pg_connect(pg, ES_PG_ROLE_COMMITTER, &c, &e)) return -1;
-  set_conn(cm, c);
-  const char *vals[1] = {(const char *)first_id};
-  int lens[1] = {ES_UUID_LEN}, fmts[1] = {1};
-  PGresult *res = PQexecPrepared(c, "es_find_event", 1, vals, lens, fmts, 1);
+  es_err_clear(&e);
+  if (!cm->conn) {
+    PGconn *c;
+    es_pg_session_t session;
+    int rc = es__pg_connect_ex(pg, ES_PG_ROLE_COMMITTER, es__pg_now_ms() + gate_wait_ms(pg), &c,
+                               &session, &e);
+    if (rc) return rc;
+    set_conn(cm, c, &session);
+  }
+  int gone = es__pg_end_session(pg, cm->conn, lost, es__pg_now_ms() + end_wait_ms(pg), &e);
+  if (gone == 1) return ES_OK;
+  if (es__pg_conn_broken(cm->conn)) drop_conn(cm);
+  return gone == 0 ? ES_EUNAVAIL : gone; /* still running, or the question failed */
+}
+
+/* After the connection broke during COMMIT: did the group commit? Looks up
+ * its first event on a new connection, once the lost session is over
+ * (reconnect_after_loss). 1 yes, 0 no, -1 cannot tell. */
+static int resolve_commit(committer_t *cm, const uint8_t *first_id, uint64_t first_position) {
+  es_pg_t *pg = cm->pg;
+  es_pg_session_t lost = cm->session;
   int found = -1;
-  if (PQresultStatus(res) == PGRES_TUPLES_OK)
-    found = PQntuples(res) == 1 && PQgetlength(res, 0, 0) == 8 &&
-            es__pg_get64(PQgetvalue(res, 0, 0)) == first_position;
-  PQclear(res);
-  if (es__pg_conn_broken(c)) drop_conn(cm);
+  /* A second try only when the new connection broke too. */
+  for (int tries = 0; tries < 2 && found < 0 && reconnect_after_loss(cm, &lost) == ES_OK; tries++) {
+    PGconn *c = cm->conn;
+    const char *vals[1] = {(const char *)first_id};
+    int lens[1] = {ES_UUID_LEN}, fmts[1] = {1};
+    PGresult *res = es__pg_exec_prepared(pg, c, "es_find_event", 1, vals, lens, fmts, 1);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK)
+      found = PQntuples(res) == 1 && PQgetlength(res, 0, 0) == 8 &&
+              es__pg_get64(PQgetvalue(res, 0, 0)) == first_position;
+    PQclear(res);
+    if (es__pg_conn_broken(c))
+      drop_conn(cm);
+    else if (found < 0)
+      break; /* an answer that is no answer: asking again will not help */
+  }
   return found;
 }
 
@@ -189,9 +248,10 @@ static int ensure_conn(committer_t *cm, es_err_t *gerr) {
     rollback(cm);
   if (cm->conn) return ES_OK;
   PGconn *nc;
-  int rc = es__pg_connect(cm->pg, ES_PG_ROLE_COMMITTER, &nc, gerr);
+  es_pg_session_t session;
+  int rc = es__pg_connect_ex(cm->pg, ES_PG_ROLE_COMMITTER, 0, &nc, &session, gerr);
   if (rc) return rc;
-  set_conn(cm, nc);
+  set_conn(cm, nc, &session);
   cm->conn_fresh = true;
   return ES_OK;
 }
@@ -254,7 +314,7 @@ static outcome_t try_fast(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err
 
   PGconn *c = cm->conn;
   pthread_mutex_lock(&pg->publish_mu);
-  PGresult *res = PQexecPrepared(c, "es_write", N_WRITE_PARAMS, vals, lens, fmts, 1);
+  PGresult *res = es__pg_exec_prepared(pg, c, "es_write", N_WRITE_PARAMS, vals, lens, fmts, 1);
   int found = 1;
   if (!(status_is(res, PGRES_TUPLES_OK) && PQntuples(res) == 1)) {
     if (!es__pg_conn_broken(c)) {
@@ -306,11 +366,12 @@ static outcome_t try_locked(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_e
    * and streams. */
   const char *lvals[2] = {cm->lookup[0].data, cm->lookup[1].data};
   int llens[2] = {(int)cm->lookup[0].len, (int)cm->lookup[1].len}, lfmts[2] = {1, 1};
+  uint64_t deadline = es__pg_reply_deadline(pg);
   bool synced =
       PQsendQueryParams(c, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL, NULL, NULL, 0) &&
       PQsendQueryPrepared(c, "es_lock", 0, NULL, NULL, NULL, 1) &&
       PQsendQueryPrepared(c, "es_lookup", 2, lvals, llens, lfmts, 1) && PQpipelineSync(c) &&
-      pipe_read(c, r, 3);
+      pipe_read(pg, c, r, 3, deadline);
   if (!synced || !status_is(r[0], PGRES_COMMAND_OK) || !status_is(r[1], PGRES_TUPLES_OK) ||
       !status_is(r[2], PGRES_TUPLES_OK) || PQntuples(r[1]) != 1 || PQgetlength(r[1], 0, 0) != 8)
     return failed(cm, r, 3, synced, "locking the log", gerr, false);
@@ -355,9 +416,10 @@ static outcome_t try_locked(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_e
     goto nomem;
   }
   pthread_mutex_lock(&pg->publish_mu);
+  deadline = es__pg_reply_deadline(pg);
   synced = PQsendQueryPrepared(c, "es_write", N_WRITE_PARAMS, vals, lens, fmts, 1) &&
            PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(c) &&
-           pipe_read(c, r, 2);
+           pipe_read(pg, c, r, 2, deadline);
   bool ok = synced && status_is(r[0], PGRES_TUPLES_OK) && status_is(r[1], PGRES_COMMAND_OK) &&
             strcmp(PQcmdStatus(r[1]), "COMMIT") == 0;
   if (!ok && synced && !es__pg_conn_broken(c)) {

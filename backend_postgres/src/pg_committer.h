@@ -82,6 +82,8 @@ typedef struct committer {
   es_pg_buf_t params[N_WRITE_PARAMS]; /* es_write parameters */
   PGresult *lookup_res;               /* keeps the strings of known/states alive */
   bool conn_fresh;                    /* conn was opened for this group */
+  es_pg_session_t session;            /* conn's server process; once conn is lost, the
+                                         lost one's until resolve_commit ends it */
 
   /* The optimistic path. Exact as long as nobody else committed since
    * last_head; the write statement checks exactly that. */

@@ -15,7 +15,15 @@
  * listener's) through the reconnect gate: while connecting fails, one attempt
  * at a time is made and the callers meanwhile fail at once with its last
  * message, so that a dead database costs one attempt at a time, not one per
- * call.
+ * call. Only the outcome lookup after a lost commit waits for its turn
+ * instead (es__pg_connect_ex), ahead of the others.
+ *
+ * Waits. Every wait on the database is bounded (docs/postgres.md, Faults):
+ * connecting by connect_timeout, every answer by the statement timeout plus
+ * a second (es__pg_await and the exec helpers below; never PQexec or a bare
+ * PQgetResult), a lock by lock_timeout, a transaction whose client vanished
+ * by idle_in_transaction_session_timeout on the server's side, and
+ * unacknowledged data by tcp_user_timeout.
  *
  * Lock order: publish_mu may be held while gate_mu or stats_mu is taken
  * (the committer reconnects inside it after a lost COMMIT); pool_mu,
@@ -102,6 +110,9 @@ typedef struct es_pg {
   bool gate_failing;             /* the last attempt to connect failed */
   bool gate_probing;             /* an attempt is in progress while failing */
   char gate_msg[ES_ERR_MSG_MAX]; /* the last failure, repeated to callers meanwhile */
+  pthread_cond_t gate_cv;        /* signalled when a probe ends (CLOCK_MONOTONIC) */
+  int gate_waiters;              /* callers waiting for their turn to probe: while
+                                    any waits, the others fail at once */
 
   /* The reader pool. */
   pthread_mutex_t pool_mu;
@@ -147,9 +158,83 @@ typedef struct es_pg {
 int es__pg_connect(es_pg_t *pg, es_pg_role_t role, PGconn **out, es_err_t *err);
 
 /* Maps a failed result (res may be NULL) on conn to an es_status and fills
- * err with "what: reason". ES_EUNAVAIL when the connection is gone or the
- * server refuses work (SQLSTATE classes 08, 40, 53, 57), else ES_EINTERNAL. */
+ * err with "what: reason". ES_EUNAVAIL when the connection is gone (also when
+ * it was dropped for not answering in time: the message says so) or the
+ * server refuses work (SQLSTATE classes 08, 40, 53, 57; 55P03, a lock
+ * timeout), else ES_EINTERNAL. */
 int es__pg_error(PGconn *conn, const PGresult *res, const char *what, es_err_t *err);
+
+/* Identifies a PostgreSQL server process for good: pids are reused, a pid
+ * together with its start time is not. */
+typedef struct es_pg_session {
+  int pid;          /* 0: unknown */
+  int64_t start_us; /* its backend_start, microseconds since the Unix epoch */
+} es_pg_session_t;
+
+/* es__pg_connect() with two more things: while connecting is failing and
+ * another caller is probing, it waits for its turn at the gate until
+ * gate_deadline_ms (es__pg_now_ms() clock; 0 = fail at once, as
+ * es__pg_connect does), ahead of callers that do not wait; and it fills
+ * *session (OUT, may be NULL) with the new connection's server process. For
+ * the outcome lookup after a lost commit, which must not report "unknown"
+ * merely because a reader happened to be probing. */
+int es__pg_connect_ex(es_pg_t *pg, es_pg_role_t role, uint64_t gate_deadline_ms, PGconn **out,
+                      es_pg_session_t *session, es_err_t *err);
+
+/* Ends the server process `old` (of a connection this backend lost) over c,
+ * and waits until it has exited, at most until deadline_ms: then a
+ * transaction it had open is over for sure, committed or rolled back, and
+ * its locks are free. 1: it has exited (now, or before: no process with
+ * that pid and start time is left); 0: still there at the deadline; or an
+ * error (err set; c may be broken). A reused pid is never signalled. */
+int es__pg_end_session(es_pg_t *pg, PGconn *c, const es_pg_session_t *old, uint64_t deadline_ms,
+                       es_err_t *err);
+
+/* ---- bounded waits (pg_util.c) ----
+ *
+ * libpq's own calls (PQexec, PQgetResult) wait for an answer without a
+ * bound: a server that stops answering while its TCP connection stays up
+ * (a hung host, a proxy or firewall that holds the traffic) blocks them for
+ * ever. Every connection is therefore in non-blocking mode and every wait
+ * for an answer goes through these, with a deadline. A connection whose
+ * answer does not come in time is shut down on the spot: from then on
+ * es__pg_conn_broken() is true, PQfinish() cannot block on it, and
+ * es__pg_error() says that it timed out. */
+
+/* When an answer to a request sent now is overdue: now + the statement
+ * timeout + ES_PG_REPLY_GRACE_MS (UINT64_MAX without a statement timeout).
+ * The grace lets PostgreSQL's own statement_timeout fire first, which
+ * cancels the statement and keeps the connection. */
+#define ES_PG_REPLY_GRACE_MS 1000
+uint64_t es__pg_reply_deadline(const es_pg_t *pg);
+
+/* Sends what libpq has buffered and waits until PQgetResult(c) cannot block.
+ * ES_OK, or ES_EUNAVAIL when the connection failed or deadline_ms passed
+ * (then it is shut down, see above). */
+int es__pg_await(es_pg_t *pg, PGconn *c, uint64_t deadline_ms);
+
+/* PQgetResult(c) within deadline_ms: NULL when the current query has no
+ * further result, or when the connection failed (es__pg_conn_broken). */
+PGresult *es__pg_get_result(es_pg_t *pg, PGconn *c, uint64_t deadline_ms);
+
+/* Reads every result of the query just sent (c not in pipeline mode), within
+ * deadline_ms: returns the first failed one, else the last, like PQexec;
+ * NULL when the connection failed. */
+PGresult *es__pg_last_result(es_pg_t *pg, PGconn *c, uint64_t deadline_ms);
+
+/* PQexec, PQexecParams and PQexecPrepared with es__pg_reply_deadline(pg).
+ * NULL (which PQresultStatus() reports as PGRES_FATAL_ERROR) when the
+ * request could not be sent or the connection failed. */
+PGresult *es__pg_exec(es_pg_t *pg, PGconn *c, const char *sql);
+PGresult *es__pg_exec_params(es_pg_t *pg, PGconn *c, const char *sql, int n, const Oid *types,
+                             const char *const *vals, const int *lens, const int *fmts,
+                             int result_format);
+PGresult *es__pg_exec_prepared(es_pg_t *pg, PGconn *c, const char *stmt, int n,
+                               const char *const *vals, const int *lens, const int *fmts,
+                               int result_format);
+
+/* True when the last bounded wait of this thread timed out on c. */
+bool es__pg_timed_out(const PGconn *c);
 
 /* True when conn can no longer be used. */
 bool es__pg_conn_broken(PGconn *conn);

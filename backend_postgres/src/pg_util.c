@@ -16,7 +16,32 @@
  * ES_EUNAVAIL, a database that does not answer at all (connect_timeout) holds
  * up one caller rather than all of them, and the first call after the
  * database is back reconnects. The listener stays out of the gate: it has a
- * back-off of its own, and its attempts must not make callers fail.
+ * back-off of its own, and its attempts must not make callers fail. The one
+ * caller that must not be turned away is the outcome lookup after a lost
+ * commit (its "unknown" would fail appends that did commit): it waits for its
+ * turn, bounded, and goes before callers that do not wait.
+ *
+ * Session settings. Every session gets synchronous_commit = on and the
+ * bounds of es_pg_options_t: statement_timeout, lock_timeout and
+ * idle_in_transaction_session_timeout (the migrations at open keep the
+ * server's statement and lock timeouts: a migration may wait for another
+ * server's and may take long). libpq gets connect_timeout, tcp_user_timeout
+ * and keepalives unless the URL sets them. A session remembers its server
+ * process (pid and start time): after a lost commit that process is ended
+ * for sure before the outcome is looked up (es__pg_end_session), so that a
+ * transaction it still holds can neither commit later nor block the head row.
+ *
+ * Bounded waits. libpq waits for answers without a bound (PQexec,
+ * PQgetResult), and a server or network that stops answering while TCP stays
+ * up never ends such a wait: tcp_user_timeout only covers data that is not
+ * acknowledged, keepalives only idle connections. So connections run in
+ * non-blocking mode, and every wait for an answer polls the socket against a
+ * deadline (es__pg_await): the statement timeout plus a second, so that
+ * PostgreSQL's own statement_timeout normally fires first and keeps the
+ * connection. A connection that misses its deadline is cut on the spot: its
+ * socket is swapped for one that reads as closed (dup2), so that libpq sees
+ * it broken, PQfinish() sends nothing, and the callers' usual "connection
+ * lost" handling takes over; es__pg_error() then says that it timed out.
  *
  * Errors. A connection that is gone, and the SQLSTATE classes that say "not
  * now" (08 connection exception, 53 insufficient resources, 57 operator
@@ -25,10 +50,15 @@
  * PostgreSQL's message, because a well-formed request should never cause it.
  */
 #include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "pg_internal.h"
 
@@ -42,6 +72,18 @@ void es__pg_count(es_pg_t *pg, size_t field_offset, uint64_t n) {
   pthread_mutex_lock(&pg->stats_mu);
   *(uint64_t *)(void *)((char *)&pg->stats + field_offset) += n;
   pthread_mutex_unlock(&pg->stats_mu);
+}
+
+/* The connection on which this thread's last bounded wait timed out (NULL:
+ * it did not), and the statement timeout then in force: es__pg_error() reports
+ * that, rather than the "server closed the connection" libpq says once the
+ * connection is cut. A connection is used by one thread at a time, and its
+ * error is reported right after the wait, so a thread-local suffices. */
+static _Thread_local const PGconn *timed_out_conn;
+static _Thread_local int timed_out_statement_ms;
+
+bool es__pg_timed_out(const PGconn *c) {
+  return c != NULL && c == timed_out_conn;
 }
 
 /* Copies libpq's message into out on one line: newlines and tabs become
@@ -65,15 +107,127 @@ bool es__pg_conn_broken(PGconn *conn) {
   return conn == NULL || PQstatus(conn) != CONNECTION_OK;
 }
 
+/* ---- bounded waits ------------------------------------------------------- */
+
+uint64_t es__pg_reply_deadline(const es_pg_t *pg) {
+  if (pg->opts.statement_timeout_ms <= 0) return UINT64_MAX;
+  return es__pg_now_ms() + (uint64_t)pg->opts.statement_timeout_ms + ES_PG_REPLY_GRACE_MS;
+}
+
+/* Makes c unusable at once, without waiting for anything: its socket is
+ * replaced (dup2, atomic for libpq, which keeps the descriptor number) by one
+ * end of a socket pair whose other end is closed, which closes the TCP
+ * connection and reads as end of file. libpq then marks the connection bad
+ * on the next read, and PQfinish() sends nothing on it. */
+static void cut(PGconn *c) {
+  int fd = PQsocket(c);
+  int sv[2];
+  if (fd >= 0 && socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) == 0) {
+    close(sv[1]);
+    if (dup2(sv[0], fd) < 0) shutdown(fd, SHUT_RDWR);
+    close(sv[0]);
+  } else if (fd >= 0) {
+    shutdown(fd, SHUT_RDWR);
+  }
+  for (int i = 0; i < 16 && PQstatus(c) == CONNECTION_OK; i++)
+    if (!PQconsumeInput(c)) break;
+}
+
+int es__pg_await(es_pg_t *pg, PGconn *c, uint64_t deadline_ms) {
+  timed_out_conn = NULL;
+  for (;;) {
+    if (es__pg_conn_broken(c)) return ES_EUNAVAIL;
+    int flushed = PQflush(c); /* 0 all sent, 1 more to send, -1 failed */
+    if (flushed < 0) break;
+    if (flushed == 0 && !PQisBusy(c)) return ES_OK;
+    uint64_t now = es__pg_now_ms();
+    if (now >= deadline_ms) {
+      timed_out_conn = c;
+      timed_out_statement_ms = pg->opts.statement_timeout_ms;
+      ES_PG_COUNT(pg, timeouts, 1);
+      cut(c);
+      return ES_EUNAVAIL;
+    }
+    int ms =
+        deadline_ms == UINT64_MAX || deadline_ms - now > INT_MAX ? -1 : (int)(deadline_ms - now);
+    struct pollfd p = {PQsocket(c), (short)(POLLIN | (flushed ? POLLOUT : 0)), 0};
+    int r = poll(&p, 1, ms);
+    if (r < 0 && errno != EINTR) break;
+    if (r > 0 && (p.revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(c)) break;
+  }
+  /* libpq failed without marking the connection bad: make sure it is. */
+  if (!es__pg_conn_broken(c)) cut(c);
+  return ES_EUNAVAIL;
+}
+
+PGresult *es__pg_get_result(es_pg_t *pg, PGconn *c, uint64_t deadline_ms) {
+  if (es__pg_await(pg, c, deadline_ms)) return NULL;
+  return PQgetResult(c);
+}
+
+static bool failed_status(const PGresult *r) {
+  ExecStatusType st = PQresultStatus(r);
+  return st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE;
+}
+
+PGresult *es__pg_last_result(es_pg_t *pg, PGconn *c, uint64_t deadline_ms) {
+  PGresult *keep = NULL, *r;
+  while ((r = es__pg_get_result(pg, c, deadline_ms)) != NULL) {
+    if (keep && failed_status(keep)) {
+      PQclear(r);
+    } else {
+      PQclear(keep);
+      keep = r;
+    }
+  }
+  /* A success followed by a lost connection is no success; an error result
+   * is kept for its message. */
+  if (es__pg_conn_broken(c) && keep && !failed_status(keep)) {
+    PQclear(keep);
+    keep = NULL;
+  }
+  return keep;
+}
+
+PGresult *es__pg_exec(es_pg_t *pg, PGconn *c, const char *sql) {
+  uint64_t deadline = es__pg_reply_deadline(pg);
+  if (!PQsendQuery(c, sql)) return NULL;
+  return es__pg_last_result(pg, c, deadline);
+}
+
+PGresult *es__pg_exec_params(es_pg_t *pg, PGconn *c, const char *sql, int n, const Oid *types,
+                             const char *const *vals, const int *lens, const int *fmts,
+                             int result_format) {
+  uint64_t deadline = es__pg_reply_deadline(pg);
+  if (!PQsendQueryParams(c, sql, n, types, vals, lens, fmts, result_format)) return NULL;
+  return es__pg_last_result(pg, c, deadline);
+}
+
+PGresult *es__pg_exec_prepared(es_pg_t *pg, PGconn *c, const char *stmt, int n,
+                               const char *const *vals, const int *lens, const int *fmts,
+                               int result_format) {
+  uint64_t deadline = es__pg_reply_deadline(pg);
+  if (!PQsendQueryPrepared(c, stmt, n, vals, lens, fmts, result_format)) return NULL;
+  return es__pg_last_result(pg, c, deadline);
+}
+
 int es__pg_error(PGconn *conn, const PGresult *res, const char *what, es_err_t *err) {
   const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
   const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
   if (msg == NULL && res != NULL && PQresultErrorMessage(res)[0]) msg = PQresultErrorMessage(res);
   if (msg == NULL) msg = conn ? PQerrorMessage(conn) : "no connection";
   if (msg[0] == '\0') msg = "connection lost";
+  /* 55P03: lock_timeout expired, 25P03: the server ended an idle transaction;
+   * both say "not now", like the classes. */
   bool unavailable = es__pg_conn_broken(conn) ||
                      (state && (strncmp(state, "08", 2) == 0 || strncmp(state, "53", 2) == 0 ||
-                                strncmp(state, "57", 2) == 0 || strncmp(state, "40", 2) == 0));
+                                strncmp(state, "57", 2) == 0 || strncmp(state, "40", 2) == 0 ||
+                                strcmp(state, "55P03") == 0 || strcmp(state, "25P03") == 0));
+  if (conn && es__pg_timed_out(conn))
+    return es_err_set(err, ES_EUNAVAIL,
+                      "PostgreSQL unavailable (%s): no answer within the statement timeout "
+                      "(%d ms) plus %d ms; connection dropped",
+                      what, timed_out_statement_ms, ES_PG_REPLY_GRACE_MS);
   char line[ES_ERR_MSG_MAX];
   one_line(msg, line, sizeof line);
   if (unavailable)
@@ -86,17 +240,36 @@ int es__pg_error(PGconn *conn, const PGresult *res, const char *what, es_err_t *
 
 /* Admits an attempt to connect. While connecting is failing, one attempt at a
  * time is admitted (the probe); the others fail at once with the last
- * failure's message. */
-static int gate_enter(es_pg_t *pg, bool *probe, es_err_t *err) {
+ * failure's message, unless they wait (deadline_ms != 0): then they wait for
+ * the probe to end and go next, before any caller that does not wait. */
+static int gate_enter(es_pg_t *pg, uint64_t deadline_ms, bool *probe, es_err_t *err) {
   int rc = ES_OK;
+  bool patient = deadline_ms != 0;
   *probe = false;
   pthread_mutex_lock(&pg->gate_mu);
-  if (pg->gate_failing) {
-    if (pg->gate_probing)
-      rc = es_err_set(err, ES_EUNAVAIL, "%s", pg->gate_msg);
-    else
+  if (patient) pg->gate_waiters++;
+  while (pg->gate_failing) {
+    if (!pg->gate_probing && (patient || pg->gate_waiters == 0)) {
       *probe = pg->gate_probing = true;
+      break;
+    }
+    uint64_t now = es__pg_now_ms();
+    if (!patient || now >= deadline_ms) {
+      rc = es_err_set(err, ES_EUNAVAIL, "%s", pg->gate_msg);
+      break;
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t ms = deadline_ms - now;
+    ts.tv_sec += (time_t)(ms / 1000);
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+      ts.tv_sec++;
+      ts.tv_nsec -= 1000000000L;
+    }
+    pthread_cond_timedwait(&pg->gate_cv, &pg->gate_mu, &ts);
   }
+  if (patient) pg->gate_waiters--;
   pthread_mutex_unlock(&pg->gate_mu);
   return rc;
 }
@@ -106,6 +279,7 @@ static void gate_fail(es_pg_t *pg, bool probe, const char *msg) {
   pg->gate_failing = true;
   if (probe) pg->gate_probing = false;
   snprintf(pg->gate_msg, sizeof pg->gate_msg, "%s", msg);
+  pthread_cond_broadcast(&pg->gate_cv);
   pthread_mutex_unlock(&pg->gate_mu);
 }
 
@@ -115,6 +289,7 @@ static void gate_ok(es_pg_t *pg, bool probe) {
   reconnected = pg->gate_failing;
   pg->gate_failing = false;
   if (probe) pg->gate_probing = false;
+  pthread_cond_broadcast(&pg->gate_cv);
   pthread_mutex_unlock(&pg->gate_mu);
   if (reconnected) ES_PG_COUNT(pg, reconnects, 1);
 }
@@ -163,8 +338,11 @@ static const prepared_t COMMITTER_STATEMENTS[] = {
 
 static int prepare_all(es_pg_t *pg, PGconn *c, const prepared_t *list, size_t n, es_err_t *err) {
   for (size_t i = 0; i < n; i++) {
-    PGresult *res = PQprepare(c, list[i].name, SQL_AT(&pg->sql, list[i].sql_offset),
-                              list[i].nparams, list[i].nparams ? list[i].types : NULL);
+    uint64_t deadline = es__pg_reply_deadline(pg);
+    PGresult *res = NULL;
+    if (PQsendPrepare(c, list[i].name, SQL_AT(&pg->sql, list[i].sql_offset), list[i].nparams,
+                      list[i].nparams ? list[i].types : NULL))
+      res = es__pg_last_result(pg, c, deadline);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
       char what[64];
       snprintf(what, sizeof what, "preparing %s", list[i].name);
@@ -185,28 +363,66 @@ static void quiet_notices(void *arg, const char *message) {
   (void)message;
 }
 
+/* The session settings, and the server process of the session, in one round
+ * trip. An acknowledged append must survive a crash, whatever the server's
+ * default: synchronous_commit on (the committer relies on it; readers do not
+ * care, and one setting for all keeps it simple). The migrations
+ * (ES_PG_ROLE_ADMIN) keep the server's statement and lock timeouts: they may
+ * wait for another server's migration, and a migration may take long. */
+static int setup_session(es_pg_t *pg, PGconn *c, es_pg_role_t role, es_pg_session_t *session,
+                         es_err_t *err) {
+  char sql[512];
+  int n = snprintf(sql, sizeof sql,
+                   "SET synchronous_commit TO on; "
+                   "SET idle_in_transaction_session_timeout TO %d; ",
+                   pg->opts.idle_in_transaction_timeout_ms);
+  if (role != ES_PG_ROLE_ADMIN)
+    n += snprintf(sql + n, sizeof sql - (size_t)n,
+                  "SET statement_timeout TO %d; SET lock_timeout TO %d; ",
+                  pg->opts.statement_timeout_ms, pg->opts.lock_timeout_ms);
+  snprintf(sql + n, sizeof sql - (size_t)n,
+           "SELECT pid, (extract(epoch FROM backend_start) * 1000000)::int8 "
+           "FROM pg_stat_activity WHERE pid = pg_backend_pid()");
+  PGresult *res = es__pg_exec(pg, c, sql);
+  int rc = ES_OK;
+  if (PQresultStatus(res) != PGRES_TUPLES_OK)
+    rc = es__pg_error(c, res, "setting up the session", err);
+  else if (PQntuples(res) != 1 || PQnfields(res) != 2)
+    rc = es_err_set(err, ES_EINTERNAL, "PostgreSQL: the session's own process is not listed");
+  else if (session) {
+    session->pid = atoi(PQgetvalue(res, 0, 0));
+    session->start_us = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+  }
+  PQclear(res);
+  return rc;
+}
+
 int es__pg_connect(es_pg_t *pg, es_pg_role_t role, PGconn **out, es_err_t *err) {
+  return es__pg_connect_ex(pg, role, 0, out, NULL, err);
+}
+
+int es__pg_connect_ex(es_pg_t *pg, es_pg_role_t role, uint64_t gate_deadline_ms, PGconn **out,
+                      es_pg_session_t *session, es_err_t *err) {
   *out = NULL;
+  if (session) memset(session, 0, sizeof *session);
   /* The listener keeps its own back-off and stays out of the gate, so that
    * its attempts never make a caller fail. */
   bool gated = role != ES_PG_ROLE_LISTENER, probe = false;
-  int rc = gated ? gate_enter(pg, &probe, err) : ES_OK;
+  int rc = gated ? gate_enter(pg, gate_deadline_ms, &probe, err) : ES_OK;
   if (rc) return rc;
 
   /* Defaults before dbname (the URL may override them), what we rely on
    * after it (libpq keeps the last value of a repeated keyword). */
-  char timeout[16];
+  char timeout[16], user_timeout[16];
   snprintf(timeout, sizeof timeout, "%d", pg->opts.connect_timeout_s);
-  const char *keys[] = {"connect_timeout",
-                        "keepalives",
-                        "keepalives_idle",
-                        "keepalives_interval",
-                        "keepalives_count",
-                        "application_name",
-                        "dbname",
-                        "client_encoding",
-                        NULL};
-  const char *vals[] = {timeout, "1", "30", "10", "3", "eventstore", pg->url, "UTF8", NULL};
+  snprintf(user_timeout, sizeof user_timeout, "%d", pg->opts.tcp_user_timeout_ms);
+  const char *keys[] = {"connect_timeout",  "keepalives",
+                        "keepalives_idle",  "keepalives_interval",
+                        "keepalives_count", "tcp_user_timeout",
+                        "application_name", "dbname",
+                        "client_encoding",  NULL};
+  const char *vals[] = {timeout,      "1",          "30",    "10",   "3",
+                        user_timeout, "eventstore", pg->url, "UTF8", NULL};
   PGconn *c = PQconnectdbParams(keys, vals, 1);
   if (c == NULL) return es_err_set(err, ES_ENOMEM, "out of memory connecting to PostgreSQL");
   if (PQstatus(c) == CONNECTION_OK) PQsetNoticeProcessor(c, quiet_notices, NULL);
@@ -219,17 +435,13 @@ int es__pg_connect(es_pg_t *pg, es_pg_role_t role, PGconn **out, es_err_t *err) 
     if (gated) gate_fail(pg, probe, msg);
     return es_err_set(err, ES_EUNAVAIL, "%s", msg);
   }
-
-  /* An acknowledged append must survive a crash, whatever the server's
-   * default: synchronous_commit on (the committer relies on it; readers do
-   * not care, and one setting for all keeps it simple). */
-  PGresult *res = PQexec(c, "SET synchronous_commit TO on");
-  if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-    rc = es__pg_error(c, res, "setting synchronous_commit", err);
-    PQclear(res);
+  /* Non-blocking, so that no send can block on a full socket either (a
+   * server that stopped reading): every wait is in es__pg_await. */
+  if (PQsetnonblocking(c, 1) != 0) {
+    rc = es__pg_error(c, NULL, "setting non-blocking mode", err);
     goto fail;
   }
-  PQclear(res);
+  if ((rc = setup_session(pg, c, role, session, err))) goto fail;
   if (role == ES_PG_ROLE_READER)
     rc = prepare_all(pg, c, READER_STATEMENTS,
                      sizeof READER_STATEMENTS / sizeof READER_STATEMENTS[0], err);
@@ -250,6 +462,57 @@ fail:
   }
   PQfinish(c);
   return rc;
+}
+
+/* Ends a session only if it is the very process that was recorded: the pid
+ * and its start time must both match, so a pid the kernel has given to a
+ * newer backend is left alone. $3: how long pg_terminate_backend() waits for
+ * the process to exit (it returns false, with a warning, if it has not). */
+static const char SQL_END_SESSION[] =
+    "SELECT pg_terminate_backend(pid, $3::int8) FROM pg_stat_activity "
+    "WHERE pid = $1::int4 AND (extract(epoch FROM backend_start) * 1000000)::int8 = $2::int8";
+static const char SQL_SESSION_ALIVE[] =
+    "SELECT 1 FROM pg_stat_activity "
+    "WHERE pid = $1::int4 AND (extract(epoch FROM backend_start) * 1000000)::int8 = $2::int8";
+
+int es__pg_end_session(es_pg_t *pg, PGconn *c, const es_pg_session_t *old, uint64_t deadline_ms,
+                       es_err_t *err) {
+  if (old->pid <= 0) return 0; /* not known: it cannot be ended for sure */
+  uint64_t now = es__pg_now_ms();
+  uint64_t wait = deadline_ms > now ? deadline_ms - now : 1;
+  /* Our own statement must not be cancelled while it waits. */
+  if (pg->opts.statement_timeout_ms > 0 && wait > (uint64_t)pg->opts.statement_timeout_ms / 2)
+    wait = (uint64_t)pg->opts.statement_timeout_ms / 2;
+  if (wait == 0) wait = 1;
+  char pid[16], start[24], wait_s[24];
+  snprintf(pid, sizeof pid, "%d", old->pid);
+  snprintf(start, sizeof start, "%lld", (long long)old->start_us);
+  snprintf(wait_s, sizeof wait_s, "%llu", (unsigned long long)wait);
+  const char *vals[3] = {pid, start, wait_s};
+  PGresult *res = es__pg_exec_params(pg, c, SQL_END_SESSION, 3, NULL, vals, NULL, NULL, 0);
+  if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+    int rc = es__pg_error(c, res, "ending the session of a lost connection", err);
+    PQclear(res);
+    return rc;
+  }
+  /* No row: that process is gone already. true: it has exited now. */
+  bool gone = PQntuples(res) == 0 || strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+  bool ended = PQntuples(res) == 1 && gone;
+  PQclear(res);
+  if (!gone) {
+    /* false: it did not exit in time, or it had exited just before the
+     * signal. Which one? */
+    res = es__pg_exec_params(pg, c, SQL_SESSION_ALIVE, 2, NULL, vals, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+      int rc = es__pg_error(c, res, "looking for the session of a lost connection", err);
+      PQclear(res);
+      return rc;
+    }
+    gone = PQntuples(res) == 0;
+    PQclear(res);
+  }
+  if (ended) ES_PG_COUNT(pg, sessions_ended, 1);
+  return gone ? 1 : 0;
 }
 
 /* ---- SQL texts ----------------------------------------------------------- */

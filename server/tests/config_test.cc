@@ -41,7 +41,12 @@ class ConfigTest : public ::testing::Test {
                                          "ES_AUTH_TOKENS_FILE",
                                          "ES_SHUTDOWN_GRACE_MS",
                                          "ES_TLS_CLIENT_CA",
-                                         "ES_MAX_REQUEST_BYTES"};
+                                         "ES_MAX_REQUEST_BYTES",
+                                         "ES_PG_CONNECT_TIMEOUT_S",
+                                         "ES_PG_STATEMENT_TIMEOUT_MS",
+                                         "ES_PG_LOCK_TIMEOUT_MS",
+                                         "ES_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS",
+                                         "ES_PG_TCP_USER_TIMEOUT_MS"};
   es_config_t cfg_;
 };
 constexpr const char *ConfigTest::kEnv[];
@@ -87,6 +92,45 @@ TEST_F(ConfigTest, EveryKindOfValue) {
 TEST_F(ConfigTest, PostgresGetsMoreWorkersByDefault) {
   ASSERT_EQ(ES_CONFIG_RUN, Load({"--backend", "postgres"}));
   EXPECT_EQ(64, cfg_.workers);
+}
+
+TEST_F(ConfigTest, PostgresTimeouts) {
+  ASSERT_EQ(ES_CONFIG_RUN, Load({}));
+  EXPECT_EQ(5, cfg_.pg_connect_timeout_s);
+  EXPECT_EQ(10000, cfg_.pg_statement_timeout_ms);
+  EXPECT_EQ(5000, cfg_.pg_lock_timeout_ms);
+  EXPECT_EQ(10000, cfg_.pg_idle_in_transaction_timeout_ms);
+  EXPECT_EQ(10000, cfg_.pg_tcp_user_timeout_ms);
+  setenv("ES_PG_STATEMENT_TIMEOUT_MS", "2500", 1);
+  setenv("ES_PG_LOCK_TIMEOUT_MS", "700", 1);
+  setenv("ES_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS", "0", 1);
+  setenv("ES_PG_CONNECT_TIMEOUT_S", "3", 1);
+  setenv("ES_PG_TCP_USER_TIMEOUT_MS", "4000", 1);
+  ASSERT_EQ(ES_CONFIG_RUN, Load({"--pg-lock-timeout-ms", "800"}));
+  EXPECT_EQ(2500, cfg_.pg_statement_timeout_ms);
+  EXPECT_EQ(800, cfg_.pg_lock_timeout_ms);
+  EXPECT_EQ(0, cfg_.pg_idle_in_transaction_timeout_ms);  // 0 = no bound
+  EXPECT_EQ(3, cfg_.pg_connect_timeout_s);
+  EXPECT_EQ(4000, cfg_.pg_tcp_user_timeout_ms);
+  ASSERT_EQ(ES_CONFIG_RUN,
+            Load({"--pg-statement-timeout-ms", "1", "--pg-idle-in-transaction-timeout-ms", "600000",
+                  "--pg-tcp-user-timeout-ms", "0", "--pg-connect-timeout-s", "60"}));
+  EXPECT_EQ(1, cfg_.pg_statement_timeout_ms);
+  EXPECT_EQ(600000, cfg_.pg_idle_in_transaction_timeout_ms);
+  EXPECT_EQ(0, cfg_.pg_tcp_user_timeout_ms);
+  EXPECT_EQ(60, cfg_.pg_connect_timeout_s);
+  for (const char *flag : {"--pg-statement-timeout-ms", "--pg-lock-timeout-ms",
+                           "--pg-idle-in-transaction-timeout-ms", "--pg-tcp-user-timeout-ms"}) {
+    EXPECT_EQ(ES_CONFIG_EXIT_USAGE, Load({flag, "600001"})) << flag;
+    EXPECT_EQ(ES_CONFIG_EXIT_USAGE, Load({flag, "-1"})) << flag;
+    EXPECT_EQ(ES_CONFIG_EXIT_USAGE, Load({flag, "1s"})) << flag;
+  }
+  EXPECT_EQ(ES_CONFIG_EXIT_USAGE, Load({"--pg-connect-timeout-s", "0"}));
+  testing::internal::CaptureStdout();
+  EXPECT_EQ(ES_CONFIG_EXIT_OK, Load({"--help"}));
+  std::string help = testing::internal::GetCapturedStdout();
+  EXPECT_NE(std::string::npos, help.find("--pg-statement-timeout-ms"));
+  EXPECT_NE(std::string::npos, help.find("[ES_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS]"));
 }
 
 TEST_F(ConfigTest, BadValuesAreRefused) {

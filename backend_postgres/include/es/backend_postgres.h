@@ -49,6 +49,25 @@ typedef struct es_pg_options {
                               a larger single append still commits alone) */
   size_t max_group_bytes;  /* payload and metadata bytes per group (default 32 MiB) */
   int connect_timeout_s;   /* libpq connect_timeout unless the URL sets one (default 5) */
+
+  /* Bounds on every wait on the database (docs/postgres.md, Faults). In
+   * milliseconds; 0 turns a bound off. */
+  int statement_timeout_ms;           /* statement_timeout of the sessions (not of the
+                                         migrations at open); an answer that has not
+                                         arrived 1 s after it drops the connection, so
+                                         that an unresponsive server or network costs a
+                                         call this long at most (default 10000) */
+  int lock_timeout_ms;                /* lock_timeout: how long a writer waits for the
+                                         global lock (the head row), e.g. behind another
+                                         server's stuck transaction (default 5000) */
+  int idle_in_transaction_timeout_ms; /* idle_in_transaction_session_timeout:
+                                         PostgreSQL ends a session that holds a
+                                         transaction open this long without a
+                                         statement, e.g. after its client vanished
+                                         mid-commit (default 10000) */
+  int tcp_user_timeout_ms;            /* libpq tcp_user_timeout unless the URL sets
+                                         one: data unacknowledged this long fails the
+                                         connection (default 10000) */
 } es_pg_options_t;
 
 /* Fills the defaults above. */
@@ -70,14 +89,24 @@ void es_pg_stop_listening(es_backend_t *b);
 
 /* Counters for tests and benchmarks. */
 typedef struct es_pg_stats {
-  uint64_t groups;        /* group-commit transactions committed */
-  uint64_t appends;       /* appends committed (not counting duplicates) */
-  uint64_t events;        /* events committed */
-  uint64_t max_group;     /* most appends committed in one transaction */
-  uint64_t fast_groups;   /* of groups: committed by the optimistic path (one
-                             round trip, the lock held only inside PostgreSQL) */
-  uint64_t notifications; /* heads received from other servers (NOTIFY) */
-  uint64_t reconnects;    /* connections re-established after a failure */
+  uint64_t groups;                /* group-commit transactions committed */
+  uint64_t appends;               /* appends committed (not counting duplicates) */
+  uint64_t events;                /* events committed */
+  uint64_t max_group;             /* most appends committed in one transaction */
+  uint64_t fast_groups;           /* of groups: committed by the optimistic path (one
+                                     round trip, the lock held only inside PostgreSQL) */
+  uint64_t notifications;         /* heads received from other servers (NOTIFY) */
+  uint64_t reconnects;            /* connections re-established after a failure */
+  uint64_t notifications_ignored; /* NOTIFY payloads on the store's channel that
+                                     were not a head, or named a head beyond the
+                                     one read back (another role's garbage) */
+  uint64_t head_reads;            /* heads the listener read back from the
+                                     database after a notification hinted at one */
+  uint64_t timeouts;              /* connections dropped because PostgreSQL did not
+                                     answer within the statement timeout + 1 s */
+  uint64_t sessions_ended;        /* server processes of lost connections ended
+                                     (pg_terminate_backend) before a lost commit's
+                                     outcome was looked up */
 } es_pg_stats_t;
 
 /* Copies the counters; zeroes *out when b is not a PostgreSQL backend. */
