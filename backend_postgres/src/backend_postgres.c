@@ -1,7 +1,7 @@
 /*
  * The PostgreSQL backend: open and close, the reader pool, and the reads.
- * Appends are in pg_commit.c, the cross-server listener in pg_listen.c, the
- * schema in pg_schema.c; pg_internal.h has the map.
+ * Appends are in pg_queue.c and pg_commit.c, the cross-server listener in
+ * pg_listen.c, the schema in pg_schema.c; pg_internal.h has the map.
  *
  * Reads. Each read is one prepared statement on a pooled connection, so it
  * sees one snapshot: the page's events and the head (or the stream's last
@@ -472,10 +472,12 @@ static int pg_append(es_backend_t *b, const es_append_req_t *req, es_append_resu
 
 /* ---- threads, open, close ------------------------------------------------ */
 
-/* Stops the threads started so far (under queue_mu; returns with it held). */
+/* Refuses new appends, lets the ones in progress finish (each is committed
+ * by an appending thread, pg_queue.c) and stops the listener if it runs
+ * (under queue_mu; returns with it held). */
 static void stop_threads_locked(es_pg_t *pg, bool listener) {
   pg->stopping = true;
-  pthread_cond_broadcast(&pg->queue_cv);
+  while (!es__pg_lanes_idle(pg)) pthread_cond_wait(&pg->queue_cv, &pg->queue_mu);
   pthread_mutex_unlock(&pg->queue_mu);
   if (listener) {
     uint64_t one = 1;
@@ -483,40 +485,21 @@ static void stop_threads_locked(es_pg_t *pg, bool listener) {
     (void)w;
     pthread_join(pg->listener, NULL);
   }
-  for (int i = 0; i < pg->n_committers; i++) pthread_join(pg->committers[i], NULL);
-  pg->n_committers = 0;
   pthread_mutex_lock(&pg->queue_mu);
 }
 
-/* Starts the committers and the listener once, on the first append or log
- * read: by then the server has set the notifier they publish to. A failure
- * to start leaves threads_started clear; appends then fail (pg_commit.c). */
+/* Starts the listener once, on the first append or log read: by then the
+ * server has set the notifier it publishes to. Appends need no thread of
+ * their own (pg_queue.c). A failure to start leaves threads_started clear;
+ * appends then fail (pg_queue.c). */
 static void start_threads(es_pg_t *pg) {
   if (atomic_load_explicit(&pg->threads_started, memory_order_acquire)) return;
   pthread_mutex_lock(&pg->queue_mu);
   if (!atomic_load(&pg->threads_started) && !pg->stopping) {
     bool ok = true;
-    for (int i = 0; ok && i < pg->opts.committers; i++) {
-      es_pg_lane_t *lane = malloc(sizeof *lane);
-      ok = lane != NULL;
-      if (ok) {
-        lane->pg = pg;
-        lane->index = i;
-        ok = pthread_create(&pg->committers[i], NULL, es__pg_committer_main, lane) == 0;
-        if (ok)
-          pg->n_committers++;
-        else
-          free(lane);
-      }
-    }
-    bool listener = ok && !pg->listener_stopped;
-    if (listener) ok = pthread_create(&pg->listener, NULL, es__pg_listener_main, pg) == 0;
-    if (ok) {
-      atomic_store_explicit(&pg->threads_started, true, memory_order_release);
-    } else {
-      stop_threads_locked(pg, false);
-      pg->stopping = false;
-    }
+    if (!pg->listener_stopped)
+      ok = pthread_create(&pg->listener, NULL, es__pg_listener_main, pg) == 0;
+    if (ok) atomic_store_explicit(&pg->threads_started, true, memory_order_release);
   }
   pthread_mutex_unlock(&pg->queue_mu);
 }
@@ -525,6 +508,7 @@ static void pg_free(es_pg_t *pg) {
   for (int i = 0; i < pg->n_idle; i++) PQfinish(pg->idle[i]);
   free(pg->idle);
   if (pg->wake_fd >= 0) close(pg->wake_fd);
+  es__pg_lanes_free(pg);
   es__pg_sql_free(&pg->sql);
   pthread_mutex_destroy(&pg->gate_mu);
   pthread_cond_destroy(&pg->gate_cv);
@@ -545,7 +529,7 @@ static void pg_close(es_backend_t *b) {
   if (!pg) return;
   pthread_mutex_lock(&pg->queue_mu);
   if (atomic_load(&pg->threads_started))
-    stop_threads_locked(pg, !pg->listener_stopped); /* the committers finish the queue */
+    stop_threads_locked(pg, !pg->listener_stopped); /* the appends in progress finish */
   else
     pg->stopping = true;
   pthread_mutex_unlock(&pg->queue_mu);
@@ -615,6 +599,10 @@ int es_pg_open(const char *database_url, const es_pg_options_t *opts, es_backend
     snprintf(pg->channel, chlen, "es_events.%s", schema);
   o.schema = pg->schema;
   pg->opts = o;
+  if (es__pg_lanes_init(pg)) {
+    rc = es_err_set(err, ES_ENOMEM, "out of memory opening the PostgreSQL backend");
+    goto fail;
+  }
   pg->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (pg->wake_fd < 0) {
     rc = es_err_set(err, ES_EINTERNAL, "eventfd: %s", strerror(errno));

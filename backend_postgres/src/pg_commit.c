@@ -11,15 +11,16 @@
  * counter. Serializing every append on one lock would cost a transaction and
  * a WAL flush each; group commit spreads that over every append waiting.
  *
- * How. A committer thread takes every append queued (pg_queue.c), decides
- * every append of the group in arrival order, and commits the ones that pass
- * in one transaction. Deciding is the core's es_append_decide over the
- * group's view (pg_decide.c): idempotency, stream type, expected version, in
- * API.md's order, exactly as on every backend; a passing append gets
- * positions H+1.. and joins the group's view, so a later append of the same
- * group sees it (its versions, its ids). The decisions are made before
- * anything is written, so one append's failure never touches another's, with
- * no savepoints. This file runs the group's transaction, one of two ways:
+ * How. The thread leading a lane (pg_queue.c: an appending thread, in turn)
+ * takes every append queued, decides every append of the group in arrival
+ * order, and commits the ones that pass in one transaction. Deciding is the
+ * core's es_append_decide over the group's view (pg_decide.c): idempotency,
+ * stream type, expected version, in API.md's order, exactly as on every
+ * backend; a passing append gets positions H+1.. and joins the group's
+ * view, so a later append of the same group sees it (its versions, its ids).
+ * The decisions are made before anything is written, so one append's failure
+ * never touches another's, with no savepoints. This file runs the group's
+ * transaction, one of two ways:
  *
  * The locking path, two round trips (libpq pipelines):
  *   1. BEGIN; es_lock; es_lookup      the global lock and the head H; the
@@ -75,8 +76,8 @@
  * and then wakes the appenders. The NOTIFY in the same transaction tells the
  * other servers (pg_listen.c).
  *
- * Threading: everything in a committer_t belongs to its committer thread
- * (pg_committer.h); the waiters' hand-off is pg_queue.c's.
+ * Threading: everything in a committer_t belongs to the thread leading its
+ * lane (pg_committer.h); the waiters' hand-off is pg_queue.c's.
  */
 #include <inttypes.h>
 #include <stdio.h>

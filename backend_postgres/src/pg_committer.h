@@ -1,7 +1,8 @@
 /*
  * The committer's internals, shared by the files that make up group commit:
  *
- *   pg_queue.c    the queue of waiting appends and the committer threads
+ *   pg_queue.c    the queue of waiting appends and the lanes that commit
+ *                 them, each led by one appending thread at a time
  *   pg_commit.c   one group's transaction: the optimistic and the locking
  *                 path, failures, lost connections (the design essay)
  *   pg_decide.c   the group's view of stored state, and the decisions made
@@ -11,7 +12,8 @@
  *   pg_write.c    the parameters of es_write, the statement that commits
  *   pg_map.c      the small open-addressing map the others use
  *
- * Everything in a committer_t belongs to its committer thread: no locks.
+ * Everything in a committer_t belongs to the thread leading its lane
+ * (pg_queue.c): no locks.
  */
 #ifndef ES_PG_COMMITTER_H
 #define ES_PG_COMMITTER_H

@@ -2,21 +2,25 @@
  * Internals of the PostgreSQL backend, shared by its source files:
  *
  *   backend_postgres.c  open/close, the reader pool, ReadStream, ReadAll, head
- *   pg_commit.c         the committer threads: group commit of appends
+ *   pg_queue.c          the queue of appends and its lanes: the appending
+ *                       threads take turns committing groups
+ *   pg_commit.c         one group commit's transaction (and pg_decide.c,
+ *                       pg_cache.c, pg_write.c, pg_map.c: pg_committer.h)
  *   pg_listen.c         the listener thread: LISTEN/NOTIFY across servers
  *   pg_schema.c         the versioned migrations, run at open
  *   pg_util.c           connecting, the reconnect gate, error mapping, binary
  *                       wire values, the SQL texts
  *
- * Connections. A PGconn is used by one thread at a time: each committer owns
- * one, the listener owns one, readers borrow one from the pool. Every
- * new connection goes through es__pg_connect(), which applies the session
- * settings and prepares the named statements of its role, and (except the
- * listener's) through the reconnect gate: while connecting fails, one attempt
- * at a time is made and the callers meanwhile fail at once with its last
- * message, so that a dead database costs one attempt at a time, not one per
- * call. Only the outcome lookup after a lost commit waits for its turn
- * instead (es__pg_connect_ex), ahead of the others.
+ * Connections. A PGconn is used by one thread at a time: each commit lane
+ * owns one (used by the thread leading it), the listener owns one, readers
+ * borrow one from the pool. Every new connection goes through
+ * es__pg_connect(), which applies the session settings and prepares the
+ * named statements of its role, and (except the listener's) through the
+ * reconnect gate: while connecting fails, one attempt at a time is made and
+ * the callers meanwhile fail at once with its last message, so that a dead
+ * database costs one attempt at a time, not one per call. Only the outcome
+ * lookup after a lost commit waits for its turn instead (es__pg_connect_ex),
+ * ahead of the others.
  *
  * Waits. Every wait on the database is bounded (docs/postgres.md, Faults):
  * connecting by connect_timeout, every answer by the statement timeout plus
@@ -63,7 +67,7 @@
 /* What a connection is for: decides which statements are prepared on it. */
 typedef enum es_pg_role {
   ES_PG_ROLE_READER = 0,    /* pool: reads and head */
-  ES_PG_ROLE_COMMITTER = 1, /* the committer thread */
+  ES_PG_ROLE_COMMITTER = 1, /* a commit lane (pg_queue.c) */
   ES_PG_ROLE_LISTENER = 2,  /* the listener thread: nothing prepared */
   ES_PG_ROLE_ADMIN = 3,     /* migrations at open: nothing prepared */
 } es_pg_role_t;
@@ -82,20 +86,22 @@ typedef struct es_pg_sql {
   char *write;         /* prepared "es_write": events, streams, head, NOTIFY */
 } es_pg_sql_t;
 
-/* One append waiting for the committer; lives on the appending thread's
+/* One append waiting to be committed; lives on the appending thread's
  * stack until `done` is set under queue_mu. */
 typedef struct es_pg_waiter es_pg_waiter_t;
 struct es_pg_waiter {
   const es_append_req_t *req; /* borrowed from the caller */
-  es_append_result_t *out;    /* the caller's; filled by the committer */
+  es_append_result_t *out;    /* the caller's; filled by its group's leader */
   es_err_t *err;              /* the caller's, may be NULL */
   es_err_t err_local;         /* used when err is NULL */
   int rc;                     /* the append's result */
-  bool done;                  /* set by the committer under queue_mu */
-  pthread_cond_t cv;          /* signalled when done */
+  bool done;                  /* set by its group's leader under queue_mu */
+  pthread_cond_t cv;          /* signalled when done, or to lead the next group */
   size_t bytes;               /* payload + metadata bytes (group sizing) */
   es_pg_waiter_t *next;       /* queue link */
 };
+
+typedef struct es_pg_lane es_pg_lane_t; /* pg_queue.c */
 
 typedef struct es_pg {
   es_backend_t base;    /* first member: es_backend_t * <-> es_pg_t * */
@@ -121,15 +127,14 @@ typedef struct es_pg {
   int n_idle;
   int n_open; /* idle + borrowed + being connected */
 
-  /* The committers (pg_commit.c). */
+  /* The queue of appends and the commit lanes (pg_queue.c, pg_commit.c). */
   pthread_mutex_t queue_mu;
-  pthread_cond_t queue_cv; /* the committers wait here for work */
+  pthread_cond_t queue_cv; /* close() waits here for the lanes to fall idle */
   es_pg_waiter_t *queue_head, *queue_tail;
-  bool stopping;               /* close() began: no new appends, threads end */
-  atomic_bool threads_started; /* committers and listener run (set once, under queue_mu) */
-  pthread_t committers[ES_PG_MAX_COMMITTERS];
-  int n_committers;                            /* started */
-  atomic_int commit_pid[ES_PG_MAX_COMMITTERS]; /* backend pid of each one's connection
+  es_pg_lane_t *lanes;         /* opts.committers of them, owned */
+  bool stopping;               /* close() began: no new appends, the listener ends */
+  atomic_bool threads_started; /* the listener runs (set once, under queue_mu) */
+  atomic_int commit_pid[ES_PG_MAX_COMMITTERS]; /* backend pid of each lane's connection
                                                   (the listener skips own NOTIFYs) */
 
   /* What this backend has published (pg_commit.c, pg_listen.c). A
@@ -307,12 +312,13 @@ int es__pg_migrate(es_pg_t *pg, PGconn *conn, es_err_t *err);
 
 /* ---- pg_commit.c -------------------------------------------------------- */
 
-/* arg: an es_pg_lane_t (below), freed by the thread. */
-void *es__pg_committer_main(void *arg);
-typedef struct es_pg_lane {
-  es_pg_t *pg;
-  int index; /* 0..n_committers-1 */
-} es_pg_lane_t;
+/* The lanes, at open (ES_ENOMEM) and at close (after es__pg_lanes_idle). */
+int es__pg_lanes_init(es_pg_t *pg);
+void es__pg_lanes_free(es_pg_t *pg);
+/* No lane busy and nothing queued (under queue_mu). */
+bool es__pg_lanes_idle(const es_pg_t *pg);
+/* Queues the append and commits it, leading a group on the calling thread
+ * when a lane is free (pg_queue.c). */
 int es__pg_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
                   es_err_t *err);
 

@@ -5,24 +5,27 @@
  * Global positions are gap-free and become visible in commit order: they come
  * from a one-row counter table updated inside the committing transaction, so
  * commits are serialized by that row's lock (across all servers on the
- * database). Throughput comes back through group commit: a committer thread
- * takes every append that is waiting, checks each one on its own
- * (idempotency, stream type, expected version) and commits the ones that pass
- * in one transaction. After a commit the backend publishes the new head to its
- * notifier; a listener thread with its own connection LISTENs for the commits
- * of other servers (NOTIFY) and publishes them too.
+ * database). Throughput comes back through group commit: one appending thread
+ * at a time (per lane, `committers`) takes every append that is waiting,
+ * checks each one on its own (idempotency, stream type, expected version) and
+ * commits the ones that pass in one transaction, while the others wait for
+ * it; alone, an append commits on its caller's thread without any hand-off.
+ * After a commit the backend publishes the new head to its notifier; a
+ * listener thread with its own connection LISTENs for the commits of other
+ * servers (NOTIFY) and publishes them too.
  *
  * Every method may block on the network: the method table has `blocking = 1`,
  * so the server calls it from worker threads only. When PostgreSQL cannot be
  * reached a method fails with ES_EUNAVAIL and a message that says so; the
  * backend reconnects by itself on later calls.
  *
- * Threads: es_pg_open() starts none. The committer(s) and the listener start
- * with the first append or read_all, so a notifier set with
- * es_backend_set_notifier() before those calls (as the server does) is seen
- * by them. The listener publishes other servers' commits from its own
- * thread: call es_pg_stop_listening() before clearing or freeing the
- * notifier (the server does, when it shuts down).
+ * Threads: es_pg_open() starts none. The listener starts with the first
+ * append or read_all, so a notifier set with es_backend_set_notifier() before
+ * those calls (as the server does) is seen by it. A commit publishes its head
+ * from the appending thread that committed the group; the listener publishes
+ * other servers' commits from its own thread: call es_pg_stop_listening()
+ * before clearing or freeing the notifier (the server does, when it shuts
+ * down).
  */
 #ifndef ES_BACKEND_POSTGRES_H
 #define ES_BACKEND_POSTGRES_H
@@ -37,14 +40,16 @@ extern "C" {
 #endif
 
 typedef struct es_pg_options {
-  int connections;         /* reader connections (pool size); the committer and
-                              the listener have one each besides. Default 8. */
+  int connections;         /* reader connections (pool size); each commit lane and
+                              the listener have one besides. Default 8. */
   const char *schema;      /* schema holding the tables; NULL or "" = "public".
                               Created when missing. Copied by es_pg_open. */
-  int committers;          /* committer threads, each with a connection of its own
-                              (default 1; 1..8). More than one overlaps the round
-                              trips of the locking path, which only pays when
-                              several servers write all the time */
+  int committers;          /* commit lanes: groups that may commit at once, each
+                              lane with a connection of its own, used by the
+                              appending thread that leads its group (default 1;
+                              1..8). More than one overlaps the round trips of the
+                              locking path, which only pays when several servers
+                              write all the time */
   size_t max_group_events; /* events per group-commit transaction (default 10000;
                               a larger single append still commits alone) */
   size_t max_group_bytes;  /* payload and metadata bytes per group (default 32 MiB) */
