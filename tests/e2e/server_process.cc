@@ -1,4 +1,4 @@
-// See server_process.h. Everything between fork() and execv() in the child is
+// See server_process.h. Everything between fork() and execve() in the child is
 // async-signal-safe: the argument vector and the log file are prepared before
 // forking, because the parent is multi-threaded (gRPC) and the child may only
 // call such functions.
@@ -68,6 +68,16 @@ std::string ServerProcess::BinaryPath() {
   return base + "/eventstore/server/eventstore";
 }
 
+void ServerProcess::SetEnv(const std::string &name, const std::string &value) {
+  for (auto &kv : env_overrides_) {
+    if (kv.first == name) {
+      kv.second = value;
+      return;
+    }
+  }
+  env_overrides_.emplace_back(name, value);
+}
+
 std::string ServerProcess::Address() const {
   return "127.0.0.1:" + std::to_string(port_);
 }
@@ -98,6 +108,18 @@ bool ServerProcess::Start(std::string *error, std::chrono::milliseconds timeout)
   std::vector<char *> cargv;
   for (std::string &a : argv_) cargv.push_back(&a[0]);
   cargv.push_back(nullptr);
+  // The environment: ours, with SetEnv()'s entries replacing or added.
+  std::vector<std::string> env_strings;
+  for (char **e = environ; *e != nullptr; ++e) {
+    std::string entry = *e;
+    bool replaced = false;
+    for (const auto &kv : env_overrides_) replaced |= entry.rfind(kv.first + "=", 0) == 0;
+    if (!replaced) env_strings.push_back(entry);
+  }
+  for (const auto &kv : env_overrides_) env_strings.push_back(kv.first + "=" + kv.second);
+  std::vector<char *> cenv;
+  for (std::string &e : env_strings) cenv.push_back(&e[0]);
+  cenv.push_back(nullptr);
 
   if (access(argv_[0].c_str(), X_OK) != 0) {
     *error = "server binary not executable: " + argv_[0];
@@ -132,8 +154,8 @@ bool ServerProcess::Start(std::string *error, std::chrono::milliseconds timeout)
     signal(SIGPIPE, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     signal(SIGINT, SIG_DFL);
-    execv(cargv[0], cargv.data());
-    static const char msg[] = "e2e: execv of the server failed\n";
+    execve(cargv[0], cargv.data(), cenv.data());
+    static const char msg[] = "e2e: execve of the server failed\n";
     ssize_t ignored = write(2, msg, sizeof msg - 1);
     (void)ignored;
     _exit(127);

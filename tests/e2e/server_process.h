@@ -23,6 +23,7 @@
 
 #include <chrono>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace es_e2e {
@@ -39,6 +40,11 @@ class ServerProcess {
   // Where the binary is: $ES_E2E_SERVER if set, else the Bazel runfiles path
   // $TEST_SRCDIR/eventstore/server/eventstore.
   static std::string BinaryPath();
+
+  // Sets NAME=VALUE in the server's environment (the test's own environment
+  // otherwise, unchanged). Call before Start(). The test process itself is
+  // left alone: setenv() in a process with gRPC threads running is unsafe.
+  void SetEnv(const std::string &name, const std::string &value);
 
   // Starts the server and waits up to `timeout` for its port file. On failure
   // returns false with a description (including the log) in *error, and the
@@ -76,6 +82,7 @@ class ServerProcess {
   void KillAndReap();
 
   std::vector<std::string> extra_args_;
+  std::vector<std::pair<std::string, std::string>> env_overrides_;
   std::vector<std::string> argv_;
   std::string dir_;
   std::string log_path_;
