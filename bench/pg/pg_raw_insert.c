@@ -51,6 +51,7 @@ typedef struct run {
   uint64_t *lat_ns; /* latencies while measuring (a sample) */
   atomic_uint_fast64_t n_lat;
   atomic_uint_fast64_t next_stream; /* unique stream numbers */
+  uint64_t run_id;                  /* start time: streams of an earlier run never collide */
   char first_error[256];
   pthread_mutex_t mu;
 } run_t;
@@ -146,8 +147,9 @@ static void *backend_thread(void *arg) {
   es_limits_default(&limits);
   char *payload = calloc(1, r->payload + 1);
   while (atomic_load(&r->phase) != 2) {
-    char stream[32];
-    snprintf(stream, sizeof stream, "be-%" PRIuFAST64, atomic_fetch_add(&r->next_stream, 1));
+    char stream[48];
+    snprintf(stream, sizeof stream, "be-%" PRIu64 "-%" PRIuFAST64, r->run_id,
+             atomic_fetch_add(&r->next_stream, 1));
     es_event_data_t ev;
     memset(&ev, 0, sizeof ev);
     ev.event_id = "";
@@ -222,6 +224,7 @@ int main(int argc, char **argv) {
   double seconds = 5, warmup = 1;
   const char *conc = "1,16,64";
   r.payload = 256;
+  r.run_id = es_now_unix_ms();
   r.url = getenv("DATABASE_URL");
   pthread_mutex_init(&r.mu, NULL);
   for (int i = 1; i < argc; i++) {
