@@ -47,7 +47,23 @@ offline() {
 
 started=$(date +%s)
 echo "== cargo test (server: $ES_SERVER_BIN)"
-offline cargo test --locked --offline
+# An ignored test (#[ignore]) fails the run: it would hide an untested case.
+tests_log="$(mktemp "${TMPDIR:-/tmp}/eventstore-rust-tests.XXXXXX")"
+if ! offline cargo test --locked --offline 2>&1 | tee "$tests_log"; then
+  rm -f "$tests_log"
+  exit 1
+fi
+ignored="$(sed -n 's/^test result: .* \([0-9][0-9]*\) ignored;.*/\1/p' "$tests_log" | awk '{ n += $1 } END { print n + 0 }')"
+results="$(grep -c '^test result: ' "$tests_log" || true)"
+rm -f "$tests_log"
+if [ "$results" -eq 0 ]; then
+  echo "sdks/rust/test.sh: FAILED: cargo test printed no test result" >&2
+  exit 1
+fi
+if [ "$ignored" -ne 0 ]; then
+  echo "sdks/rust/test.sh: FAILED: $ignored ignored tests: an ignored test hides an untested case" >&2
+  exit 1
+fi
 
 echo "== consumer test"
 offline cargo package --locked --offline --allow-dirty --quiet

@@ -15,6 +15,9 @@
 #                  under Bazel, this script builds the target (and the server) with
 #                  `bazel ${BAZEL_OUTPUT_BASE:+--output_base=$BAZEL_OUTPUT_BASE} build`;
 #                  ES_SKIP_BAZEL=1 skips that (the stubs check is then reported as skipped).
+#
+# A skipped or todo test fails the run (a skip would hide a missing tool or an untested case);
+# only a run by hand with ES_SKIP_BAZEL=1, outside Bazel, may skip.
 set -euo pipefail
 
 self="$(readlink -f "${BASH_SOURCE[0]}")"
@@ -65,11 +68,29 @@ npm run --silent build
 npm run --silent build:test
 
 echo "test.sh: node --test (server: $ES_SERVER_BIN)"
-# Files run one after the other; the consumer test last.
-node --test --test-reporter=spec --test-concurrency=1 --test-timeout=120000 \
+# Files run one after the other; the consumer test last. The TAP copy is for
+# counting skips.
+node --test --test-concurrency=1 --test-timeout=120000 \
+  --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$work/results.tap" \
   build/test/unit.test.js \
   build/test/gen.test.js \
   build/test/client.test.js \
   build/test/subscribe.test.js \
   build/test/fake.test.js \
   build/test/consumer.test.js
+
+skipped="$(sed -n 's/^# skipped \([0-9]*\)$/\1/p' "$work/results.tap" | tail -1)"
+todo="$(sed -n 's/^# todo \([0-9]*\)$/\1/p' "$work/results.tap" | tail -1)"
+if [ -z "$skipped" ] || [ -z "$todo" ]; then
+  echo "test.sh: FAILED: no test summary in the TAP output" >&2
+  exit 1
+fi
+if [ "$skipped" != 0 ] || [ "$todo" != 0 ]; then
+  if [ "${ES_SKIP_BAZEL:-0}" = 1 ] && [ -z "${TEST_SRCDIR:-}" ]; then
+    echo "test.sh: $skipped skipped and $todo todo (allowed by ES_SKIP_BAZEL=1)"
+  else
+    echo "test.sh: FAILED: $skipped skipped and $todo todo tests: a skip hides a missing tool or an untested case" >&2
+    exit 1
+  fi
+fi

@@ -2,19 +2,29 @@
 
 The binary comes from ES_SERVER_BIN (default: ../../bazel-bin/server/eventstore, relative
 to sdks/python). Build it with `bazel build //server:eventstore`.
+
+No test is ever skipped: a tool a test needs that is missing (grpc_tools, mypy, openssl) is an
+incomplete setup, and a skipped test would hide it, so `require_module` / `require_program` fail
+instead, and any skip that slips in (pytest.skip, a skip mark, an xfail) is turned into a failure
+by `pytest_runtest_makereport` below. The one way out is for a person running a subset by hand:
+ES_ALLOW_SKIPS=1 keeps skips as skips, and is ignored under Bazel (`bazel test //sdks/python:test`,
+and so `make test`, never takes it).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
 from pathlib import Path
-from typing import AsyncIterator, Iterator, List, Optional
+from typing import Any, AsyncIterator, Generator, Iterator, List, Optional
 
 import pytest
 
@@ -25,6 +35,61 @@ DEFAULT_SERVER_BIN = SDK_DIR / ".." / ".." / "bazel-bin" / "server" / "eventstor
 
 # Reconnect fast in tests (a restart takes well under a second).
 FAST_RECONNECT = ReconnectPolicy(initial_backoff=0.05, max_backoff=0.5, max_attempts=200)
+
+
+def skips_allowed() -> bool:
+    """True only when a person asked for skips by hand, outside Bazel."""
+    return os.environ.get("ES_ALLOW_SKIPS") == "1" and "TEST_SRCDIR" not in os.environ
+
+
+def require_module(name: str) -> None:
+    """Fails the calling test when the module is not installed (never skips)."""
+    if importlib.util.find_spec(name) is None:
+        pytest.fail(
+            f"{name} is not installed in {sys.executable}: run sdks/python/setup.sh",
+            pytrace=False,
+        )
+
+
+def require_program(name: str) -> str:
+    """The path of a program the calling test runs; fails the test when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        pytest.fail(f"{name} is not on PATH: run tools/setup.sh", pytrace=False)
+    return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """A skipped (or xfailed) test becomes a failed one, unless skips_allowed()."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not skips_allowed():
+        if hasattr(report, "wasxfail"):
+            why = f"expected to fail: {report.wasxfail}"
+        elif isinstance(report.longrepr, tuple):
+            why = report.longrepr[2]
+        else:
+            why = str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} was skipped ({why}): a skip hides a missing tool or an untested "
+            "case, so it fails here (ES_ALLOW_SKIPS=1 for a subset run by hand)"
+        )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, None]:
+    """A module skipped as a whole (a module-level skip or importorskip) fails as well."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and not skips_allowed():
+        why = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{collector.nodeid} was skipped at collection ({why}): a skip hides a missing tool, "
+            "so it fails here (ES_ALLOW_SKIPS=1 for a subset run by hand)"
+        )
 
 
 def server_binary() -> Path:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SDK_DIR, ServerProcess
+from conftest import SDK_DIR, ServerProcess, require_module
 
 GEN_DIR = SDK_DIR / "src" / "eventstore_client" / "_gen"
 STUB_FILES = ["__init__.py", "eventstore_pb2.py", "eventstore_pb2.pyi", "eventstore_pb2_grpc.py"]
@@ -52,7 +52,7 @@ def test_checked_in_stubs_match_the_bazel_target() -> None:
 def test_checked_in_messages_match_the_proto(tmp_path: Path) -> None:
     """Independent of Bazel: protoc from the pinned grpcio-tools on the current proto gives
     the checked-in messages (catches a proto change even when bazel-bin is stale)."""
-    pytest.importorskip("grpc_tools")
+    require_module("grpc_tools")
     subprocess.run(
         [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO.parent.parent.parent}",
          f"--python_out={tmp_path}", f"--pyi_out={tmp_path}", "eventstore/v1/eventstore.proto"],
@@ -66,7 +66,7 @@ def test_checked_in_messages_match_the_proto(tmp_path: Path) -> None:
 
 def test_package_is_typed_and_passes_mypy_strict() -> None:
     assert (SDK_DIR / "src" / "eventstore_client" / "py.typed").exists()
-    pytest.importorskip("mypy")
+    require_module("mypy")
     out = subprocess.run(
         [sys.executable, "-m", "mypy", "--cache-dir=/dev/null", "src/eventstore_client", "examples"],
         cwd=SDK_DIR, capture_output=True, text=True, timeout=120,

@@ -7,7 +7,6 @@ openssl) that checks `authorization: Bearer <token>` the way the server is going
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import time
 from concurrent import futures
@@ -31,16 +30,17 @@ from eventstore_client import (
 from eventstore_client._gen import eventstore_pb2 as pb
 from eventstore_client._gen import eventstore_pb2_grpc as pb_grpc
 
+from conftest import require_program
+
 TOKEN = "s3cret-token"
 
 
 def make_certs(d: Path) -> Tuple[Path, Path, Path]:
     """A CA and a server certificate for localhost / 127.0.0.1 signed by it."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    openssl = require_program("openssl")
 
     def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+        subprocess.run([openssl, *args], check=True, capture_output=True, cwd=d)
 
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=test-ca",
         "-keyout", "ca.key", "-out", "ca.pem")
