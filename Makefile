@@ -44,8 +44,13 @@ test-plain:
 test-asan:
 	$(BAZEL) test $(BAZEL_FLAGS) --config=asan -- //... -//sdks/...
 
-# TSan covers the code that does not go through the uninstrumented gRPC library.
-TSAN_TARGETS = //core/... //backend_memory/... //tests/conformance/...
+# TSan covers the code that does not go through the uninstrumented gRPC library:
+# the core (notifier, subscriptions, append decisions), each backend's own tests
+# (the PostgreSQL ones against a throwaway real PostgreSQL: committer, listener,
+# connection pool, timeouts; libpq itself is not instrumented) and the
+# conformance suite, which runs on both backends. The server and the end-to-end
+# tests (//server, //tests/e2e, //tests/pg, ...) run under ASan+UBSan only.
+TSAN_TARGETS = //core/... //backend_memory/... //backend_postgres/... //tests/conformance/...
 test-tsan:
 	$(BAZEL) test $(BAZEL_FLAGS) --config=tsan $(TSAN_TARGETS)
 
