@@ -654,6 +654,15 @@ void es_pg_stats(es_backend_t *b, es_pg_stats_t *out) {
   pthread_mutex_unlock(&pg->stats_mu);
 }
 
+void es_pg_set_test_hooks(es_backend_t *b, const es_pg_test_hooks_t *hooks) {
+  if (!b || b->methods != &pg_methods) return;
+  es_pg_t *pg = (es_pg_t *)b;
+  if (hooks)
+    pg->test_hooks = *hooks;
+  else
+    memset(&pg->test_hooks, 0, sizeof pg->test_hooks);
+}
+
 static size_t pg_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t max) {
   es_pg_t *pg = (es_pg_t *)b;
   es_pg_stats_t st;

@@ -83,6 +83,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
 
 #include "pg_committer.h"
 
@@ -110,16 +112,25 @@ static void set_conn(committer_t *cm, PGconn *c, const es_pg_session_t *session)
 /* Reads the results of the n queries of a pipeline and the sync that ends
  * it, until deadline_ms at most: out[i] (OUT, cleared by the caller) is
  * query i's result, NULL if none came. False when the sync did not arrive
- * (the connection failed, or did not answer in time and was cut). */
-static bool pipe_read(es_pg_t *pg, PGconn *c, PGresult **out, int n, uint64_t deadline_ms) {
+ * (the connection failed, or did not answer in time and was cut).
+ *
+ * Each of our queries answers with exactly one result. A second one means
+ * the connection is out of step with the queries this committer sent: no
+ * result after it can be trusted to be the one it looks like, so nothing is
+ * skipped over. *out_of_step (OUT) is set, the pipeline counts as failed and
+ * the caller drops the connection (a failed pipeline always does). */
+static bool pipe_read(es_pg_t *pg, PGconn *c, PGresult **out, int n, uint64_t deadline_ms,
+                      bool *out_of_step) {
+  *out_of_step = false;
   for (int i = 0; i < n; i++) out[i] = NULL;
   for (int i = 0; i < n; i++) {
     out[i] = es__pg_get_result(pg, c, deadline_ms);
     if (!out[i]) return false;
-    for (int guard = 0; guard < 8; guard++) { /* each query's results end with NULL */
-      PGresult *more = es__pg_get_result(pg, c, deadline_ms);
-      if (!more) break;
+    PGresult *more = es__pg_get_result(pg, c, deadline_ms); /* NULL ends query i */
+    if (more) {
       PQclear(more);
+      *out_of_step = true;
+      return false;
     }
   }
   PGresult *sync = es__pg_get_result(pg, c, deadline_ms);
@@ -127,6 +138,9 @@ static bool pipe_read(es_pg_t *pg, PGconn *c, PGresult **out, int n, uint64_t de
   PQclear(sync);
   return ok;
 }
+
+static const char OUT_OF_STEP[] =
+    "PostgreSQL answered one query of a pipeline with more than one result";
 
 static void clear_all(PGresult **r, int n) {
   for (int i = 0; i < n; i++) {
@@ -171,6 +185,30 @@ static outcome_t failed(committer_t *cm, PGresult **r, int n, bool synced, const
   return data_error && may_split ? OUT_SPLIT : OUT_FAIL;
 }
 
+/* A fresh commit token for the next attempt: random, so that the attempts
+ * of every committer of every server differ (2^-64 per pair). Never 0,
+ * which stands for "no token". */
+static uint64_t new_token(committer_t *cm) {
+  uint64_t t = 0;
+  if (getrandom(&t, sizeof t, GRND_NONBLOCK) != (ssize_t)sizeof t) {
+    /* No entropy yet: the clock, the thread's state and a counter. */
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    t = ((uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec) ^ (uint64_t)(uintptr_t)cm ^
+        (cm->token * 0x9e3779b97f4a7c15ull);
+  }
+  return t ? t : 1;
+}
+
+/* The attempt whose write was sent with cm->token lost its connection and
+ * did not (yet) show up: if a later attempt finds it stored after all, it is
+ * each of these appends' own commit (es_stored_event_t.own_attempt). */
+static void remember_lost(committer_t *cm, es_pg_waiter_t **ws, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (cm->wrote[i] && ws[i]->n_lost < ES_PG_MAX_LOST_ATTEMPTS)
+      ws[i]->lost_tokens[ws[i]->n_lost++] = cm->token;
+}
+
 /* How long the lookup after a lost commit waits at the reconnect gate for a
  * probe by another caller to end: that probe's connect_timeout, and a
  * second. Then it probes itself, once; publish_mu is held meanwhile, so every
@@ -211,22 +249,26 @@ static int reconnect_after_loss(committer_t *cm, const es_pg_session_t *lost) {
   return gone == 0 ? ES_EUNAVAIL : gone; /* still running, or the question failed */
 }
 
-/* After the connection broke during COMMIT: did the group commit? Looks up
- * its first event on a new connection, once the lost session is over
+/* After the connection broke during COMMIT: did this attempt commit? Looks
+ * for its first event stored with its commit token, on a new connection (a
+ * batch with the same ids stored by a concurrent retry of the same request
+ * carries another token), once the lost session is over
  * (reconnect_after_loss). 1 yes, 0 no, -1 cannot tell. */
-static int resolve_commit(committer_t *cm, const uint8_t *first_id, uint64_t first_position) {
+static int resolve_commit(committer_t *cm, const uint8_t *first_id) {
   es_pg_t *pg = cm->pg;
   es_pg_session_t lost = cm->session;
   int found = -1;
   /* A second try only when the new connection broke too. */
   for (int tries = 0; tries < 2 && found < 0 && reconnect_after_loss(cm, &lost) == ES_OK; tries++) {
     PGconn *c = cm->conn;
-    const char *vals[1] = {(const char *)first_id};
-    int lens[1] = {ES_UUID_LEN}, fmts[1] = {1};
-    PGresult *res = es__pg_exec_prepared(pg, c, "es_find_event", 1, vals, lens, fmts, 1);
-    if (PQresultStatus(res) == PGRES_TUPLES_OK)
-      found = PQntuples(res) == 1 && PQgetlength(res, 0, 0) == 8 &&
-              es__pg_get64(PQgetvalue(res, 0, 0)) == first_position;
+    uint8_t token[8];
+    es__pg_put64(token, cm->token);
+    const char *vals[2] = {(const char *)first_id, (const char *)token};
+    int lens[2] = {ES_UUID_LEN, 8}, fmts[2] = {1, 1};
+    PGresult *res = es__pg_exec_prepared(pg, c, "es_find_event", 2, vals, lens, fmts, 1);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+        PQgetlength(res, 0, 0) == 8)
+      found = es__pg_get64(PQgetvalue(res, 0, 0)) > 0;
     PQclear(res);
     if (es__pg_conn_broken(c))
       drop_conn(cm);
@@ -310,15 +352,22 @@ static outcome_t try_fast(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err
   const char *vals[N_WRITE_PARAMS];
   int lens[N_WRITE_PARAMS], fmts[N_WRITE_PARAMS];
   for (int k = 0; k < N_WRITE_PARAMS; k++) fmts[k] = 1;
+  cm->token = new_token(cm);
   if (es__pg_build_write(cm, ws, n, recorded_at, head, new_head, vals, lens)) return OUT_SLOW;
   if (ensure_conn(cm, gerr)) return OUT_FAIL;
 
   PGconn *c = cm->conn;
+  if (pg->test_hooks.before_write) pg->test_hooks.before_write(pg->test_hooks.arg);
   pthread_mutex_lock(&pg->publish_mu);
   PGresult *res = es__pg_exec_prepared(pg, c, "es_write", N_WRITE_PARAMS, vals, lens, fmts, 1);
   int found = 1;
+  bool lost = pg->test_hooks.lose_answer && pg->test_hooks.lose_answer(pg->test_hooks.arg);
+  if (lost) {
+    PQclear(res);
+    res = NULL;
+  }
   if (!(status_is(res, PGRES_TUPLES_OK) && PQntuples(res) == 1)) {
-    if (!es__pg_conn_broken(c)) {
+    if (!lost && !es__pg_conn_broken(c)) {
       /* Refused: the head moved (another writer), an id or a version
        * exists, or an input PostgreSQL rejects. Nothing was written. */
       pthread_mutex_unlock(&pg->publish_mu);
@@ -331,14 +380,17 @@ static outcome_t try_fast(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err
     /* The connection broke: the statement may or may not have committed. */
     es__pg_error(c, res, "committing", gerr);
     drop_conn(cm);
-    found = resolve_commit(cm, ws[0]->req->events[0].id, ws[0]->out->first_position);
+    found = resolve_commit(cm, ws[0]->req->events[0].id);
   }
   PQclear(res);
   if (found <= 0) {
     pthread_mutex_unlock(&pg->publish_mu);
     es__pg_cache_clear(cm);
     cm->head_known = false;
-    if (found == 0) return OUT_RETRY;
+    if (found == 0) {
+      remember_lost(cm, ws, n);
+      return OUT_RETRY;
+    }
     es_err_set(gerr, ES_EUNAVAIL, "%s", UNKNOWN_OUTCOME);
     return OUT_FAIL;
   }
@@ -368,14 +420,20 @@ static outcome_t try_locked(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_e
   const char *lvals[2] = {cm->lookup[0].data, cm->lookup[1].data};
   int llens[2] = {(int)cm->lookup[0].len, (int)cm->lookup[1].len}, lfmts[2] = {1, 1};
   uint64_t deadline = es__pg_reply_deadline(pg);
+  bool out_of_step = false;
   bool synced =
       PQsendQueryParams(c, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL, NULL, NULL, 0) &&
       PQsendQueryPrepared(c, "es_lock", 0, NULL, NULL, NULL, 1) &&
       PQsendQueryPrepared(c, "es_lookup", 2, lvals, llens, lfmts, 1) && PQpipelineSync(c) &&
-      pipe_read(pg, c, r, 3, deadline);
+      pipe_read(pg, c, r, 3, deadline, &out_of_step);
   if (!synced || !status_is(r[0], PGRES_COMMAND_OK) || !status_is(r[1], PGRES_TUPLES_OK) ||
-      !status_is(r[2], PGRES_TUPLES_OK) || PQntuples(r[1]) != 1 || PQgetlength(r[1], 0, 0) != 8)
-    return failed(cm, r, 3, synced, "locking the log", gerr, false);
+      !status_is(r[2], PGRES_TUPLES_OK) || PQntuples(r[1]) != 1 || PQgetlength(r[1], 0, 0) != 8) {
+    outcome_t o = failed(cm, r, 3, synced, "locking the log", gerr, false);
+    if (out_of_step)
+      es_err_set(gerr, ES_EUNAVAIL, "%s (locking the log); the connection was dropped",
+                 OUT_OF_STEP);
+    return o;
+  }
   uint64_t head = es__pg_get64(PQgetvalue(r[1], 0, 0));
   PQclear(cm->lookup_res);
   cm->lookup_res = r[2];
@@ -391,15 +449,11 @@ static outcome_t try_locked(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_e
   uint64_t recorded_at = es_now_unix_ms();
   uint64_t new_head = head;
   size_t appends = 0;
-  const uint8_t *first_id = NULL;
-  uint64_t first_position = 0;
+  const uint8_t *first_id = NULL; /* of the first append written: resolve_commit's key */
   for (size_t i = 0; i < n; i++) {
     cm->wrote[i] = es__pg_decide(cm, ws[i], &new_head, recorded_at, false);
     if (!cm->wrote[i]) continue;
-    if (!first_id) {
-      first_id = ws[i]->req->events[0].id;
-      first_position = ws[i]->out->first_position;
-    }
+    if (!first_id) first_id = ws[i]->req->events[0].id;
     appends++;
   }
   if (appends == 0) { /* nothing to write: every append is answered */
@@ -412,6 +466,7 @@ static outcome_t try_locked(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_e
   const char *vals[N_WRITE_PARAMS];
   int lens[N_WRITE_PARAMS], fmts[N_WRITE_PARAMS];
   for (int k = 0; k < N_WRITE_PARAMS; k++) fmts[k] = 1;
+  cm->token = new_token(cm);
   if (es__pg_build_write(cm, ws, n, recorded_at, head, new_head, vals, lens)) {
     rollback(cm);
     goto nomem;
@@ -420,24 +475,33 @@ static outcome_t try_locked(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_e
   deadline = es__pg_reply_deadline(pg);
   synced = PQsendQueryPrepared(c, "es_write", N_WRITE_PARAMS, vals, lens, fmts, 1) &&
            PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(c) &&
-           pipe_read(pg, c, r, 2, deadline);
+           pipe_read(pg, c, r, 2, deadline, &out_of_step);
   bool ok = synced && status_is(r[0], PGRES_TUPLES_OK) && status_is(r[1], PGRES_COMMAND_OK) &&
             strcmp(PQcmdStatus(r[1]), "COMMIT") == 0;
-  if (!ok && synced && !es__pg_conn_broken(c)) {
+  bool lost = pg->test_hooks.lose_answer && pg->test_hooks.lose_answer(pg->test_hooks.arg);
+  if (lost) {
+    clear_all(r, 2);
+    ok = false;
+  }
+  if (!ok && !lost && synced && !es__pg_conn_broken(c)) {
     /* A statement failed: the transaction ended without writing. */
     pthread_mutex_unlock(&pg->publish_mu);
     return failed(cm, r, 2, true, "writing events", gerr, n > 1);
   }
   if (!ok) {
-    /* The connection broke: COMMIT may or may not have happened. */
+    /* The connection broke (or answered out of step, and was dropped):
+     * COMMIT may or may not have happened. */
     es__pg_error(c, r[1] ? r[1] : r[0], "committing", gerr);
     clear_all(r, 2);
     drop_conn(cm);
-    int found = resolve_commit(cm, first_id, first_position);
+    int found = resolve_commit(cm, first_id);
     if (found <= 0) {
       pthread_mutex_unlock(&pg->publish_mu);
       cm->head_known = false;
-      if (found == 0) return OUT_RETRY;
+      if (found == 0) {
+        remember_lost(cm, ws, n);
+        return OUT_RETRY;
+      }
       es_err_set(gerr, ES_EUNAVAIL, "%s", UNKNOWN_OUTCOME);
       return OUT_FAIL;
     }

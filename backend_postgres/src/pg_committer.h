@@ -32,6 +32,7 @@ typedef struct known {
   uint64_t recorded_at;
   uint32_t batch_index; /* index in its append */
   uint32_t batch_size;  /* events in its append */
+  uint64_t token;       /* the commit token it was stored with; 0 = none (or this group) */
 } known_t;
 
 /* A stream as the decisions see it. */
@@ -56,7 +57,7 @@ typedef struct map {
   size_t cap; /* allocated slots */
 } map_t;
 
-enum { N_WRITE_PARAMS = 25 };
+enum { N_WRITE_PARAMS = 26 };
 
 /* What the committer knows of a stream it wrote or read under the lock. */
 typedef struct cached_stream {
@@ -86,6 +87,7 @@ typedef struct committer {
   bool conn_fresh;                    /* conn was opened for this group */
   es_pg_session_t session;            /* conn's server process; once conn is lost, the
                                          lost one's until resolve_commit ends it */
+  uint64_t token;                     /* the commit token of the current attempt */
 
   /* The optimistic path. Exact as long as nobody else committed since
    * last_head; the write statement checks exactly that. */

@@ -42,12 +42,12 @@ static stream_state_t *stream_of(committer_t *cm, const char *id, bool from_cach
  * earlier appends of this group were decided to write. */
 typedef struct decide_ctx {
   committer_t *cm;
-  const es_append_req_t *req;
+  const es_pg_waiter_t *w;
 } decide_ctx_t;
 
 static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
   const decide_ctx_t *d = ctx;
-  const known_t *k = es__pg_map_get(&d->cm->ids, d->req->events[index].id, ES_UUID_LEN);
+  const known_t *k = es__pg_map_get(&d->cm->ids, d->w->req->events[index].id, ES_UUID_LEN);
   if (!k) return false;
   out->stream_id = k->stream_id;
   out->stream_version = k->version;
@@ -56,6 +56,8 @@ static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
   out->batch_first = k->batch_index == 0;
   out->batch_last = k->batch_index + 1 == k->batch_size;
   out->own_attempt = false;
+  for (int i = 0; k->token != 0 && i < d->w->n_lost; i++)
+    out->own_attempt |= k->token == d->w->lost_tokens[i];
   return true;
 }
 
@@ -71,7 +73,7 @@ bool es__pg_decide(committer_t *cm, es_pg_waiter_t *w, uint64_t *head, uint64_t 
   stream_state_t *s = stream_of(cm, req->stream_id, from_cache);
   es_err_clear(w->err); /* a previous attempt may have left a message */
 
-  decide_ctx_t dctx = {cm, req};
+  decide_ctx_t dctx = {cm, w};
   es_append_view_t view = {s->last, s->type, lookup_id, &dctx};
   es_append_decision_t decision;
   w->rc = es_append_decide(req, &view, &decision, out, w->err);
@@ -91,6 +93,7 @@ bool es__pg_decide(committer_t *cm, es_pg_waiter_t *w, uint64_t *head, uint64_t 
     k->recorded_at = recorded_at;
     k->batch_index = (uint32_t)i;
     k->batch_size = (uint32_t)n;
+    k->token = 0;
     es__pg_map_put(&cm->ids, req->events[i].id, ES_UUID_LEN, k);
   }
   *head += n;
@@ -99,7 +102,6 @@ bool es__pg_decide(committer_t *cm, es_pg_waiter_t *w, uint64_t *head, uint64_t 
   s->dirty = true;
   return true;
 }
-
 
 /* Sizes the per-group storage for n waiters with `events` events. */
 int es__pg_group_reserve(committer_t *cm, size_t n, size_t events) {
@@ -155,7 +157,9 @@ int es__pg_load_lookup(committer_t *cm, const PGresult *res) {
     uint64_t version = es__pg_get64(PQgetvalue(res, r, 3));
     if (is_event) {
       if (PQgetlength(res, r, 1) != ES_UUID_LEN || PQgetlength(res, r, 4) != 8 ||
-          PQgetlength(res, r, 5) != 8 || PQgetlength(res, r, 6) != 4 || PQgetlength(res, r, 7) != 4)
+          PQgetlength(res, r, 5) != 8 || PQgetlength(res, r, 6) != 4 ||
+          PQgetlength(res, r, 7) != 4 || (!PQgetisnull(res, r, 9) && PQgetlength(res, r, 9) != 8) ||
+          cm->n_known >= cm->known_cap)
         return ES_EINTERNAL;
       known_t *k = &cm->known[cm->n_known++];
       k->stream_id = stream;
@@ -164,6 +168,7 @@ int es__pg_load_lookup(committer_t *cm, const PGresult *res) {
       k->recorded_at = es__pg_get64(PQgetvalue(res, r, 5));
       k->batch_index = es__pg_get32(PQgetvalue(res, r, 6));
       k->batch_size = es__pg_get32(PQgetvalue(res, r, 7));
+      k->token = PQgetisnull(res, r, 9) ? 0 : es__pg_get64(PQgetvalue(res, r, 9));
       es__pg_map_put(&cm->ids, PQgetvalue(res, r, 1), ES_UUID_LEN, k);
     } else {
       stream_state_t *s = es__pg_map_get(&cm->streams, stream, strlen(stream));

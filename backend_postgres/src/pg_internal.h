@@ -60,9 +60,10 @@
 #define ES_PG_OID_UUID_ARRAY 2951
 
 #define ES_PG_MAX_COMMITTERS 8
+#define ES_PG_MAX_LOST_ATTEMPTS 8 /* per append; more than the committer ever makes */
 
 /* The latest schema version this build knows (pg_schema.c). */
-#define ES_PG_SCHEMA_VERSION 1
+#define ES_PG_SCHEMA_VERSION 2
 
 /* What a connection is for: decides which statements are prepared on it. */
 typedef enum es_pg_role {
@@ -99,6 +100,12 @@ struct es_pg_waiter {
   pthread_cond_t cv;          /* signalled when done, or to lead the next group */
   size_t bytes;               /* payload + metadata bytes (group sizing) */
   es_pg_waiter_t *next;       /* queue link */
+  /* Commit tokens of this append's earlier attempts whose outcome was lost
+   * (pg_commit.c): a stored batch carrying one of them is this append's own
+   * first-time commit, not a duplicate. Written by the thread that commits
+   * the group while the append waits. */
+  uint64_t lost_tokens[ES_PG_MAX_LOST_ATTEMPTS];
+  int n_lost;
 };
 
 typedef struct es_pg_lane es_pg_lane_t; /* pg_queue.c */
@@ -153,6 +160,8 @@ typedef struct es_pg {
   /* Counters (es_pg_stats). */
   pthread_mutex_t stats_mu;
   es_pg_stats_t stats;
+
+  es_pg_test_hooks_t test_hooks; /* zero outside tests (es_pg_set_test_hooks) */
 } es_pg_t;
 
 /* ---- pg_util.c ---------------------------------------------------------- */
@@ -310,7 +319,7 @@ int es__pg_array_parse(const char *value, int len, const char **vals, size_t *le
  * advisory lock, so that servers starting at once do it once. */
 int es__pg_migrate(es_pg_t *pg, PGconn *conn, es_err_t *err);
 
-/* ---- pg_commit.c -------------------------------------------------------- */
+/* ---- pg_queue.c -------------------------------------------------------- */
 
 /* The lanes, at open (ES_ENOMEM) and at close (after es__pg_lanes_idle). */
 int es__pg_lanes_init(es_pg_t *pg);

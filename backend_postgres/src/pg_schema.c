@@ -69,6 +69,14 @@ static const migration_t MIGRATIONS[] = {
      "  CONSTRAINT es_events_pkey PRIMARY KEY (position),"
      "  CONSTRAINT es_events_stream_version_key UNIQUE (stream_id, stream_version),"
      "  CONSTRAINT es_events_event_id_key UNIQUE (event_id));"},
+    /* Which attempt of a group commit stored an event: after a connection
+     * lost during COMMIT, the committer looks for its own token, so that an
+     * append committed by a concurrent retry of the same request (same ids)
+     * is never taken for this attempt's, and this attempt's own commit is
+     * never called a duplicate. NULL for events stored before version 2.
+     * Adding a nullable column without a default rewrites nothing. */
+    {2, "commit tokens",
+     "ALTER TABLE {S}.es_events ADD COLUMN commit_token bigint;"},
 };
 
 /* clang-format on */

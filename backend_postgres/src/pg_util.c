@@ -332,7 +332,7 @@ static const prepared_t READER_STATEMENTS[] = {
 static const prepared_t COMMITTER_STATEMENTS[] = {
     {"es_lock", offsetof(es_pg_sql_t, lock), 0, {0}},
     {"es_lookup", offsetof(es_pg_sql_t, lookup), 2, {ES_PG_OID_UUID_ARRAY, ES_PG_OID_TEXT_ARRAY}},
-    {"es_find_event", offsetof(es_pg_sql_t, find_event), 1, {ES_PG_OID_UUID}},
+    {"es_find_event", offsetof(es_pg_sql_t, find_event), 2, {ES_PG_OID_UUID, ES_PG_OID_INT8}},
     {"es_write", offsetof(es_pg_sql_t, write), 0, {0}},
 };
 
@@ -607,14 +607,16 @@ static const char SQL_LOCK[] = "SELECT head FROM {S}.es_log_head WHERE id = 1 FO
 /* $1 the group's event ids, $2 its streams: what is stored of them. */
 static const char SQL_LOOKUP[] =
     "SELECT true, e.event_id, e.stream_id, e.stream_version, e.position, "
-    "e.recorded_at_unix_ms, e.batch_index, e.batch_size, NULL::text "
+    "e.recorded_at_unix_ms, e.batch_index, e.batch_size, NULL::text, e.commit_token "
     "FROM {S}.es_events e WHERE e.event_id = ANY ($1) "
     "UNION ALL "
     "SELECT false, NULL::uuid, s.stream_id, s.last_version, NULL::int8, NULL::int8, "
-    "NULL::int4, NULL::int4, s.stream_type "
+    "NULL::int4, NULL::int4, s.stream_type, NULL::int8 "
     "FROM {S}.es_streams s WHERE s.stream_id = ANY ($2)";
 
-static const char SQL_FIND_EVENT[] = "SELECT position FROM {S}.es_events WHERE event_id = $1";
+/* After a lost COMMIT: did the attempt with commit token $2 store event $1? */
+static const char SQL_FIND_EVENT[] =
+    "SELECT count(*) FROM {S}.es_events WHERE event_id = $1 AND commit_token = $2";
 
 /* Everything a group commit writes, in one statement: the head, the events
  * (one array per column; each event's metadata is its slice of two flat
@@ -640,11 +642,12 @@ static const char SQL_WRITE[] =
     "ins AS (INSERT INTO {S}.es_events (position, stream_version, event_version, "
     "occurred_at_unix_ms, recorded_at_unix_ms, batch_index, batch_size, body_bytes, event_id, "
     "stream_id, event_type, content_type, correlation_id, causation_id, metadata_keys, "
-    "metadata_values, payload) SELECT r.position, r.stream_version, r.event_version, "
+    "metadata_values, payload, commit_token) SELECT r.position, r.stream_version, r.event_version, "
     "r.occurred_at, $17::int8, r.batch_index, r.batch_size, r.body_bytes, r.event_id, "
     "r.stream_id, r.event_type, r.content_type, r.correlation_id, r.causation_id, "
     "($18::text[])[r.meta_off + 1 : r.meta_off + r.meta_cnt], "
-    "($19::text[])[r.meta_off + 1 : r.meta_off + r.meta_cnt], r.payload FROM r CROSS JOIN h), "
+    "($19::text[])[r.meta_off + 1 : r.meta_off + r.meta_cnt], r.payload, $26::int8 "
+    "FROM r CROSS JOIN h), "
     "st AS (INSERT INTO {S}.es_streams (stream_id, stream_type, last_version) "
     "SELECT u.stream_id, u.stream_type, u.last_version "
     "FROM unnest($20::text[], $21::text[], $22::int8[]) AS u(stream_id, stream_type, "

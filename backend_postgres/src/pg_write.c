@@ -53,7 +53,8 @@ int es__pg_build_write(committer_t *cm, es_pg_waiter_t **ws, size_t n, uint64_t 
       const char *type = str_or_empty(ev->event_type);
       const char *corr = str_or_empty(ev->correlation_id);
       const char *caus = str_or_empty(ev->causation_id);
-      size_t body = es__pg_event_bytes(ev) + strlen(type) + strlen(ct) + strlen(corr) + strlen(caus);
+      size_t body =
+          es__pg_event_bytes(ev) + strlen(type) + strlen(ct) + strlen(corr) + strlen(caus);
       if (body > INT32_MAX) body = INT32_MAX;
       int rc =
           es__pg_array_u64(&p[0], o->first_position + j) |
@@ -77,7 +78,8 @@ int es__pg_build_write(committer_t *cm, es_pg_waiter_t **ws, size_t n, uint64_t 
       meta_off += (uint32_t)ev->metadata_count;
     }
   }
-  /* $17 recorded_at, $23 head, $24 channel, $25 the head before: scalars. */
+  /* $17 recorded_at, $23 head, $24 channel, $25 the head before, $26 the
+   * attempt's commit token: scalars. */
   p[16].len = 0;
   if (es__pg_buf_reserve(&p[16], 8)) return ES_ENOMEM;
   es__pg_put64((uint8_t *)p[16].data, recorded_at);
@@ -92,6 +94,10 @@ int es__pg_build_write(committer_t *cm, es_pg_waiter_t **ws, size_t n, uint64_t 
   if (es__pg_buf_reserve(&p[24], 8)) return ES_ENOMEM;
   es__pg_put64((uint8_t *)p[24].data, old_head);
   p[24].len = 8;
+  p[25].len = 0;
+  if (es__pg_buf_reserve(&p[25], 8)) return ES_ENOMEM;
+  es__pg_put64((uint8_t *)p[25].data, cm->token);
+  p[25].len = 8;
 
   if (es__pg_array_begin(&p[19], ES_PG_OID_TEXT, dirty) ||
       es__pg_array_begin(&p[20], ES_PG_OID_TEXT, dirty) ||

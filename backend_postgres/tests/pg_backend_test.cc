@@ -482,7 +482,7 @@ TEST_F(PgBackendTest, ManyOpenersMigrateOnce) {
       url_, "SELECT count(*) || ':' || max(version) FROM \"" + schema_ + "\".es_schema_migrations",
       &value, &error))
       << error;
-  EXPECT_EQ("1:1", value);
+  EXPECT_EQ("2:2", value);
 }
 
 TEST_F(PgBackendTest, SchemaNewerThanTheBuildIsRefused) {

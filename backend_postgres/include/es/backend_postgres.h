@@ -30,6 +30,7 @@
 #ifndef ES_BACKEND_POSTGRES_H
 #define ES_BACKEND_POSTGRES_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -116,6 +117,23 @@ typedef struct es_pg_stats {
 
 /* Copies the counters; zeroes *out when b is not a PostgreSQL backend. */
 void es_pg_stats(es_backend_t *b, es_pg_stats_t *out);
+
+/* Fault injection, for tests only (the server never sets it): lets a test
+ * stage the races around a commit whose outcome is lost, which no timing
+ * can stage reliably. Both run on the thread that commits the group; either
+ * may be NULL. */
+typedef struct es_pg_test_hooks {
+  /* Right before the optimistic path sends a group's write (no lock of the
+   * store is held then; the locking path does not call it). */
+  void (*before_write)(void *arg);
+  /* Right after the write's answer arrived: true makes the committer throw
+   * the answer away and drop its connection, as if it broke during COMMIT. */
+  bool (*lose_answer)(void *arg);
+  void *arg;
+} es_pg_test_hooks_t;
+
+/* Sets (or, with NULL, clears) the hooks. Call while no append runs. */
+void es_pg_set_test_hooks(es_backend_t *b, const es_pg_test_hooks_t *hooks);
 
 #ifdef __cplusplus
 }
