@@ -9,11 +9,13 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <memory>
 #include <regex>
 #include <string>
 #include <vector>
 
 #include "tests/e2e/e2e_client.h"
+#include "tests/e2e/server_process.h"
 
 namespace es_e2e {
 namespace {
@@ -353,12 +355,20 @@ std::vector<BadCase> AllBadCases() {
 }
 
 // One server for the whole binary's status checks; the suites only read or
-// add streams of their own.
+// add streams of their own. When it does not start, every test fails with the
+// reason: a failure recorded in SetUpTestSuite would make GoogleTest report
+// each test as SKIPPED instead.
 class StatusTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    server_ = StartServer().release();
-    if (server_ != nullptr) client_ = new Client(Connect(server_->Address()));
+    auto server = std::make_unique<ServerProcess>();
+    std::string error;
+    if (!server->Start(&error)) {
+      start_error_ = new std::string(error);
+      return;
+    }
+    server_ = server.release();
+    client_ = new Client(Connect(server_->Address()));
   }
   static void TearDownTestSuite() {
     delete client_;
@@ -366,8 +376,13 @@ class StatusTest : public ::testing::Test {
     StopServerExpectClean(server_);
     delete server_;
     server_ = nullptr;
+    delete start_error_;
+    start_error_ = nullptr;
   }
-  void SetUp() override { ASSERT_NE(server_, nullptr) << "no server"; }
+  void SetUp() override {
+    ASSERT_NE(server_, nullptr) << "the server did not start: "
+                                << (start_error_ != nullptr ? *start_error_ : "");
+  }
 
   // The status is one of `codes`, its message names `mentions`, nothing was
   // stored and the server is alive and serving.
@@ -396,10 +411,12 @@ class StatusTest : public ::testing::Test {
 
   static ServerProcess *server_;
   static Client *client_;
+  static std::string *start_error_;  // why server_ is null
 };
 
 ServerProcess *StatusTest::server_ = nullptr;
 Client *StatusTest::client_ = nullptr;
+std::string *StatusTest::start_error_ = nullptr;
 
 class BadRequestTest : public StatusTest, public ::testing::WithParamInterface<BadCase> {};
 
