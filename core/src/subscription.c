@@ -28,6 +28,23 @@
  * the same with scanned - reset. So the checkpoint names the event whose scan
  * made the count reach the interval, and the count restarts after it.
  *
+ * Checkpoints at the head (docs/api.md, "Checkpoints"): when the page that
+ * reached the head (is_end) is used up and scanned > reset — non-matching
+ * events were scanned since the last match or checkpoint — hand out
+ * Checkpoint(scanned), the head that read reached, and move reset there,
+ * before CaughtUp on the first arrival and before ES_EAGAIN always. Without
+ * it a consumer of a rare event type would keep a resume point up to
+ * interval - 1 events behind the head of an idle log, and rescan them all
+ * after a restart. Consequences the tests hold it to: none after a scan that
+ * ended with a match (reset == scanned), none twice for one position (reset
+ * moves to it), none from a read that found nothing new, at most one per
+ * arrival at the head (so one per wake-up on a busy log), and the count
+ * restarts after it like after any checkpoint. CaughtUp comes after it
+ * because it belongs to the scan that CaughtUp closes: whatever the replay
+ * hands out precedes CaughtUp, so a consumer that acts on CaughtUp has its
+ * resume point at the head already. An interval of 0 (a server configured
+ * so) means no checkpoints at all, at the head neither.
+ *
  * A subscription is used by one thread at a time; the backend it reads is
  * shared and thread-safe.
  */
@@ -147,8 +164,15 @@ static bool checkpoint_due(const es_sub_t *s, uint64_t upto) {
   return s->filtered && s->interval != 0 && upto > s->reset && upto - s->reset >= s->interval;
 }
 
-static void hand_out_checkpoint(es_sub_t *s, es_sub_item_t *item) {
-  s->reset += s->interval;
+/* True when the used-up page reached the head with non-matching events
+ * scanned since the last match or checkpoint. The page must be held. */
+static bool head_checkpoint_due(const es_sub_t *s) {
+  return s->filtered && s->interval != 0 && s->page.is_end && s->scanned > s->reset;
+}
+
+/* Hands out Checkpoint(at) and restarts the count there. */
+static void hand_out_checkpoint(es_sub_t *s, uint64_t at, es_sub_item_t *item) {
+  s->reset = at;
   if (s->reset > s->position) s->position = s->reset;
   item->kind = ES_SUB_CHECKPOINT;
   item->event = NULL;
@@ -160,6 +184,7 @@ bool es_sub_has_buffered(const es_sub_t *s) {
   if (!s->has_page) return false;
   if (s->idx < s->page.count) return true;
   if (checkpoint_due(s, s->scanned)) return true;
+  if (head_checkpoint_due(s)) return true;
   return s->page.is_end && !s->caught_up_sent;
 }
 
@@ -237,7 +262,7 @@ int es_sub_next(es_sub_t *s, es_sub_item_t *item, es_err_t *err) {
       const es_recorded_t *ev = &s->page.events[s->idx];
       uint64_t m = ev->global_position;
       if (checkpoint_due(s, m - 1)) {
-        hand_out_checkpoint(s, item);
+        hand_out_checkpoint(s, s->reset + s->interval, item);
         return ES_OK;
       }
       s->idx++;
@@ -251,7 +276,11 @@ int es_sub_next(es_sub_t *s, es_sub_item_t *item, es_err_t *err) {
 
     /* The page's events are out; what it scanned beyond them counts too. */
     if (checkpoint_due(s, s->scanned)) {
-      hand_out_checkpoint(s, item);
+      hand_out_checkpoint(s, s->reset + s->interval, item);
+      return ES_OK;
+    }
+    if (head_checkpoint_due(s)) {
+      hand_out_checkpoint(s, s->scanned, item);
       return ES_OK;
     }
     if (s->scanned > s->position) s->position = s->scanned;

@@ -1,6 +1,7 @@
 // Tests of subscription.c against the real in-memory backend: replay from the
 // start, the middle, the end and beyond; filters; checkpoints at exact
-// positions (also against a model of the rule, on random logs); CaughtUp once;
+// positions, by the interval and at the head (also against a model of the
+// rules, on random logs and random arrivals at the head); CaughtUp once;
 // ES_EAGAIN at the head and live events after it; seamless retries after
 // backend failures; and writer threads appending while a subscriber follows
 // the log with the notifier — every event exactly once, in position order.
@@ -62,20 +63,31 @@ std::vector<std::string> Cat(std::vector<std::string> a, const std::vector<std::
   return a;
 }
 
-// The checkpoint rule of API.md (details 7) written as plainly as possible:
-// walk the log and count. Returns the events and checkpoints (no CaughtUp) a
-// subscription from `from` must hand out once it has scanned the whole log.
+// The checkpoint rules written as plainly as possible: walk the log and count.
+// API.md details 7: the interval-th non-matching event since the last match or
+// checkpoint gets a checkpoint. docs/api.md, at the head: where the
+// subscription reached the head (`heads`: the head of its CaughtUp and the
+// positions at which it returned ES_EAGAIN) with non-matching events counted
+// since the last match or checkpoint, a checkpoint at that position. Returns
+// the events and checkpoints (no CaughtUp) a subscription from `from` must
+// hand out once it has scanned the whole log; with no `heads`, it reached the
+// head once, at the end of the log.
 std::vector<std::string> Model(const std::vector<LogEvent> &log, const es_filter_t &filter,
-                               uint64_t interval, uint64_t from) {
+                               uint64_t interval, uint64_t from, std::set<uint64_t> heads = {}) {
+  if (heads.empty() && !log.empty()) heads.insert(log.back().position);
   std::vector<std::string> out;
-  bool filtered = es_filter_active(&filter);
+  bool checkpoints = es_filter_active(&filter) && interval != 0;
   uint64_t count = 0;
   for (const LogEvent &e : log) {
     if (e.position < from) continue;
     if (es_filter_match(&filter, e.stream_id.c_str(), e.event_type.c_str())) {
       out.push_back("E" + std::to_string(e.position));
       count = 0;
-    } else if (filtered && ++count == interval) {
+    } else if (checkpoints && ++count == interval) {
+      out.push_back("C" + std::to_string(e.position));
+      count = 0;
+    }
+    if (checkpoints && count > 0 && heads.count(e.position) != 0) {
       out.push_back("C" + std::to_string(e.position));
       count = 0;
     }
@@ -437,18 +449,20 @@ TEST_F(SubTest, CheckpointsAtExactPositions) {
   o.checkpoint_interval = 5;
   es_sub_t *s = Open(o);
   // 12 non-matching after 1: the 5th (6) and the 10th (11) reach the count;
-  // 12 and 13 then count 2, reset by the match at 14.
-  EXPECT_EQ((std::vector<std::string>{"E1", "C6", "C11", "E14", "U17"}), Drain(s));
+  // 12 and 13 then count 2, reset by the match at 14. 15..17 count 3 when
+  // the scan reaches the head: a checkpoint there, before CaughtUp.
+  EXPECT_EQ((std::vector<std::string>{"E1", "C6", "C11", "E14", "C17", "U17"}), Drain(s));
   EXPECT_EQ(17u, es_sub_position(s));
-  Append("user-1", "T", 2);  // 18, 19: five since 14
+  Append("user-1", "T", 2);  // 18, 19: two since the checkpoint at 17
   EXPECT_EQ((std::vector<std::string>{"C19"}), Drain(s));
   EXPECT_EQ(19u, es_sub_position(s));
-  Append("user-1", "T", 4);  // 20..23: four since 19
-  EXPECT_EQ((std::vector<std::string>{}), Drain(s));
-  EXPECT_EQ(23u, es_sub_position(s));
-  Append("user-1", "T", 1);   // 24: five since 19
-  Append("order-9", "T", 1);  // 25
-  EXPECT_EQ((std::vector<std::string>{"C24", "E25"}), Drain(s));
+  Append("user-1", "T", 7);  // 20..26: the fifth since 19 is 24, then two more
+  EXPECT_EQ((std::vector<std::string>{"C24", "C26"}), Drain(s));
+  EXPECT_EQ(26u, es_sub_position(s));
+  Append("user-1", "T", 1);   // 27
+  Append("order-9", "T", 1);  // 28: the scan ends with a match
+  EXPECT_EQ((std::vector<std::string>{"E28"}), Drain(s));
+  EXPECT_EQ(28u, es_sub_position(s));
 }
 
 TEST_F(SubTest, CheckpointRightBeforeAMatch) {
@@ -470,7 +484,7 @@ TEST_F(SubTest, CheckpointCountStartsAtFromPosition) {
   o.filter.stream_prefix = "order-";
   o.checkpoint_interval = 5;
   o.from_position = 8;
-  EXPECT_EQ((std::vector<std::string>{"C12", "C17", "U20"}), Drain(Open(o)));
+  EXPECT_EQ((std::vector<std::string>{"C12", "C17", "C20", "U20"}), Drain(Open(o)));
   o.from_end = true;
   es_sub_t *s = Open(o);
   EXPECT_EQ((std::vector<std::string>{"U20"}), Drain(s));
@@ -484,9 +498,9 @@ TEST_F(SubTest, DefaultCheckpointInterval) {
   Append("user-1", "T", 500);
   es_sub_opts_t o{};
   o.filter.stream_prefix = "order-";
-  EXPECT_EQ((std::vector<std::string>{"C1000", "C2000", "U2500"}), Drain(Open(o)));
+  EXPECT_EQ((std::vector<std::string>{"C1000", "C2000", "C2500", "U2500"}), Drain(Open(o)));
   limits_.default_checkpoint_interval = 700;
-  EXPECT_EQ((std::vector<std::string>{"C700", "C1400", "C2100", "U2500"}), Drain(Open(o)));
+  EXPECT_EQ((std::vector<std::string>{"C700", "C1400", "C2100", "C2500", "U2500"}), Drain(Open(o)));
 }
 
 TEST_F(SubTest, UnfilteredGetsNoCheckpoints) {
@@ -505,7 +519,7 @@ TEST_F(SubTest, CheckpointsAcrossPagesAndBoundedScans) {
   Append("user-1", "T", 250);   // 1002..1251
   std::vector<std::string> want;
   for (int c = 100; c <= 1000; c += 100) want.push_back("C" + std::to_string(c));
-  want = Cat(want, {"E1001", "C1101", "C1201", "U1251"});
+  want = Cat(want, {"E1001", "C1101", "C1201", "C1251", "U1251"});
   es_sub_opts_t o{};
   o.filter.stream_prefix = "order-";
   o.checkpoint_interval = 100;
@@ -557,6 +571,214 @@ TEST_F(SubTest, RandomLogsAgreeWithTheModel) {
         << "trial " << trial << " prefix '" << o.filter.stream_prefix << "' types " << tlist.size()
         << " interval " << o.checkpoint_interval << " from " << from;
     EXPECT_EQ(std::max(head, from - 1), es_sub_position(s));
+  }
+}
+
+// ---- checkpoints at the head -------------------------------------------------
+//
+// docs/api.md: a filtered subscription that reaches the head having scanned
+// non-matching events since its last match or checkpoint hands out
+// Checkpoint(head) before it waits — before CaughtUp on the first arrival —
+// so that a consumer of a rare event type always has a resume point at the
+// head of an idle log, however large the interval.
+
+TEST_F(SubTest, SparseFilterGetsACheckpointAtTheHead) {
+  es_sub_opts_t o{};
+  o.filter.stream_prefix = "order-";  // matches nothing here; the default interval, 1000
+  es_sub_t *s = Open(o);
+  EXPECT_EQ((std::vector<std::string>{"U0"}), Drain(s));  // nothing scanned
+  Append("user-1", "T", 3);
+  EXPECT_EQ((std::vector<std::string>{"C3"}), Drain(s));
+  EXPECT_EQ(3u, es_sub_position(s));
+  EXPECT_EQ((std::vector<std::string>{}), Drain(s));  // never twice for one position
+  Append("user-2", "T", 1);
+  Append("user-1", "T", 2);
+  EXPECT_EQ((std::vector<std::string>{"C6"}), Drain(s));  // one per arrival at the head
+  EXPECT_EQ(6u, es_sub_position(s));
+}
+
+TEST_F(SubTest, AtHeadCheckpointComesBeforeCaughtUp) {
+  Append("user-1", "T", 3);  // 1..3
+  Append("order-1", "T");    // 4
+  Append("user-1", "T", 6);  // 5..10
+  es_sub_opts_t o{};
+  o.filter.stream_prefix = "order-";
+  EXPECT_EQ((std::vector<std::string>{"E4", "C10", "U10"}), Drain(Open(o)));
+  o.checkpoint_interval = 4;  // the interval's own checkpoint at 8, then the head's
+  EXPECT_EQ((std::vector<std::string>{"E4", "C8", "C10", "U10"}), Drain(Open(o)));
+}
+
+TEST_F(SubTest, NoAtHeadCheckpointWhenTheScanEndsWithAMatch) {
+  Append("user-1", "T", 3);  // 1..3
+  Append("order-1", "T");    // 4
+  es_sub_opts_t o{};
+  o.filter.stream_prefix = "order-";
+  es_sub_t *s = Open(o);
+  EXPECT_EQ((std::vector<std::string>{"E4", "U4"}), Drain(s));
+  Append("user-1", "T", 2);  // 5, 6
+  Append("order-2", "T");    // 7: the match restarts the count
+  EXPECT_EQ((std::vector<std::string>{"E7"}), Drain(s));
+  Append("order-3", "T");  // 8
+  EXPECT_EQ((std::vector<std::string>{"E8"}), Drain(s));
+  EXPECT_EQ(8u, es_sub_position(s));
+}
+
+TEST_F(SubTest, AtHeadCheckpointRestartsTheCount) {
+  es_sub_opts_t o{};
+  o.filter.stream_prefix = "order-";
+  o.checkpoint_interval = 5;
+  es_sub_t *s = Open(o);
+  EXPECT_EQ((std::vector<std::string>{"U0"}), Drain(s));
+  Append("user-1", "T", 3);  // 1..3
+  EXPECT_EQ((std::vector<std::string>{"C3"}), Drain(s));
+  Append("user-1", "T", 4);  // 4..7: four since 3, so no interval checkpoint at 5
+  EXPECT_EQ((std::vector<std::string>{"C7"}), Drain(s));
+  Append("user-1", "T", 6);  // 8..13: the fifth since 7 is 12
+  EXPECT_EQ((std::vector<std::string>{"C12", "C13"}), Drain(s));
+}
+
+TEST_F(SubTest, IntervalCheckpointAtTheHeadIsNotRepeated) {
+  es_sub_opts_t o{};
+  o.filter.stream_prefix = "order-";
+  o.checkpoint_interval = 5;
+  es_sub_t *s = Open(o);
+  EXPECT_EQ((std::vector<std::string>{"U0"}), Drain(s));
+  Append("user-1", "T", 5);
+  EXPECT_EQ((std::vector<std::string>{"C5"}), Drain(s));
+  Append("user-1", "T", 10);
+  EXPECT_EQ((std::vector<std::string>{"C10", "C15"}), Drain(s));
+  EXPECT_EQ((std::vector<std::string>{"C5", "C10", "C15", "U15"}), Drain(Open(o)));
+}
+
+TEST_F(SubTest, UnfilteredGetsNoCheckpointAtTheHead) {
+  es_sub_opts_t o{};
+  o.checkpoint_interval = 1;
+  es_sub_t *s = Open(o);
+  EXPECT_EQ((std::vector<std::string>{"U0"}), Drain(s));
+  Append("user-1", "T", 3);
+  EXPECT_EQ(Range(1, 3), Drain(s));
+}
+
+TEST_F(SubTest, IntervalZeroMeansNoCheckpointsAtAll) {
+  // Only a server configured with a default interval of 0 gets here.
+  limits_.default_checkpoint_interval = 0;
+  Append("user-1", "T", 10);
+  es_sub_opts_t o{};
+  o.filter.stream_prefix = "order-";
+  es_sub_t *s = Open(o);
+  EXPECT_EQ((std::vector<std::string>{"U10"}), Drain(s));
+  Append("user-1", "T", 3);
+  EXPECT_EQ((std::vector<std::string>{}), Drain(s));
+  EXPECT_EQ(13u, es_sub_position(s));
+}
+
+TEST_F(SubTest, AtHeadCheckpointFromBeyondTheHeadCountsOnlyWhatItScanned) {
+  Append("user-1", "T", 10);
+  es_sub_opts_t o{};
+  o.filter.stream_prefix = "order-";
+  o.from_position = 20;
+  es_sub_t *s = Open(o);
+  EXPECT_EQ((std::vector<std::string>{"U10"}), Drain(s));
+  Append("user-1", "T", 5);  // 11..15: below the start, not scanned
+  EXPECT_EQ((std::vector<std::string>{}), Drain(s));
+  EXPECT_EQ(19u, es_sub_position(s));
+  Append("user-1", "T", 7);  // 16..22: 20..22 scanned
+  EXPECT_EQ((std::vector<std::string>{"C22"}), Drain(s));
+}
+
+TEST_F(SubTest, AtHeadCheckpointAfterFromEnd) {
+  Append("user-1", "T", 4);
+  es_sub_opts_t o{};
+  o.filter.stream_prefix = "order-";
+  o.from_end = true;
+  es_sub_t *s = Open(o);
+  EXPECT_EQ((std::vector<std::string>{"U4"}), Drain(s));  // nothing scanned before it
+  Append("user-1", "T", 2);
+  EXPECT_EQ((std::vector<std::string>{"C6"}), Drain(s));
+}
+
+TEST_F(SubTest, PendingAtHeadCheckpointIsBuffered) {
+  // The server pumps a subscription inline while es_sub_has_buffered() says
+  // the next item needs no backend call; a pending at-head checkpoint is such
+  // an item.
+  Append("order-1", "T");    // 1
+  Append("user-1", "T", 2);  // 2, 3
+  es_sub_opts_t o{};
+  o.filter.stream_prefix = "order-";
+  es_sub_t *s = Open(o);
+  EXPECT_EQ((std::vector<std::string>{"E1", "C3", "U3"}), Drain(s));
+  Append("order-2", "T");    // 4
+  Append("user-1", "T", 1);  // 5
+  es_sub_item_t item;
+  es_err_t err;
+  ASSERT_EQ(ES_OK, es_sub_next(s, &item, &err));
+  EXPECT_EQ("E4", ItemText(item));
+  EXPECT_TRUE(es_sub_has_buffered(s));
+  ASSERT_EQ(ES_OK, es_sub_next(s, &item, &err));
+  EXPECT_EQ("C5", ItemText(item));
+  EXPECT_FALSE(es_sub_has_buffered(s));
+  EXPECT_EQ(ES_EAGAIN, es_sub_next(s, &item, &err));
+}
+
+TEST_F(SubTest, RandomAppendsAndDrainsAgreeWithTheModel) {
+  // Subscriptions that reach the head at random moments while the log grows:
+  // their events and checkpoints must be exactly those of the counting rule
+  // with a checkpoint wherever they reached the head (CaughtUp and the
+  // positions at which they returned ES_EAGAIN), and each ends with its
+  // resume point at the head.
+  std::mt19937 rng(20251206);
+  const char *streams[] = {"order-1", "order-2", "user-1", "user-22", "inv-1"};
+  const char *types[] = {"Created", "Paid", "Shipped", "Deleted"};
+  const char *prefixes[] = {"", "order-", "user-", "inv-", "nomatch-"};
+  struct Sub {
+    es_sub_t *s;
+    es_sub_opts_t o;
+    std::vector<const char *> types;
+    std::vector<std::string> items;
+    std::set<uint64_t> heads;
+  };
+  std::vector<Sub> subs(24);
+  for (Sub &u : subs) {
+    es_limits_default(&limits_);
+    limits_.max_scan = 1 + rng() % 40;
+    limits_.max_page_events = 1 + rng() % 40;
+    for (int t = 0; t < 4; t++)
+      if (rng() % 3 == 0) u.types.push_back(types[t]);
+    u.o = es_sub_opts_t{};
+    u.o.filter.stream_prefix = prefixes[rng() % 5];
+    u.o.filter.event_types = u.types.data();
+    u.o.filter.event_type_count = u.types.size();
+    u.o.checkpoint_interval = 1 + rng() % 12;
+    u.o.from_position = rng() % 3 == 0 ? 1 + rng() % 30 : 0;
+    u.s = Open(u.o);
+    ASSERT_NE(nullptr, u.s);
+  }
+  auto drain = [](Sub &u, std::vector<std::string> got) {
+    for (const std::string &item : got)
+      if (item[0] == 'U') u.heads.insert(std::stoull(item.substr(1)));
+    u.items.insert(u.items.end(), got.begin(), got.end());
+    u.heads.insert(es_sub_position(u.s));
+  };
+  for (int round = 0; round < 200; round++) {
+    Append(streams[rng() % 5], types[rng() % 4], 1 + rng() % 4);
+    for (Sub &u : subs)
+      if (rng() % 3 == 0) drain(u, Drain(u.s));
+  }
+  for (Sub &u : subs) drain(u, Drain(u.s));
+  std::vector<LogEvent> log = ReadLog();
+  uint64_t head = log.back().position;
+  for (size_t i = 0; i < subs.size(); i++) {
+    Sub &u = subs[i];
+    uint64_t from = u.o.from_position == 0 ? 1 : u.o.from_position;
+    std::vector<std::string> got = WithoutCaughtUp(u.items);
+    EXPECT_EQ(Model(log, u.o.filter, u.o.checkpoint_interval, from, u.heads), got)
+        << "sub " << i << " prefix '" << u.o.filter.stream_prefix << "' types " << u.types.size()
+        << " interval " << u.o.checkpoint_interval << " from " << from;
+    EXPECT_EQ(head, es_sub_position(u.s));
+    if (es_filter_active(&u.o.filter)) {
+      ASSERT_FALSE(got.empty()) << "sub " << i;
+      EXPECT_EQ(std::to_string(head), got.back().substr(1)) << "sub " << i;
+    }
   }
 }
 
@@ -709,7 +931,8 @@ struct Follower {
   std::vector<std::string> items;
   std::vector<std::string> streams;  // of each event item
   std::string error;
-  int sleeps = 0;  // times it slept on the notifier (the live path)
+  int sleeps = 0;            // times it slept on the notifier (the live path)
+  std::set<uint64_t> heads;  // where it reached the head: CaughtUp, each ES_EAGAIN
 
   Follower(es_notifier_t *notifier, es_sub_t *sub) : n(notifier), s(sub) {
     w.arg = this;
@@ -732,12 +955,16 @@ struct Follower {
       if (rc == ES_OK) {
         items.push_back(ItemText(item));
         if (item.kind == ES_SUB_EVENT) streams.push_back(item.event->stream_id);
+        // The first arrival at the head: the next read may find new events
+        // at once, with no ES_EAGAIN in between.
+        if (item.kind == ES_SUB_CAUGHT_UP) heads.insert(item.position);
         continue;
       }
       if (rc != ES_EAGAIN) {
         error = std::string(es_errname(rc)) + " " + err.msg;
         return;
       }
+      heads.insert(es_sub_position(s));
       if (done()) return;
       if (es_notifier_wait(n, &w, es_sub_position(s)) == 1) continue;
       // done() may have become true between the check and the registration,
@@ -826,8 +1053,11 @@ TEST_F(SubTest, ConcurrentWritersAndLiveSubscribers) {
   for (const auto &it : f_all.items) caught_up += it[0] == 'U';
   EXPECT_EQ(1, caught_up);
 
-  // Filtered: exactly the model's events and checkpoints.
-  EXPECT_EQ(Model(log, filtered.filter, 7, 1), WithoutCaughtUp(f_filtered.items));
+  // Filtered: exactly the model's events and checkpoints, with a checkpoint
+  // wherever it reached the head having scanned non-matching events; the
+  // last one at the final head when the log ends with non-matching events.
+  EXPECT_EQ(Model(log, filtered.filter, 7, 1, f_filtered.heads), WithoutCaughtUp(f_filtered.items));
+  EXPECT_EQ(1u, f_filtered.heads.count(total));
   for (const auto &st : f_filtered.streams) EXPECT_EQ(0u, st.rfind("w0-", 0)) << st;
 
   // From the end (opened at head 5): everything after 5, once, in order, and

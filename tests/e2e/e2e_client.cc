@@ -636,6 +636,52 @@ std::vector<uint64_t> ExpectedCheckpoints(
   return out;
 }
 
+std::string VerifyCheckpoints(const std::vector<SubMsg> &msgs,
+                              const std::vector<v1::RecordedEvent> &log,
+                              const std::function<bool(const v1::RecordedEvent &)> &match,
+                              uint32_t interval, uint64_t from) {
+  std::ostringstream problems;
+  int reported = 0;
+  auto problem = [&](const std::string &s) {
+    if (reported++ < 10) problems << "  " << s << "\n";
+  };
+  std::vector<uint64_t> cps;
+  for (const SubMsg &m : msgs)
+    if (m.kind == SubMsg::kCheckpoint) cps.push_back(m.position);
+  size_t k = 0;            // the next received checkpoint
+  uint64_t unmatched = 0;  // non-matching events since the last match or checkpoint
+  uint64_t head = 0;
+  for (const auto &e : log) {
+    const uint64_t pos = e.global_position();
+    if (pos < from) continue;
+    head = pos;
+    for (; k < cps.size() && cps[k] < pos; ++k)
+      problem("checkpoint " + std::to_string(cps[k]) +
+              " repeated, out of order or before the subscription's start");
+    const bool got = k < cps.size() && cps[k] == pos;
+    if (got) ++k;
+    if (match(e)) {
+      if (got) problem("checkpoint at " + std::to_string(pos) + ", a matching event");
+      unmatched = 0;
+      continue;
+    }
+    ++unmatched;
+    if (got) {
+      unmatched = 0;
+    } else if (unmatched == interval) {
+      problem("no checkpoint at " + std::to_string(pos) + ", the " + std::to_string(interval) +
+              "th non-matching event since the last match or checkpoint");
+      unmatched = 0;
+    }
+  }
+  for (; k < cps.size(); ++k)
+    problem("checkpoint " + std::to_string(cps[k]) + " beyond the head " + std::to_string(head));
+  if (unmatched > 0)
+    problem("no checkpoint at the head " + std::to_string(head) + " after " +
+            std::to_string(unmatched) + " non-matching events since the last match or checkpoint");
+  return problems.str();
+}
+
 bool MatchesFilter(const v1::RecordedEvent &e, const v1::Filter &f) {
   if (e.stream_id().compare(0, f.stream_prefix().size(), f.stream_prefix()) != 0) return false;
   if (f.event_types().empty()) return true;

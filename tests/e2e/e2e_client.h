@@ -237,10 +237,25 @@ std::string VerifySubscription(const std::vector<SubMsg> &msgs,
                                const std::vector<uint64_t> *checkpoints);
 
 // Checkpoint positions API.md details 7 prescribes for a filtered
-// subscription that scans `log` (in position order) with `interval`.
+// subscription that scans `log` (in position order) with `interval` and
+// reaches the head only at its end: exact when the log ends with a match
+// (otherwise a checkpoint at the head follows, see VerifyCheckpoints).
 std::vector<uint64_t> ExpectedCheckpoints(
     const std::vector<v1::RecordedEvent> &log,
     const std::function<bool(const v1::RecordedEvent &)> &match, uint32_t interval);
+
+// Checks the checkpoints in `msgs` of a filtered subscription from `from` that
+// was read until it idled at the head of `log` (the whole log, in position
+// order), by the rules of docs/api.md: a checkpoint at each `interval`-th
+// non-matching event since the last match or checkpoint (API.md details 7);
+// any other checkpoint only at a non-matching event, once (the server sends
+// one where it reached the head, which the client cannot see); and, when
+// non-matching events follow the last match or checkpoint, a checkpoint at
+// the head. Returns a description of the first problems ("" if none).
+std::string VerifyCheckpoints(const std::vector<SubMsg> &msgs,
+                              const std::vector<v1::RecordedEvent> &log,
+                              const std::function<bool(const v1::RecordedEvent &)> &match,
+                              uint32_t interval, uint64_t from = 1);
 
 bool MatchesFilter(const v1::RecordedEvent &e, const v1::Filter &f);
 

@@ -12,6 +12,8 @@
  * Checkpoints (filtered subscriptions only): the engine counts non-matching
  * events scanned since the last match or checkpoint; when the count reaches
  * the interval it hands out Checkpoint(position of the event that reached it).
+ * When a read reaches the head with a count above 0, it hands out
+ * Checkpoint(that head) before CaughtUp or ES_EAGAIN, and the count restarts.
  * Global positions are gap-free, so the count is arithmetic on positions.
  *
  * A subscription is used by one thread at a time.
