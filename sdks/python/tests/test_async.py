@@ -127,11 +127,14 @@ async def test_subscribe_catch_up_live_filter_checkpoint(aclient: AsyncEventStor
         assert isinstance(msgs[0], RecordedEvent) and isinstance(msgs[1], CaughtUp)
         base = msgs[0].global_position
         await aclient.append(prefix + "a", [json_event("Noise", i) for i in range(4)])
-        await aclient.append(prefix + "a", [json_event("Wanted", 1)])
+        # The 3rd non-matching event in a row, then the head: a checkpoint each.
         got = await take(sub, 2, kinds=(RecordedEvent, Checkpoint))
-        assert isinstance(got[0], Checkpoint) and got[0].position == base + 3
-        assert isinstance(got[1], RecordedEvent) and got[1].json() == 1
-        assert sub.next_position == got[1].global_position + 1
+        assert all(isinstance(m, Checkpoint) for m in got)
+        assert [m.position for m in got] == [base + 3, base + 4]
+        await aclient.append(prefix + "a", [json_event("Wanted", 1)])
+        (e,) = await take(sub, 1, kinds=(RecordedEvent, Checkpoint))
+        assert isinstance(e, RecordedEvent) and e.json() == 1
+        assert sub.next_position == e.global_position + 1
     assert sub.closed
 
 

@@ -100,12 +100,13 @@ def test_filter_by_event_type_and_checkpoints(client: EventStoreClient) -> None:
     ) as sub:
         take(sub, 1, kinds=(CaughtUp,))
         client.append(prefix + "a", [json_event("Noise", i) for i in range(12)])
+        # Every 5th non-matching event in a row, then the head: a checkpoint each.
+        cps = take(sub, 3, kinds=(RecordedEvent, Checkpoint))
+        assert all(isinstance(c, Checkpoint) for c in cps)
+        assert [c.position for c in cps] == [start + 4, start + 9, start + 11]
+        assert cps[0].kind == "checkpoint"
         r = client.append(prefix + "a", [json_event("Wanted", "yes")])
-        msgs = take(sub, 3, kinds=(RecordedEvent, Checkpoint))
-    cps = [m for m in msgs if isinstance(m, Checkpoint)]
-    assert [c.position for c in cps] == [start + 4, start + 9]
-    assert cps[0].kind == "checkpoint"
-    last = msgs[-1]
+        (last,) = take(sub, 1, kinds=(RecordedEvent, Checkpoint))
     assert isinstance(last, RecordedEvent) and last.global_position == r.first_global_position
 
 
