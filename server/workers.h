@@ -1,8 +1,10 @@
 /*
- * A fixed pool of worker threads running queued jobs in FIFO order. Backend
- * work that may block (PostgreSQL I/O) and subscription wake-ups run here, never
- * on a completion-queue thread. Jobs are intrusive: the caller owns the
- * es_job_t and keeps it alive until its function has run.
+ * A fixed pool of worker threads running jobs. Backend work that may block
+ * (PostgreSQL I/O) and subscription wake-ups run here, never on a
+ * completion-queue thread. A job goes to the worker that became idle last
+ * (workers.c says why); when none is idle, jobs wait in FIFO order. Jobs are
+ * intrusive: the caller owns the es_job_t and keeps it alive until its
+ * function has run.
  */
 #ifndef ES_SERVER_WORKERS_H
 #define ES_SERVER_WORKERS_H
@@ -22,6 +24,8 @@ es_workers_t *es_workers_start(size_t n);
 /* Queues job (never blocks). A job submitted after es_workers_stop began is
  * still run before the threads exit. */
 void es_workers_submit(es_workers_t *w, es_job_t *job);
+/* Workers waiting for a job now (a snapshot). */
+size_t es_workers_idle(es_workers_t *w);
 /* Runs every queued job, then joins and frees the pool. */
 void es_workers_stop(es_workers_t *w);
 
