@@ -6,7 +6,7 @@ BIND_ADDR ?= 127.0.0.1:50051
 export BIND_ADDR
 
 .PHONY: help setup setup-system build run test test-plain test-asan test-tsan test-fuzz bench smoke fmt \
-	fuzz docs-build docs-serve soak nix-check lint coverage qa clean
+	fuzz docs-build docs-serve soak nix-check lint coverage qa clean sdk-dist
 
 help:
 	@echo "make run     start the server (BACKEND=memory, BIND_ADDR=$(BIND_ADDR))"
@@ -20,6 +20,7 @@ help:
 	@echo "make lint    clang-tidy and cppcheck on core/, backend_*/, server/"
 	@echo "make coverage  line coverage (gcovr), HTML in coverage/index.html"
 	@echo "make qa      fmt, lint, coverage >= COVERAGE_MIN (default 90)"
+	@echo "make sdk-dist  the SDK packages (.tgz, .whl + sdist, .crate) in dist/"
 
 # System packages only: enough to build and run the server.
 setup-system:
@@ -35,10 +36,14 @@ build: setup
 run: setup-system
 	$(BAZEL) run $(BAZEL_FLAGS) -c opt //server:eventstore -- $(ARGS)
 
-test: setup fmt lint test-plain test-asan test-tsan test-fuzz nix-check docs-build
+test: setup fmt lint test-plain sdk-dist test-asan test-tsan test-fuzz nix-check docs-build
 
 test-plain:
 	$(BAZEL) test $(BAZEL_FLAGS) //...
+
+# The SDK packages in dist/, as the consumer tests of test-plain installed them.
+sdk-dist: setup
+	BAZEL=$(BAZEL) BAZEL_FLAGS="$(BAZEL_FLAGS)" tools/sdk_dist.sh
 
 # The SDK suites test client code in other languages; they run once, above.
 test-asan:

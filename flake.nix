@@ -37,7 +37,8 @@
         # proto/BUILD.bazel's genrules make it.
         eventstore = pkgs.stdenv.mkDerivation {
           pname = "eventstore";
-          version = "0.1.0";
+          # The one version of the server and the SDKs (see //server:version_c).
+          version = lib.strings.fileContents ./VERSION;
           src = lib.cleanSource ./.;
 
           nativeBuildInputs = [ pkgs.pkg-config pkgs.protobuf pkgs.protobufc ];
@@ -69,13 +70,15 @@
               emit es_descriptor_reflection $gen/refl.pb
               emit es_descriptor_reflection_v1 $gen/refl1.pb
             } > $gen/descriptors.c
+            printf '#include "config.h"\nconst char es_version[] = "%s";\n' "$(cat VERSION)" \
+              > $gen/version.c
 
             $CC -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Wno-unused-parameter \
               -Icore/include -Ibackend_memory/include -Ibackend_postgres/include \
               -Iserver -Iproto -I$gen \
               $(pkg-config --cflags grpc libprotobuf-c libpq) \
               core/src/*.c backend_memory/src/*.c backend_postgres/src/*.c \
-              server/*.c $gen/descriptors.c \
+              server/*.c $gen/descriptors.c $gen/version.c \
               $gen/eventstore/v1/eventstore.pb-c.c \
               $gen/grpc/health/v1/health.pb-c.c \
               $gen/grpc/reflection/v1alpha/reflection.pb-c.c \

@@ -50,6 +50,10 @@ int es_config_exposed_insecurely(const es_config_t *cfg);
  * ES_CONFIG_EXIT_USAGE after printing what was wrong to stderr. */
 int es_config_load(es_config_t *cfg, int argc, char **argv);
 
-#define ES_VERSION "0.1.0"
+/* The release version ("0.1.0"), from the file VERSION at the root of the
+ * repository, which also sets the SDKs' versions: //server:version_c compiles
+ * it into version.c. Static storage; never freed. */
+extern const char es_version[];
+#define ES_VERSION es_version
 
 #endif

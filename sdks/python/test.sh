@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # Runs the Python SDK's tests: pytest against the real server, then the consumer test
-# (the wheel installed into a fresh venv outside the repository runs the example).
+# (the wheel installed into a fresh venv outside the repository runs the examples).
 #
-#   sdks/python/test.sh [--server BIN] [--stubs DIR_OR_FILE] [pytest args...]
+#   sdks/python/test.sh [--server BIN] [--stubs DIR_OR_FILE] [--wheel WHEEL] [pytest args...]
 #
 # --server (or ES_SERVER_BIN): the eventstore binary (default ../../bazel-bin/server/eventstore)
 # --stubs  (or ES_STUBS_DIR): the output of //sdks/python:stubs, compared with the checked-in
 #          copy (default ../../bazel-bin/sdks/python/_gen)
-# Bazel's //sdks/python:test passes both. Exits non-zero when anything fails or no test ran.
+# --wheel  the wheel of //sdks/python:dist for the consumer test (default: consumer_test.sh
+#          builds that target)
+# Bazel's //sdks/python:test passes all three. Exits non-zero when anything fails or no test ran.
 set -euo pipefail
 
 here="$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")"
 abspath() { (cd "$(dirname "$1")" && echo "$(pwd -P)/$(basename "$1")"); }
 
 pytest_args=()
+consumer_args=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --server) ES_SERVER_BIN="$(abspath "$2")"; shift 2 ;;
@@ -21,6 +24,7 @@ while [ $# -gt 0 ]; do
       s="$(abspath "$2")"
       [ -d "$s" ] || s="$(dirname "$s")"
       ES_STUBS_DIR="$s"; shift 2 ;;
+    --wheel) consumer_args+=(--wheel "$(abspath "$2")"); shift 2 ;;
     *) pytest_args+=("$1"); shift ;;
   esac
 done
@@ -49,5 +53,5 @@ elif [ $rc -ne 0 ]; then
 fi
 
 echo "test.sh: consumer test"
-"$here/consumer_test.sh"
+"$here/consumer_test.sh" --deps newest "${consumer_args[@]}"
 echo "test.sh: all Python SDK tests passed"

@@ -2,10 +2,12 @@
 # Tests of the Rust SDK, run by `bazel test //sdks/rust:test` (and by hand):
 #   1. cargo test: unit tests, doc tests, and tests/integration.rs against
 #      real servers that the tests start on free loopback ports;
-#   2. the consumer test: `cargo package`, then a throwaway project in a temp
-#      dir outside the repository that depends on the unpacked .crate, builds
-#      the packaged example (examples/quickstart.rs) and runs it against a
-#      server started here.
+#   2. the consumer test: the .crate of //sdks/rust:dist ($ES_RUST_CRATE, set
+#      by Bazel; made here with `cargo package` when unset), unpacked in a temp
+#      dir outside the repository, and a throwaway project that depends on it
+#      with the dependencies README.md names: it builds the packaged example
+#      (examples/quickstart.rs) and the README's quickstart, and runs the
+#      example against a server started here.
 # Usage: sdks/rust/test.sh [SERVER_BINARY]   (default: $ES_SERVER_BIN, else
 # ../../bazel-bin/server/eventstore). Needs sdks/rust/setup.sh to have run:
 # it builds offline from the crates that setup.sh fetched.
@@ -21,6 +23,7 @@ if [ ! -x "$ES_SERVER_BIN" ]; then
   exit 1
 fi
 export ES_SERVER_BIN
+if [ -n "${ES_RUST_CRATE:-}" ]; then ES_RUST_CRATE="$(readlink -f "$ES_RUST_CRATE")"; fi
 
 # cargo (rustup) lives in ~/.cargo/bin; Bazel's test environment may have
 # neither it on PATH nor the real HOME.
@@ -66,9 +69,13 @@ if [ "$ignored" -ne 0 ]; then
 fi
 
 echo "== consumer test"
-offline cargo package --locked --offline --allow-dirty --quiet
 version="$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -1)"
-crate="$CARGO_TARGET_DIR/package/eventstore-client-$version.crate"
+if [ -n "${ES_RUST_CRATE:-}" ]; then
+  crate="$ES_RUST_CRATE" # what `make sdk-dist` ships
+else
+  offline cargo package --locked --offline --allow-dirty --quiet
+  crate="$CARGO_TARGET_DIR/package/eventstore-client-$version.crate"
+fi
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/eventstore-rust-consumer.XXXXXX")"
 server_pid=""
@@ -79,9 +86,25 @@ cleanup() {
 trap cleanup EXIT
 
 tar -xzf "$crate" -C "$work"
-mkdir -p "$work/app/src"
-# The example as shipped in the .crate is the consumer's program.
+mkdir -p "$work/app/src/bin"
+# The example as shipped in the .crate is the consumer's program; the README's
+# quickstart must compile too, with the dependencies the README names.
 cp "$work/eventstore-client-$version/examples/quickstart.rs" "$work/app/src/main.rs"
+awk '/^## Quickstart/ { q = 1 } q && /^```rust$/ { on = 1; next } on && /^```$/ { exit } on' \
+  "$work/eventstore-client-$version/README.md" > "$work/app/src/bin/readme.rs"
+grep -q 'async fn main' "$work/app/src/bin/readme.rs" || {
+  echo "sdks/rust/test.sh: no quickstart program in the packaged README.md" >&2
+  exit 1
+}
+# The dependencies README.md tells users to add (`cargo add NAME [--features A,B]` lines),
+# at the versions of Cargo.lock; serde's derive is the packaged example's own addition.
+readme_deps="$(sed -n 's/^cargo add \([A-Za-z0-9_-]*\)\( --features \([A-Za-z0-9_,-]*\)\)\{0,1\} *\(#.*\)\{0,1\}$/\1 \3/p' \
+  "$work/eventstore-client-$version/README.md" | grep -v '^eventstore-client ' |
+  while read -r name features; do
+    printf '%s = { version = "*", features = [%s] }\n' "$name" \
+      "$(printf '%s' "$features" | sed 's/\([^,][^,]*\)/"\1"/g; s/,/, /g')"
+  done)"
+[ -n "$readme_deps" ] || { echo "sdks/rust/test.sh: README.md names no \`cargo add\` dependencies" >&2; exit 1; }
 cat > "$work/app/Cargo.toml" <<TOML
 [package]
 name = "eventstore-consumer"
@@ -92,7 +115,7 @@ publish = false
 [dependencies]
 eventstore-client = { path = "../eventstore-client-$version" }
 serde = { version = "1", features = ["derive"] }
-tokio = { version = "1", features = ["macros", "rt-multi-thread"] }
+$readme_deps
 
 [workspace]
 
@@ -106,6 +129,9 @@ TOML
 # The versions the SDK is tested with (cargo prunes what the app does not use).
 cp Cargo.lock "$work/app/Cargo.lock"
 offline cargo build --offline --quiet --manifest-path "$work/app/Cargo.toml"
+# As README.md says, the crate builds without TLS (no rustls, no ring) too.
+offline cargo check --offline --locked --quiet --lib --no-default-features --features json \
+  --manifest-path "$work/eventstore-client-$version/Cargo.toml"
 
 "$ES_SERVER_BIN" --bind 127.0.0.1:0 --port-file "$work/port" --log-level warn &
 server_pid=$!

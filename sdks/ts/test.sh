@@ -15,6 +15,9 @@
 #                  under Bazel, this script builds the target (and the server) with
 #                  `bazel ${BAZEL_OUTPUT_BASE:+--output_base=$BAZEL_OUTPUT_BASE} build`;
 #                  ES_SKIP_BAZEL=1 skips that (the stubs check is then reported as skipped).
+#   ES_TS_PACKAGE  the npm package of //sdks/ts:dist: the consumer test installs it, and its
+#                  dist/ is the one the in-repository example runs with. Built like ES_STUBS_TS
+#                  when unset; with ES_SKIP_BAZEL=1 the SDK is compiled and packed here instead.
 #
 # A skipped or todo test fails the run (a skip would hide a missing tool or an untested case);
 # only a run by hand with ES_SKIP_BAZEL=1, outside Bazel, may skip.
@@ -28,6 +31,7 @@ root="$(cd "$here/../.." && pwd)"
 abs() { case "$1" in /*) printf '%s\n' "$1" ;; *) printf '%s\n' "$PWD/$1" ;; esac; }
 if [ -n "${ES_SERVER_BIN:-}" ]; then ES_SERVER_BIN="$(abs "$ES_SERVER_BIN")"; fi
 if [ -n "${ES_STUBS_TS:-}" ]; then ES_STUBS_TS="$(abs "$ES_STUBS_TS")"; fi
+if [ -n "${ES_TS_PACKAGE:-}" ]; then ES_TS_PACKAGE="$(abs "$ES_TS_PACKAGE")"; fi
 
 # Under `bazel test`, HOME is a fresh temporary directory: keep using the real
 # npm cache (filled by setup.sh) so that the consumer test installs offline.
@@ -40,16 +44,18 @@ if [ -z "${ES_STUBS_TS:-}" ] && [ -z "${TEST_SRCDIR:-}" ] && [ "${ES_SKIP_BAZEL:
   command -v "${BAZEL:-bazel}" > /dev/null 2>&1; then
   startup=()
   [ -n "${BAZEL_OUTPUT_BASE:-}" ] && startup+=("--output_base=$BAZEL_OUTPUT_BASE")
-  targets=(//sdks/ts:stubs)
+  targets=(//sdks/ts:stubs //sdks/ts:dist)
   [ -z "${ES_SERVER_BIN:-}" ] && targets+=(//server:eventstore)
   echo "test.sh: bazel build ${targets[*]}"
   (cd "$root" && "${BAZEL:-bazel}" "${startup[@]}" build --color=no --noshow_progress "${targets[@]}" 2>&1 | tail -2)
   bin="$(cd "$root" && "${BAZEL:-bazel}" "${startup[@]}" info bazel-bin 2>/dev/null)"
   ES_STUBS_TS="$bin/sdks/ts/gen/eventstore/v1/eventstore.ts"
+  ES_TS_PACKAGE="${ES_TS_PACKAGE:-$bin/sdks/ts/eventstore-c-client.tgz}"
   [ -z "${ES_SERVER_BIN:-}" ] && ES_SERVER_BIN="$bin/server/eventstore"
 fi
 export ES_SERVER_BIN="${ES_SERVER_BIN:-$root/bazel-bin/server/eventstore}"
 if [ -n "${ES_STUBS_TS:-}" ]; then export ES_STUBS_TS; fi
+if [ -n "${ES_TS_PACKAGE:-}" ]; then export ES_TS_PACKAGE; fi
 
 "$here/setup.sh"
 
@@ -64,7 +70,12 @@ export ES_TS_SOURCE_DIR="$here"
 cd "$work"
 
 echo "test.sh: tsc (dist/, then tests and examples) in $work"
-npm run --silent build
+if [ -n "${ES_TS_PACKAGE:-}" ]; then
+  # dist/ as compiled into the package: the same build is not made twice.
+  tar -xzf "$ES_TS_PACKAGE" -C "$work" --strip-components=1 package/dist
+else
+  npm run --silent build
+fi
 npm run --silent build:test
 
 echo "test.sh: node --test (server: $ES_SERVER_BIN)"

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from eventstore_client import (
-    AlreadyExists,
+    AlreadyExistsError,
     AsyncEventStoreClient,
     AsyncSubscription,
     CaughtUp,
@@ -20,14 +20,14 @@ from eventstore_client import (
     EventData,
     ExpectedVersion,
     Filter,
-    InvalidArgument,
+    InvalidArgumentError,
     RecordedEvent,
-    ResourceExhausted,
-    StreamNotFound,
-    StreamTypeMismatch,
+    ResourceExhaustedError,
+    StreamNotFoundError,
+    StreamTypeMismatchError,
     SubscriptionMessage,
-    Unavailable,
-    WrongExpectedVersion,
+    UnavailableError,
+    WrongExpectedVersionError,
     json_event,
 )
 
@@ -88,22 +88,22 @@ async def test_read_all_and_iter_all(aclient: AsyncEventStoreClient) -> None:
 
 
 async def test_typed_errors(aclient: AsyncEventStoreClient, stream: str) -> None:
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(StreamNotFoundError):
         await aclient.read_stream(stream)
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(StreamNotFoundError):
         [e async for e in aclient.iter_stream(stream)]
     eid = str(uuid.uuid4())
     await aclient.append(stream, [EventData("A", event_id=eid)], stream_type="T")
-    with pytest.raises(WrongExpectedVersion) as wev:
+    with pytest.raises(WrongExpectedVersionError) as wev:
         await aclient.append(stream, [EventData("B")], ExpectedVersion.exact(7))
     assert (wev.value.expected, wev.value.actual) == (ExpectedVersion.exact(7), 1)
-    with pytest.raises(AlreadyExists):
+    with pytest.raises(AlreadyExistsError):
         await aclient.append(stream, [EventData("A", event_id=eid), EventData("B")])
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         await aclient.append("", [EventData("A")])
-    with pytest.raises(StreamTypeMismatch):
+    with pytest.raises(StreamTypeMismatchError):
         await aclient.append(stream, [EventData("B")], stream_type="Other")
-    with pytest.raises(ResourceExhausted):
+    with pytest.raises(ResourceExhaustedError):
         await aclient.append(stream, [EventData("Big", payload=b"x" * (5 << 20))])
     dup = await aclient.append(stream, [EventData("A", event_id=eid)], ExpectedVersion.no_stream())
     assert dup.duplicate and dup.first_stream_version == 1
@@ -114,7 +114,7 @@ async def test_unavailable() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     async with AsyncEventStoreClient(f"127.0.0.1:{port}", timeout=5) as c:
-        with pytest.raises(Unavailable) as e:
+        with pytest.raises(UnavailableError) as e:
             await c.read_all()
     assert e.value.code == grpc.StatusCode.UNAVAILABLE
 
@@ -160,7 +160,7 @@ async def test_subscribe_from_end_and_aclose_from_another_task(
 
 async def test_invalid_subscription(aclient: AsyncEventStoreClient) -> None:
     sub = aclient.subscribe(filter=Filter(event_types=["x" * 300]))
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         await sub.__anext__()
 
 

@@ -9,19 +9,19 @@ import grpc
 import pytest
 
 from eventstore_client import (
-    AlreadyExists,
+    AlreadyExistsError,
     Direction,
     EventData,
     EventStoreClient,
     EventStoreError,
     ExpectedVersion,
     Filter,
-    InvalidArgument,
-    ResourceExhausted,
-    StreamNotFound,
-    StreamTypeMismatch,
-    Unavailable,
-    WrongExpectedVersion,
+    InvalidArgumentError,
+    ResourceExhaustedError,
+    StreamNotFoundError,
+    StreamTypeMismatchError,
+    UnavailableError,
+    WrongExpectedVersionError,
     json_event,
 )
 
@@ -116,43 +116,43 @@ def test_idempotent_retry_is_acknowledged_as_duplicate(
 def test_wrong_expected_version_carries_expected_and_actual(
     client: EventStoreClient, stream: str
 ) -> None:
-    with pytest.raises(WrongExpectedVersion) as missing:
+    with pytest.raises(WrongExpectedVersionError) as missing:
         client.append(stream, [ev(1)], ExpectedVersion.stream_exists())
     assert missing.value.actual == 0
     assert missing.value.expected == ExpectedVersion.stream_exists()
 
     client.append(stream, [ev(1), ev(2)])
-    with pytest.raises(WrongExpectedVersion) as exact:
+    with pytest.raises(WrongExpectedVersionError) as exact:
         client.append(stream, [ev(3)], ExpectedVersion.exact(1))
     err = exact.value
     assert (err.expected, err.actual, err.stream) == (ExpectedVersion.exact(1), 2, stream)
     assert err.code == grpc.StatusCode.ABORTED and isinstance(err, EventStoreError)
 
-    with pytest.raises(WrongExpectedVersion) as exists:
+    with pytest.raises(WrongExpectedVersionError) as exists:
         client.append(stream, [ev(3)], ExpectedVersion.no_stream())
     assert exists.value.actual == 2
     # EXACT 0 is NO_STREAM; nothing was written by the failures.
-    with pytest.raises(WrongExpectedVersion):
+    with pytest.raises(WrongExpectedVersionError):
         client.append(stream, [ev(3)], ExpectedVersion.exact(0))
     assert client.read_stream(stream).stream_version == 2
 
 
 def test_stream_not_found(client: EventStoreClient, stream: str) -> None:
-    with pytest.raises(StreamNotFound) as e:
+    with pytest.raises(StreamNotFoundError) as e:
         client.read_stream(stream)
     assert e.value.code == grpc.StatusCode.NOT_FOUND and e.value.stream == stream
     it = client.iter_stream(stream)
-    with pytest.raises(StreamNotFound):
+    with pytest.raises(StreamNotFoundError):
         next(it)
 
 
 def test_already_exists(client: EventStoreClient, stream: str) -> None:
     a, b = str(uuid.uuid4()), str(uuid.uuid4())
     client.append(stream, [json_event("A", 1, event_id=a)])
-    with pytest.raises(AlreadyExists) as e:  # a superset of a committed batch
+    with pytest.raises(AlreadyExistsError) as e:  # a superset of a committed batch
         client.append(stream, [json_event("A", 1, event_id=a), json_event("B", 2, event_id=b)])
     assert a in e.value.details and e.value.code == grpc.StatusCode.ALREADY_EXISTS
-    with pytest.raises(AlreadyExists):  # the same id on another stream
+    with pytest.raises(AlreadyExistsError):  # the same id on another stream
         client.append(stream + "-other", [json_event("A", 1, event_id=a)])
 
 
@@ -169,27 +169,27 @@ def test_already_exists(client: EventStoreClient, stream: str) -> None:
     ],
 )
 def test_invalid_argument(client: EventStoreClient, stream_id: str, events: list[EventData]) -> None:
-    with pytest.raises(InvalidArgument) as e:
+    with pytest.raises(InvalidArgumentError) as e:
         client.append(stream_id, events)
     assert e.value.code == grpc.StatusCode.INVALID_ARGUMENT and e.value.details
 
 
 def test_invalid_argument_same_id_twice_in_one_batch(client: EventStoreClient, stream: str) -> None:
     eid = str(uuid.uuid4())
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         client.append(stream, [EventData("A", event_id=eid), EventData("B", event_id=eid)])
 
 
 def test_stream_type_mismatch(client: EventStoreClient, stream: str) -> None:
     client.append(stream, [ev(1)], stream_type="Order")
     client.append(stream, [ev(2)], stream_type=None)  # no opinion
-    with pytest.raises(StreamTypeMismatch) as e:
+    with pytest.raises(StreamTypeMismatchError) as e:
         client.append(stream, [ev(3)], stream_type="Invoice")
     assert e.value.code == grpc.StatusCode.FAILED_PRECONDITION
 
 
 def test_resource_exhausted(client: EventStoreClient, stream: str) -> None:
-    with pytest.raises(ResourceExhausted) as e:
+    with pytest.raises(ResourceExhaustedError) as e:
         client.append(stream, [EventData("Big", payload=b"x" * (5 * 1024 * 1024))])
     assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
@@ -199,7 +199,7 @@ def test_unavailable_when_nothing_listens() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with EventStoreClient(f"127.0.0.1:{port}", timeout=5) as c:
-        with pytest.raises(Unavailable) as e:
+        with pytest.raises(UnavailableError) as e:
             c.append("s", [ev(1)])
     assert e.value.code == grpc.StatusCode.UNAVAILABLE
 

@@ -14,7 +14,7 @@ from eventstore_client import (
     Checkpoint,
     EventStoreClient,
     Filter,
-    InvalidArgument,
+    InvalidArgumentError,
     RecordedEvent,
     Subscription,
     SubscriptionMessage,
@@ -132,7 +132,7 @@ def test_client_close_ends_its_subscriptions(server: ServerProcess) -> None:
 
 def test_invalid_subscription_raises_typed_error(client: EventStoreClient) -> None:
     sub = client.subscribe(filter=Filter(stream_prefix="x" * 300))
-    with pytest.raises(InvalidArgument):
+    with pytest.raises(InvalidArgumentError):
         next(sub)
     assert sub.closed
 

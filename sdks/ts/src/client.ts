@@ -14,12 +14,12 @@ export type Direction = "forward" | "backward";
 /** TLS settings. `tls: true` means TLS with the system's root certificates. */
 export interface TlsOptions {
   /** PEM root certificate(s) to trust instead of the system's, e.g. your CA. */
-  ca?: string | Buffer;
+  ca?: string | Buffer | undefined;
   /** PEM client certificate chain and key, for mutual TLS. */
-  certChain?: string | Buffer;
-  privateKey?: string | Buffer;
+  certChain?: string | Buffer | undefined;
+  privateKey?: string | Buffer | undefined;
   /** Check the server certificate against this name instead of the address's host. */
-  serverNameOverride?: string;
+  serverNameOverride?: string | undefined;
 }
 
 /** A bearer token, or a function that returns one for each call (for rotating tokens). */
@@ -29,30 +29,30 @@ export interface EventStoreClientOptions {
   /** "host:port", e.g. "127.0.0.1:50051". */
   address: string;
   /** TLS (true, or a CA and more). Without it the connection is plaintext. */
-  tls?: boolean | TlsOptions;
+  tls?: boolean | TlsOptions | undefined;
   /** Plaintext, said explicitly; the default when `tls` is not given. Conflicts with `tls`. */
-  insecure?: boolean;
+  insecure?: boolean | undefined;
   /** Sent on every call as `authorization: Bearer <token>`. */
-  token?: TokenSource;
+  token?: TokenSource | undefined;
   /** Deadline of every unary call (append, reads) unless a call gives its own. Default: none. */
-  defaultDeadlineMs?: number;
+  defaultDeadlineMs?: number | undefined;
   /** Extra @grpc/grpc-js channel options (they override the client's defaults). */
-  channelOptions?: grpc.ChannelOptions;
+  channelOptions?: grpc.ChannelOptions | undefined;
   /** Default reconnect policy of subscriptions. */
-  retry?: RetryOptions;
+  retry?: RetryOptions | undefined;
 }
 
 /** Per-call options of unary calls. */
 export interface CallOptions {
   /** This call's deadline in milliseconds from now (overrides `defaultDeadlineMs`). */
-  deadlineMs?: number;
+  deadlineMs?: number | undefined;
   /** Cancels the call; it then rejects with CancelledError. */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
 }
 
 export interface AppendOptions extends CallOptions {
   /** The stream's type (aggregate kind); the first non-empty one sticks. */
-  streamType?: string;
+  streamType?: string | undefined;
 }
 
 export interface AppendResult {
@@ -69,11 +69,11 @@ export interface AppendResult {
 
 export interface ReadStreamOptions extends CallOptions {
   /** Inclusive start. Forward: 0 or 1 = first event. Backward: 0 = last event. Default 0. */
-  fromVersion?: bigint | number;
+  fromVersion?: bigint | number | undefined;
   /** Page size; 0 or omitted = server default (100); capped by the server. */
-  maxCount?: number;
+  maxCount?: number | undefined;
   /** Default "forward". */
-  direction?: Direction;
+  direction?: Direction | undefined;
 }
 
 export interface ReadStreamPage {
@@ -89,17 +89,17 @@ export interface ReadStreamPage {
 
 export interface ReadStreamIterOptions extends Omit<ReadStreamOptions, "maxCount"> {
   /** Events per page (request); default: server default (100). */
-  pageSize?: number;
+  pageSize?: number | undefined;
 }
 
 export interface ReadAllOptions extends CallOptions {
   /** Inclusive start. Forward: 0 or 1 = start of the log. Backward: 0 = end. Default 0. */
-  fromPosition?: bigint | number;
+  fromPosition?: bigint | number | undefined;
   /** Page size; 0 or omitted = server default (100). */
-  maxCount?: number;
+  maxCount?: number | undefined;
   /** Default "forward". */
-  direction?: Direction;
-  filter?: Filter;
+  direction?: Direction | undefined;
+  filter?: Filter | undefined;
 }
 
 export interface ReadAllPage {
@@ -115,7 +115,7 @@ export interface ReadAllPage {
 
 export interface ReadAllIterOptions extends Omit<ReadAllOptions, "maxCount"> {
   /** Events per page (request); default: server default (100). */
-  pageSize?: number;
+  pageSize?: number | undefined;
 }
 
 const DEFAULT_CHANNEL_OPTIONS: grpc.ChannelOptions = {
@@ -190,7 +190,7 @@ export class EventStoreClient {
   }
 
   /** Creates a client and waits until its connection is ready (UnavailableError after `timeoutMs`, default 10 s). */
-  static async connect(options: EventStoreClientOptions & { timeoutMs?: number }): Promise<EventStoreClient> {
+  static async connect(options: EventStoreClientOptions & { timeoutMs?: number | undefined }): Promise<EventStoreClient> {
     const client = new EventStoreClient(options);
     try {
       await client.waitForReady(options.timeoutMs ?? 10_000);
@@ -362,7 +362,15 @@ export class EventStoreClient {
         this.checkOpen();
         return this.stub.subscribe(request, await this.callMetadata(), {});
       },
-      { ...options, retry: { ...this.retry, ...options.retry } },
+      // Field by field: an option given as `undefined` keeps the client's setting.
+      {
+        ...options,
+        retry: {
+          initialDelayMs: options.retry?.initialDelayMs ?? this.retry?.initialDelayMs,
+          maxDelayMs: options.retry?.maxDelayMs ?? this.retry?.maxDelayMs,
+          maxAttempts: options.retry?.maxAttempts ?? this.retry?.maxAttempts,
+        },
+      },
       (closed) => this.subscriptions.delete(closed),
     );
     if (this.isClosed) sub.close();

@@ -8,9 +8,9 @@ export { status as GrpcStatus } from "@grpc/grpc-js";
 
 export interface EventStoreErrorOptions {
   /** The server's status message. */
-  details?: string;
+  details?: string | undefined;
   /** Trailing metadata of the failed call, when there was a call. */
-  metadata?: Metadata;
+  metadata?: Metadata | undefined;
   /** The underlying error (usually a @grpc/grpc-js ServiceError). */
   cause?: unknown;
 }
@@ -146,9 +146,9 @@ export class CancelledError extends EventStoreError {
 
 /** What the client knows about a call, to give errors their fields. */
 export interface CallContext {
-  stream?: string;
-  expected?: ExpectedVersion;
-  streamType?: string;
+  stream?: string | undefined;
+  expected?: ExpectedVersion | undefined;
+  streamType?: string | undefined;
 }
 
 interface ServiceErrorLike {

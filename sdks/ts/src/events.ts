@@ -11,27 +11,27 @@ export interface EventInput {
   /** The kind of event, e.g. "OrderPlaced" (1..256 bytes, no control characters). */
   eventType: string;
   /** The body: bytes, or a string sent as UTF-8. Empty when omitted. */
-  payload?: Uint8Array | string;
+  payload?: Uint8Array | string | undefined;
   /**
    * A lowercase UUID. Give one (e.g. `newEventId()`) to make the append safe to retry:
    * resending the same batch is acknowledged with `duplicate: true`. Empty: the server assigns a UUIDv7.
    */
-  eventId?: string;
+  eventId?: string | undefined;
   /** Schema version of `eventType` (uint32). Default 0. */
-  eventVersion?: number;
+  eventVersion?: number | undefined;
   /** MIME type of the payload. Empty: the server stores "application/octet-stream". */
-  contentType?: string;
+  contentType?: string | undefined;
   /**
    * Free-form string pairs: an object (its own enumerable string-keyed properties) or a Map.
    * Any key is allowed, "__proto__" and "constructor" included — but note that in an object
    * literal `{ "__proto__": "x" }` sets the prototype instead of adding a key: write
    * `{ ["__proto__"]: "x" }` or use a Map.
    */
-  metadata?: Readonly<Record<string, string>> | ReadonlyMap<string, string>;
-  correlationId?: string;
-  causationId?: string;
+  metadata?: Readonly<Record<string, string>> | ReadonlyMap<string, string> | undefined;
+  correlationId?: string | undefined;
+  causationId?: string | undefined;
   /** When it happened by the client's clock: a Date, or Unix milliseconds. */
-  occurredAt?: Date | number | bigint;
+  occurredAt?: Date | number | bigint | undefined;
 }
 
 /** Options of `jsonEvent`: every EventInput field but the type, payload and content type. */

@@ -4,9 +4,9 @@ import * as pb from "./gen/eventstore/v1/eventstore";
 /** Selects events of the global log; both parts given → both must match. */
 export interface Filter {
   /** Only streams whose id starts with this. */
-  streamPrefix?: string;
+  streamPrefix?: string | undefined;
   /** Only these event types (exact names). */
-  eventTypes?: readonly string[];
+  eventTypes?: readonly string[] | undefined;
 }
 
 /** @internal */

@@ -25,11 +25,11 @@ export type SubscriptionMessage =
 /** How a subscription reconnects: exponential backoff with jitter. */
 export interface RetryOptions {
   /** First delay before reconnecting, ms. Default 100. */
-  initialDelayMs?: number;
+  initialDelayMs?: number | undefined;
   /** Largest delay, ms. Default 5000. */
-  maxDelayMs?: number;
+  maxDelayMs?: number | undefined;
   /** Consecutive failed attempts before the iterator throws the last error. Default Infinity. */
-  maxAttempts?: number;
+  maxAttempts?: number | undefined;
 }
 
 export interface ReconnectInfo {
@@ -45,18 +45,18 @@ export interface ReconnectInfo {
 
 export interface SubscribeOptions {
   /** Deliver events with globalPosition ≥ this. Default: the beginning (0/1). */
-  fromPosition?: bigint | number;
+  fromPosition?: bigint | number | undefined;
   /** Only events committed after the subscription starts (fromPosition is ignored). */
-  fromEnd?: boolean;
-  filter?: Filter;
+  fromEnd?: boolean | undefined;
+  filter?: Filter | undefined;
   /** With a filter: a checkpoint after this many non-matching events; 0/omitted = server default (1000). */
-  checkpointInterval?: number;
+  checkpointInterval?: number | undefined;
   /** Aborting ends the iteration (normally, without an error). */
-  signal?: AbortSignal;
+  signal?: AbortSignal | undefined;
   /** Reconnect policy (defaults: the client's `retry`, then 100 ms … 5 s, forever). */
-  retry?: RetryOptions;
+  retry?: RetryOptions | undefined;
   /** Called before each reconnect attempt. */
-  onReconnect?: (info: ReconnectInfo) => void;
+  onReconnect?: ((info: ReconnectInfo) => void) | undefined;
 }
 
 /** Status codes after which the subscription reconnects instead of failing. */
@@ -93,7 +93,7 @@ export class Subscription implements AsyncIterable<SubscriptionMessage> {
   private readonly abort = new AbortController();
   private readonly filter: pb.Filter | undefined;
   private readonly checkpointInterval: number;
-  private readonly retry: Required<RetryOptions>;
+  private readonly retry: { [K in keyof RetryOptions]-?: NonNullable<RetryOptions[K]> };
   private readonly onReconnect: ((info: ReconnectInfo) => void) | undefined;
   private readonly userSignal: AbortSignal | undefined;
   private call: ClientReadableStream<pb.SubscribeResponse> | undefined;

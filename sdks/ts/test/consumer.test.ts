@@ -1,11 +1,13 @@
 // The example, run in the repository and — the consumer test — from the packed
 // npm tarball installed into a throwaway project outside the repository.
-// Needs dist/ built first (test.sh does it); packs with --ignore-scripts so the
-// build is not repeated. Dependencies come from the npm cache that setup.sh
-// filled (--prefer-offline), the registry otherwise.
+// The tarball is ES_TS_PACKAGE, the package of //sdks/ts:dist (what `make
+// sdk-dist` ships; test.sh and Bazel set it). Without it (a run by hand with
+// ES_SKIP_BAZEL=1) the test packs dist/ itself, with --ignore-scripts so that
+// the build is not repeated. Dependencies come from the npm cache that
+// setup.sh filled (--prefer-offline), the registry otherwise.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import * as path from "node:path";
 import { promisify } from "node:util";
@@ -27,6 +29,31 @@ after(async () => {
   await server?.stop();
   if (work && !process.env.ES_KEEP_CONSUMER) rmSync(work, { recursive: true, force: true });
 });
+
+// Compiles only if every optional field of every options type accepts an explicit `undefined`
+// (`field?: T | undefined`) under exactOptionalPropertyTypes.
+const OPTIONS_TS = `import type * as es from "@eventstore-c/client";
+type OptionalKeys<T> = { [K in keyof T]-?: {} extends Pick<T, K> ? K : never }[keyof T];
+type TakesUndefined<T> = { [K in OptionalKeys<T>]: undefined } extends Pick<T, OptionalKeys<T>> ? true : false;
+export const everyOptionalFieldTakesUndefined: [
+  TakesUndefined<es.EventStoreClientOptions>,
+  TakesUndefined<es.TlsOptions>,
+  TakesUndefined<es.CallOptions>,
+  TakesUndefined<es.AppendOptions>,
+  TakesUndefined<es.ReadStreamOptions>,
+  TakesUndefined<es.ReadStreamIterOptions>,
+  TakesUndefined<es.ReadAllOptions>,
+  TakesUndefined<es.ReadAllIterOptions>,
+  TakesUndefined<es.EventInput>,
+  TakesUndefined<es.JsonEventOptions>,
+  TakesUndefined<es.Filter>,
+  TakesUndefined<es.RetryOptions>,
+  TakesUndefined<es.SubscribeOptions>,
+] = [true, true, true, true, true, true, true, true, true, true, true, true, true];
+const unset: string | undefined = undefined;
+export const read: es.ReadStreamOptions = { maxCount: undefined, direction: undefined, deadlineMs: undefined };
+export const event: es.EventInput = { eventType: "E", eventId: unset, metadata: undefined };
+`;
 
 function checkQuickstartOutput(stdout: string): void {
   assert.match(stdout, /appended order-\d+ v1\.\.v2/);
@@ -51,15 +78,23 @@ it("npm pack → install into a project outside the repository → its example r
   const repo = path.resolve(process.env.ES_TS_SOURCE_DIR ?? PKG_ROOT, "../..");
   assert.ok(path.relative(repo, work).startsWith(".."), `${work} is outside the repository`);
 
-  // 1. pack
-  const packed = await run(NPM, ["pack", "--ignore-scripts", "--json", "--pack-destination", work], {
-    cwd: PKG_ROOT,
-    timeout: 60_000,
-  });
-  const info = JSON.parse(packed.stdout) as { filename: string; files: { path: string }[] }[];
-  const tarball = info[0]!.filename;
-  const files = info[0]!.files.map((f) => f.path);
-  for (const f of ["package.json", "README.md", "dist/index.js", "dist/index.d.ts", "dist/gen/eventstore/v1/eventstore.d.ts", "examples/quickstart.ts"]) {
+  // 1. the package: //sdks/ts:dist's, or packed here
+  let tarball: string;
+  if (process.env.ES_TS_PACKAGE) {
+    tarball = "eventstore-c-client.tgz";
+    copyFileSync(path.resolve(process.env.ES_TS_PACKAGE), path.join(work, tarball));
+  } else {
+    const packed = await run(NPM, ["pack", "--ignore-scripts", "--json", "--pack-destination", work], {
+      cwd: PKG_ROOT,
+      timeout: 60_000,
+    });
+    tarball = (JSON.parse(packed.stdout) as { filename: string }[])[0]!.filename;
+  }
+  const listed = await run("tar", ["-tzf", path.join(work, tarball)], { timeout: 30_000 });
+  const files = listed.stdout.split("\n").filter(Boolean).map((f) => f.replace(/^package\//, ""));
+  const need = ["package.json", "README.md", "LICENSE", "dist/index.js", "dist/index.d.ts", "dist/gen/eventstore/v1/eventstore.d.ts", "examples/quickstart.ts"];
+  if (process.env.ES_TS_PACKAGE) need.push("API.md");
+  for (const f of need) {
     assert.ok(files.includes(f), `the tarball has ${f}`);
   }
   assert.ok(!files.some((f) => f.startsWith("test/") || f.startsWith("build/") || f.startsWith("node_modules/")));
@@ -85,8 +120,15 @@ it("npm pack → install into a project outside the repository → its example r
   writeFileSync(
     path.join(work, "tsconfig.json"),
     JSON.stringify({
-      compilerOptions: { target: "ES2022", module: "node16", moduleResolution: "node16", strict: true, types: ["node"] },
-      files: ["quickstart.ts"],
+      compilerOptions: {
+        target: "ES2022",
+        module: "node16",
+        moduleResolution: "node16",
+        strict: true,
+        exactOptionalPropertyTypes: true,
+        types: ["node"],
+      },
+      files: ["quickstart.ts", "options.ts"],
     }),
   );
   await run(NPM, ["install", "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"], {
@@ -94,9 +136,17 @@ it("npm pack → install into a project outside the repository → its example r
     timeout: 120_000,
   });
 
-  // 3. the example as shipped in the package, type-checked and compiled against it
-  const shipped = path.join(work, "node_modules/@eventstore-c/client/examples/quickstart.ts");
-  writeFileSync(path.join(work, "quickstart.ts"), readFileSync(shipped));
+  // 3. the example as shipped in the package, type-checked and compiled against it, with
+  // exactOptionalPropertyTypes: a project with that setting passes `undefined` for options
+  // it does not set (options.ts), which compiles only if each optional field says so.
+  const installed = path.join(work, "node_modules/@eventstore-c/client");
+  writeFileSync(path.join(work, "quickstart.ts"), readFileSync(path.join(installed, "examples/quickstart.ts")));
+  writeFileSync(path.join(work, "options.ts"), OPTIONS_TS);
+  const manifest = JSON.parse(readFileSync(path.join(installed, "package.json"), "utf8")) as { license: string };
+  assert.equal(manifest.license, "Apache-2.0");
+  // The README must not point into the repository (../../docs/…): those links are dead in a package.
+  const readme = readFileSync(path.join(installed, "README.md"), "utf8");
+  assert.deepEqual(readme.match(/\]\(\.\.\/[^)]*\)/g) ?? [], [], "the packaged README links outside the package");
   await run(process.execPath, [path.join(work, "node_modules/typescript/bin/tsc"), "-p", work], { timeout: 120_000 });
 
   // 4. run it against the server

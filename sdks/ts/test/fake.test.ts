@@ -288,6 +288,25 @@ describe("subscription resume requests", () => {
     );
   });
 
+  it("a retry field given as undefined keeps the client's setting", async () => {
+    // The client's initialDelayMs is 10 (maxDelayMs 50): the first backoff is 5..10 ms. Were the
+    // undefined to replace it, the built-in 100 ms (capped at 50) would apply: 25..50 ms.
+    fake.subscribeScript = (call) => drop(call);
+    const delays: number[] = [];
+    const sub = client.subscribe({
+      retry: { initialDelayMs: undefined, maxDelayMs: undefined, maxAttempts: 2 },
+      onReconnect: (i) => delays.push(i.delayMs),
+    });
+    await assert.rejects(
+      (async () => {
+        for await (const _ of sub);
+      })(),
+      UnavailableError,
+    );
+    assert.equal(delays.length, 2);
+    assert.ok(delays[0]! <= 10, `first backoff ${delays[0]} ms`);
+  });
+
   it("closes during the backoff", async () => {
     fake.subscribeScript = (call) => drop(call);
     const sub = client.subscribe({ retry: { initialDelayMs: 5000, maxDelayMs: 5000 } });

@@ -23,12 +23,17 @@ ChannelOptions = Sequence[Tuple[str, Any]]
 
 # Reconnect quickly after a restart (gRPC's own default waits 1 s and grows to 120 s), and
 # accept a page that holds one maximal event (the server's request limit is 4 MiB).
+# Each client has connections of its own (a local subchannel pool): in gRPC's default global
+# pool, a client created right after the server restarted could send its first call on another
+# client's connection to the old server and fail with UNAVAILABLE "Socket closed" -- often with
+# older grpcio releases, now and then with the newest.
 DEFAULT_CHANNEL_OPTIONS: List[Tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 2000),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.primary_user_agent", f"eventstore-client-python/{VERSION}"),
+    ("grpc.use_local_subchannel_pool", 1),
 ]
 
 
@@ -39,7 +44,7 @@ class ReconnectPolicy:
     Delays grow from ``initial_backoff`` by ``multiplier`` up to ``max_backoff`` seconds,
     each randomised by ±``jitter`` (a fraction). After a message arrives the delay starts
     over. ``max_attempts`` consecutive failed attempts (None: no limit) end the
-    subscription with :class:`~eventstore_client.Unavailable`.
+    subscription with :class:`~eventstore_client.UnavailableError`.
     """
 
     initial_backoff: float = 0.1

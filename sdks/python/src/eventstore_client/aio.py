@@ -24,7 +24,7 @@ from ._types import (
     StreamPage,
     SubscriptionMessage,
 )
-from .errors import EventStoreError, Unavailable, from_rpc_error
+from .errors import EventStoreError, UnavailableError, from_rpc_error
 
 __all__ = ["AsyncEventStoreClient", "AsyncSubscription"]
 
@@ -358,7 +358,7 @@ class AsyncSubscription(AsyncIterator[SubscriptionMessage]):
             self.close()
             if failure is not None:
                 raise from_rpc_error(failure) from None
-            raise Unavailable("subscription: the server kept ending the stream")
+            raise UnavailableError("subscription: the server kept ending the stream")
         delay = self._policy.delay(self._attempt)
         log.warning(
             "subscription interrupted (%s); resuming from position %d in %.2fs (attempt %d)",

@@ -23,7 +23,7 @@ from ._types import (
     StreamPage,
     SubscriptionMessage,
 )
-from .errors import EventStoreError, Unavailable, from_rpc_error
+from .errors import EventStoreError, UnavailableError, from_rpc_error
 
 __all__ = ["EventStoreClient", "Subscription"]
 
@@ -125,9 +125,9 @@ class EventStoreClient:
     ) -> AppendResult:
         """Atomically appends ``events`` (one or many) to ``stream`` if ``expected`` holds.
 
-        Raises :class:`WrongExpectedVersion` (with ``.actual``), :class:`AlreadyExists`,
-        :class:`StreamTypeMismatch` (``stream_type`` differs from the stream's),
-        :class:`InvalidArgument`, ... A batch whose event ids were already committed
+        Raises :class:`WrongExpectedVersionError` (with ``.actual``), :class:`AlreadyExistsError`,
+        :class:`StreamTypeMismatchError` (``stream_type`` differs from the stream's),
+        :class:`InvalidArgumentError`, ... A batch whose event ids were already committed
         together returns the original result with ``duplicate=True``.
         """
         req = _convert.append_request(stream, events, expected, stream_type)
@@ -148,7 +148,7 @@ class EventStoreClient:
         """One page of ``stream``. ``from_version`` is inclusive (FORWARD: 0 or 1 = first
         event; BACKWARD: 0 = last event); ``max_count`` None = the server's default (100).
 
-        Raises :class:`StreamNotFound` when the stream has no events.
+        Raises :class:`StreamNotFoundError` when the stream has no events.
         """
         req = _convert.read_stream_request(stream, from_version, max_count, direction)
         return _convert.stream_page(self._unary(self._stub.ReadStream, req, timeout, stream=stream))
@@ -165,7 +165,7 @@ class EventStoreClient:
         """Every event of ``stream`` from ``from_version`` on, in ``direction``, fetched
         page by page (``page_size`` events a page; ``timeout`` applies to each page).
 
-        Raises :class:`StreamNotFound` (on the first ``next()``) when the stream has no events.
+        Raises :class:`StreamNotFoundError` (on the first ``next()``) when the stream has no events.
         """
         _convert.read_stream_request(stream, from_version, page_size, direction)  # validate now
         return self._iter_stream(stream, from_version, direction, page_size, timeout)
@@ -371,7 +371,7 @@ class Subscription(Iterator[SubscriptionMessage]):
             self.close()
             if failure is not None:
                 raise from_rpc_error(failure) from None
-            raise Unavailable("subscription: the server kept ending the stream")
+            raise UnavailableError("subscription: the server kept ending the stream")
         delay = self._policy.delay(self._attempt)
         log.warning(
             "subscription interrupted (%s); resuming from position %d in %.2fs (attempt %d)",

@@ -1,5 +1,9 @@
 """Typed errors. Every error raised for a failed call is an :class:`EventStoreError`
-carrying the gRPC status code; match on the class (or ``code``), not on the message."""
+carrying the gRPC status code; match on the class (or ``code``), not on the message.
+
+The classes end in ``Error`` (PEP 8). Their earlier names (``WrongExpectedVersion``,
+``StreamNotFound``, ...) remain as aliases of the same classes, so ``except`` clauses written
+against them keep working; new code should use the ``Error`` names."""
 
 from __future__ import annotations
 
@@ -11,15 +15,24 @@ from ._types import ExpectedVersion
 
 __all__ = [
     "AlreadyExists",
+    "AlreadyExistsError",
     "DeadlineExceeded",
+    "DeadlineExceededError",
     "EventStoreError",
     "InvalidArgument",
+    "InvalidArgumentError",
     "ResourceExhausted",
+    "ResourceExhaustedError",
     "StreamNotFound",
+    "StreamNotFoundError",
     "StreamTypeMismatch",
+    "StreamTypeMismatchError",
     "Unauthenticated",
+    "UnauthenticatedError",
     "Unavailable",
+    "UnavailableError",
     "WrongExpectedVersion",
+    "WrongExpectedVersionError",
 ]
 
 ACTUAL_VERSION_TRAILER = "es-actual-version"
@@ -39,7 +52,7 @@ class EventStoreError(Exception):
         super().__init__(f"{code.name}: {details}" if details else code.name)
 
 
-class WrongExpectedVersion(EventStoreError):
+class WrongExpectedVersionError(EventStoreError):
     """ABORTED: the append's expected-version check failed; nothing was written.
 
     ``actual`` is the stream's current last version (0 = no events), from the trailing
@@ -60,7 +73,7 @@ class WrongExpectedVersion(EventStoreError):
         self.actual = actual
 
 
-class StreamNotFound(EventStoreError):
+class StreamNotFoundError(EventStoreError):
     """NOT_FOUND: the stream has no events."""
 
     def __init__(self, details: str = "", *, stream: str = "") -> None:
@@ -68,35 +81,35 @@ class StreamNotFound(EventStoreError):
         self.stream = stream
 
 
-class AlreadyExists(EventStoreError):
+class AlreadyExistsError(EventStoreError):
     """ALREADY_EXISTS: an event id that is already stored was reused outside an exact retry."""
 
     def __init__(self, details: str = "") -> None:
         super().__init__(grpc.StatusCode.ALREADY_EXISTS, details)
 
 
-class InvalidArgument(EventStoreError):
+class InvalidArgumentError(EventStoreError):
     """INVALID_ARGUMENT: the request broke a rule or a limit; the message names the field."""
 
     def __init__(self, details: str = "") -> None:
         super().__init__(grpc.StatusCode.INVALID_ARGUMENT, details)
 
 
-class StreamTypeMismatch(EventStoreError):
+class StreamTypeMismatchError(EventStoreError):
     """FAILED_PRECONDITION: the append's stream_type differs from the stream's."""
 
     def __init__(self, details: str = "") -> None:
         super().__init__(grpc.StatusCode.FAILED_PRECONDITION, details)
 
 
-class ResourceExhausted(EventStoreError):
+class ResourceExhaustedError(EventStoreError):
     """RESOURCE_EXHAUSTED: the request or an event is larger than the server's limit."""
 
     def __init__(self, details: str = "") -> None:
         super().__init__(grpc.StatusCode.RESOURCE_EXHAUSTED, details)
 
 
-class Unavailable(EventStoreError):
+class UnavailableError(EventStoreError):
     """UNAVAILABLE: the server cannot be reached or is shutting down; retry with backoff
     (appends with your own event ids are safe to retry)."""
 
@@ -104,19 +117,33 @@ class Unavailable(EventStoreError):
         super().__init__(grpc.StatusCode.UNAVAILABLE, details)
 
 
-class Unauthenticated(EventStoreError):
+class UnauthenticatedError(EventStoreError):
     """UNAUTHENTICATED: missing or wrong credentials."""
 
     def __init__(self, details: str = "") -> None:
         super().__init__(grpc.StatusCode.UNAUTHENTICATED, details)
 
 
-class DeadlineExceeded(EventStoreError):
+class DeadlineExceededError(EventStoreError):
     """DEADLINE_EXCEEDED: the call did not finish within its timeout. An append may or may
     not have been committed: retry it with the same event ids."""
 
     def __init__(self, details: str = "") -> None:
         super().__init__(grpc.StatusCode.DEADLINE_EXCEEDED, details)
+
+
+
+# The earlier names, kept as aliases: the same class objects, so isinstance checks and
+# except clauses written with either name match the same errors.
+WrongExpectedVersion = WrongExpectedVersionError
+StreamNotFound = StreamNotFoundError
+AlreadyExists = AlreadyExistsError
+InvalidArgument = InvalidArgumentError
+StreamTypeMismatch = StreamTypeMismatchError
+ResourceExhausted = ResourceExhaustedError
+Unavailable = UnavailableError
+Unauthenticated = UnauthenticatedError
+DeadlineExceeded = DeadlineExceededError
 
 
 def _trailer(err: grpc.RpcError, key: str) -> Optional[str]:
@@ -148,17 +175,17 @@ def from_rpc_error(
             actual = int(raw) if raw is not None else None
         except ValueError:
             actual = None
-        return WrongExpectedVersion(details, stream=stream, expected=expected, actual=actual)
+        return WrongExpectedVersionError(details, stream=stream, expected=expected, actual=actual)
     if code == grpc.StatusCode.NOT_FOUND:
-        return StreamNotFound(details, stream=stream)
+        return StreamNotFoundError(details, stream=stream)
     simple = {
-        grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
-        grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-        grpc.StatusCode.FAILED_PRECONDITION: StreamTypeMismatch,
-        grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhausted,
-        grpc.StatusCode.UNAVAILABLE: Unavailable,
-        grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-        grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+        grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+        grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+        grpc.StatusCode.FAILED_PRECONDITION: StreamTypeMismatchError,
+        grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+        grpc.StatusCode.UNAVAILABLE: UnavailableError,
+        grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+        grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     }
     cls = simple.get(code)
     if cls is not None:

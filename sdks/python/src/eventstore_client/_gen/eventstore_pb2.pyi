@@ -2,8 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -121,7 +120,7 @@ class AppendResponse(_message.Message):
     last_global_position: int
     recorded_at_unix_ms: int
     duplicate: bool
-    def __init__(self, first_stream_version: _Optional[int] = ..., last_stream_version: _Optional[int] = ..., first_global_position: _Optional[int] = ..., last_global_position: _Optional[int] = ..., recorded_at_unix_ms: _Optional[int] = ..., duplicate: _Optional[bool] = ...) -> None: ...
+    def __init__(self, first_stream_version: _Optional[int] = ..., last_stream_version: _Optional[int] = ..., first_global_position: _Optional[int] = ..., last_global_position: _Optional[int] = ..., recorded_at_unix_ms: _Optional[int] = ..., duplicate: bool = ...) -> None: ...
 
 class ReadStreamRequest(_message.Message):
     __slots__ = ("stream_id", "from_version", "max_count", "direction")
@@ -145,7 +144,7 @@ class ReadStreamResponse(_message.Message):
     next_version: int
     is_end: bool
     stream_version: int
-    def __init__(self, events: _Optional[_Iterable[_Union[RecordedEvent, _Mapping]]] = ..., next_version: _Optional[int] = ..., is_end: _Optional[bool] = ..., stream_version: _Optional[int] = ...) -> None: ...
+    def __init__(self, events: _Optional[_Iterable[_Union[RecordedEvent, _Mapping]]] = ..., next_version: _Optional[int] = ..., is_end: bool = ..., stream_version: _Optional[int] = ...) -> None: ...
 
 class Filter(_message.Message):
     __slots__ = ("stream_prefix", "event_types")
@@ -177,7 +176,7 @@ class ReadAllResponse(_message.Message):
     next_position: int
     is_end: bool
     head_position: int
-    def __init__(self, events: _Optional[_Iterable[_Union[RecordedEvent, _Mapping]]] = ..., next_position: _Optional[int] = ..., is_end: _Optional[bool] = ..., head_position: _Optional[int] = ...) -> None: ...
+    def __init__(self, events: _Optional[_Iterable[_Union[RecordedEvent, _Mapping]]] = ..., next_position: _Optional[int] = ..., is_end: bool = ..., head_position: _Optional[int] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
     __slots__ = ("from_position", "filter", "from_end", "checkpoint_interval")
@@ -189,7 +188,7 @@ class SubscribeRequest(_message.Message):
     filter: Filter
     from_end: bool
     checkpoint_interval: int
-    def __init__(self, from_position: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., from_end: _Optional[bool] = ..., checkpoint_interval: _Optional[int] = ...) -> None: ...
+    def __init__(self, from_position: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., from_end: bool = ..., checkpoint_interval: _Optional[int] = ...) -> None: ...
 
 class CaughtUp(_message.Message):
     __slots__ = ("head_position",)

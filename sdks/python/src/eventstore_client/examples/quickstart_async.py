@@ -1,6 +1,6 @@
 """The quickstart with the asyncio client.
 
-    python examples/quickstart_async.py [HOST:PORT]
+    python -m eventstore_client.examples.quickstart_async [HOST:PORT]
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """Quickstart: append two events, read them back, subscribe (replay, then live).
 
-    python examples/quickstart.py [HOST:PORT]     (default: $EVENTSTORE_ADDRESS or 127.0.0.1:50051)
+    python -m eventstore_client.examples.quickstart [HOST:PORT]
+    (default: $EVENTSTORE_ADDRESS or 127.0.0.1:50051)
+
+Installed with the package; this file is also a plain script to copy.
 
 $EVENTSTORE_TOKEN, if set, is sent as the bearer token.
 """
