@@ -14,7 +14,6 @@
 
 #define CACHE_MAX_STREAMS 65536 /* then the cache starts over */
 
-
 void es__pg_cache_clear(committer_t *cm) {
   for (size_t i = 0; cm->cache.slots && i < cm->cache.cap; i++) {
     cached_stream_t *c = cm->cache.slots[i].val;

@@ -66,7 +66,7 @@ typedef struct cached_stream {
   char id[];     /* the stream id */
 } cached_stream_t;
 
-#define FAST_BACKOFF_GROUPS 16  /* after a failed optimistic attempt, groups that take the lock */
+#define FAST_BACKOFF_GROUPS 16 /* after a failed optimistic attempt, groups that take the lock */
 
 typedef struct committer {
   es_pg_t *pg;
