@@ -66,6 +66,7 @@
  */
 #include "es/backend_memory.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdalign.h>
 #include <stddef.h>
@@ -457,6 +458,7 @@ static int mem_append(es_backend_t *b, const es_append_req_t *req, es_append_res
   uint64_t record_bytes = 0, payload_bytes = 0;
   int rc = ES_OK;
   bool locked = false;
+  assert(n > 0 && req->stream_id != NULL); /* es_backend_append refuses the rest */
 
   /* 1. Everything per event, outside the locks: records and id hashes. */
   recs = malloc(n * sizeof *recs);
@@ -663,10 +665,10 @@ static int mem_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t
                         es_err_t *err) {
   es_mem_t *m = (es_mem_t *)b;
   int rc = ES_OK;
+  page_builder_t pb = {out, 0, req->max_count, 0, req->max_bytes};
   const es_filter_t *filter = es_filter_active(&req->filter) ? &req->filter : NULL;
   uint64_t max_scan = filter && req->max_scan ? req->max_scan : UINT64_MAX;
   uint64_t scanned = 0;
-  page_builder_t pb = {out, 0, req->max_count, 0, req->max_bytes};
 
   pthread_rwlock_rdlock(&m->lock);
   es_mem_record_t ***chunks = m->chunks;

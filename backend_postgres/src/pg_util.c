@@ -390,8 +390,21 @@ static int setup_session(es_pg_t *pg, PGconn *c, es_pg_role_t role, es_pg_sessio
   else if (PQntuples(res) != 1 || PQnfields(res) != 2)
     rc = es_err_set(err, ES_EINTERNAL, "PostgreSQL: the session's own process is not listed");
   else if (session) {
-    session->pid = atoi(PQgetvalue(res, 0, 0));
-    session->start_us = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    /* What the database hands back is checked like any input: this pid is
+     * the one pg_terminate_backend may later be aimed at. */
+    const char *pid_text = PQgetvalue(res, 0, 0), *start_text = PQgetvalue(res, 0, 1);
+    char *pid_end = NULL, *start_end = NULL;
+    errno = 0;
+    long pid = strtol(pid_text, &pid_end, 10);
+    long long start = strtoll(start_text, &start_end, 10);
+    if (errno != 0 || pid_end == pid_text || *pid_end != '\0' || pid <= 0 || pid > INT_MAX ||
+        start_end == start_text || *start_end != '\0')
+      rc = es_err_set(err, ES_EINTERNAL, "PostgreSQL: malformed session row ('%.32s', '%.32s')",
+                      pid_text, start_text);
+    else {
+      session->pid = (int)pid;
+      session->start_us = start;
+    }
   }
   PQclear(res);
   return rc;
