@@ -402,8 +402,10 @@ static outcome_t try_fast(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err
 
 /* The locking path: two round trips, each a libpq pipeline.
  *   1. BEGIN; es_lock; es_lookup        then the decisions, in C
- *   2. es_write; COMMIT                 publish_mu held until known_head moves */
-static outcome_t try_locked(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err_t *gerr) {
+ *   2. es_write; COMMIT
+ * Runs under publish_mu, taken by try_locked below. */
+static outcome_t locked_attempt(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err_t *gerr,
+                                uint64_t *head_before, uint64_t *head_after) {
   es_pg_t *pg = cm->pg;
   PGresult *r[3] = {NULL, NULL, NULL};
   size_t events = 0;
@@ -459,6 +461,7 @@ static outcome_t try_locked(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_e
   if (appends == 0) { /* nothing to write: every append is answered */
     rollback(cm);
     es__pg_cache_remember(cm, head, head);
+    *head_before = *head_after = head;
     return OUT_DONE;
   }
 
@@ -471,7 +474,6 @@ static outcome_t try_locked(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_e
     rollback(cm);
     goto nomem;
   }
-  pthread_mutex_lock(&pg->publish_mu);
   deadline = es__pg_reply_deadline(pg);
   synced = PQsendQueryPrepared(c, "es_write", N_WRITE_PARAMS, vals, lens, fmts, 1) &&
            PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(c) &&
@@ -485,7 +487,6 @@ static outcome_t try_locked(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_e
   }
   if (!ok && !lost && synced && !es__pg_conn_broken(c)) {
     /* A statement failed: the transaction ended without writing. */
-    pthread_mutex_unlock(&pg->publish_mu);
     return failed(cm, r, 2, true, "writing events", gerr, n > 1);
   }
   if (!ok) {
@@ -496,7 +497,6 @@ static outcome_t try_locked(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_e
     drop_conn(cm);
     int found = resolve_commit(cm, first_id);
     if (found <= 0) {
-      pthread_mutex_unlock(&pg->publish_mu);
       cm->head_known = false;
       if (found == 0) {
         remember_lost(cm, ws, n);
@@ -508,14 +508,31 @@ static outcome_t try_locked(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_e
   }
   clear_all(r, 2);
   if (new_head > pg->known_head) pg->known_head = new_head;
-  pthread_mutex_unlock(&pg->publish_mu);
   if (cm->conn && !PQexitPipelineMode(cm->conn)) drop_conn(cm);
-  committed(cm, ws, n, head, new_head, false);
+  *head_before = head;
+  *head_after = new_head;
   return OUT_DONE;
 
 nomem:
   es_err_set(gerr, ES_ENOMEM, "out of memory committing %zu appends", n);
   return OUT_FAIL;
+}
+
+/* The locking path holds publish_mu from before it asks for the head-row
+ * lock until known_head covers its commit. The optimistic path holds
+ * publish_mu while its statement waits for that row lock, so with several
+ * lanes the order must be the same everywhere — publish_mu, then the row
+ * lock — or a lane holding the row lock and waiting for publish_mu and a
+ * lane holding publish_mu and waiting for the row lock would stall each
+ * other until lock_timeout. */
+static outcome_t try_locked(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err_t *gerr) {
+  es_pg_t *pg = cm->pg;
+  uint64_t before = 0, after = 0;
+  pthread_mutex_lock(&pg->publish_mu);
+  outcome_t o = locked_attempt(cm, ws, n, gerr, &before, &after);
+  pthread_mutex_unlock(&pg->publish_mu);
+  if (o == OUT_DONE && after > before) committed(cm, ws, n, before, after, false);
+  return o;
 }
 
 /* One group, tried until it has an outcome. */

@@ -185,4 +185,17 @@ TEST_F(PgCommitPathTest, ConcurrentAppendsStillShareTransactions) {
   EXPECT_LT(st.groups, st.appends);
 }
 
+// Several lanes: one may be on the optimistic path (holding publish_mu while
+// its statement waits for the head-row lock) while another is on the locking
+// path (holding the row lock). Both must take the two in the same order, or
+// they stall each other until lock_timeout and the appends fail.
+TEST_F(PgCommitPathTest, SeveralLanesNeverStallEachOther) {
+  ASSERT_NO_FATAL_FAILURE(Open(3, 10000));
+  ManyThreadsAllAnswered(b_, 16, 25);
+  es_pg_stats_t st;
+  es_pg_stats(b_, &st);
+  EXPECT_GT(st.fast_groups, 0u) << "the optimistic path was never taken";
+  EXPECT_LT(st.fast_groups, st.groups) << "the locking path was never taken";
+}
+
 }  // namespace
