@@ -11,7 +11,6 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,19 +22,6 @@
 namespace {
 
 using namespace es_pg_test;
-
-PgServer *Server() {
-  static std::unique_ptr<PgServer> server;
-  if (!server) {
-    server = std::make_unique<PgServer>();
-    std::string error;
-    if (!server->Init(&error)) {
-      ADD_FAILURE() << error;
-      server.reset();
-    }
-  }
-  return server.get();
-}
 
 // What the hooks do, once each.
 struct Stage {
@@ -59,14 +45,14 @@ struct Stage {
 class PgLostCommitTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    pg_ = Server();
-    ASSERT_NE(nullptr, pg_);
+    std::string error;
+    ASSERT_TRUE(SharedPgUrl(&url_, &error)) << error;
     schema_ = UniqueSchema("lc");
   }
   void TearDown() override {
     for (es_backend_t *b : open_) es_backend_close(b);
     std::string error;
-    PgExec(pg_->Url(), "DROP SCHEMA IF EXISTS \"" + schema_ + "\" CASCADE", &error);
+    PgExec(url_, "DROP SCHEMA IF EXISTS \"" + schema_ + "\" CASCADE", &error);
   }
   es_backend_t *Open() {
     es_pg_options_t o;
@@ -75,7 +61,7 @@ class PgLostCommitTest : public ::testing::Test {
     o.schema = schema_.c_str();
     es_backend_t *b = nullptr;
     es_err_t err{};
-    EXPECT_EQ(ES_OK, es_pg_open(pg_->Url().c_str(), &o, &b, &err)) << err.msg;
+    EXPECT_EQ(ES_OK, es_pg_open(url_.c_str(), &o, &b, &err)) << err.msg;
     if (b) open_.push_back(b);
     return b;
   }
@@ -90,8 +76,7 @@ class PgLostCommitTest : public ::testing::Test {
     return log;
   }
 
-  PgServer *pg_ = nullptr;
-  std::string schema_;
+  std::string url_, schema_;
   std::vector<es_backend_t *> open_;
 };
 
