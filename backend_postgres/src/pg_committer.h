@@ -88,6 +88,7 @@ typedef struct committer {
   es_pg_session_t session;            /* conn's server process; once conn is lost, the
                                          lost one's until resolve_commit ends it */
   uint64_t token;                     /* the commit token of the current attempt */
+  uint64_t token_seed;                /* new_token's state (pg_commit.c); 0 = not seeded */
 
   /* The optimistic path. Exact as long as nobody else committed since
    * last_head; the write statement checks exactly that. */
