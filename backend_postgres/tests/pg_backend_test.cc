@@ -28,6 +28,7 @@
 #include <thread>
 #include <vector>
 
+#include "backend_postgres/tests/pg_test_support.h"
 #include "es/backend.h"
 #include "es/backend_postgres.h"
 #include "es/notifier.h"
@@ -36,20 +37,13 @@
 
 namespace {
 
+using es_pg_test::ExpectGapFree;
+using es_pg_test::Head;
+using es_pg_test::LogEntry;
+using es_pg_test::Outcome;
 using es_pg_test::PgServer;
-
-std::string Uuid(uint64_t n) {
-  char buf[ES_UUID_STR_LEN + 1];
-  std::snprintf(buf, sizeof buf, "00000000-0000-4000-8000-%012llx",
-                static_cast<unsigned long long>(n & 0xffffffffffffULL));
-  return buf;
-}
-
-struct Outcome {
-  int rc = ES_OK;
-  es_append_result_t res{};
-  es_err_t err{};
-};
+using es_pg_test::ReadLog;
+using es_pg_test::Uuid;
 
 // Appends events with these ids ("" = assigned) as the server would.
 Outcome Append(es_backend_t *b, const std::string &stream, int kind, uint64_t expected,
@@ -90,58 +84,6 @@ Outcome Append(es_backend_t *b, const std::string &stream, int kind, uint64_t ex
 
 Outcome AppendOne(es_backend_t *b, const std::string &stream) {
   return Append(b, stream, ES_EXPECT_ANY, 0, {""});
-}
-
-// The whole log as (position, stream, version, event id).
-struct LogEntry {
-  uint64_t position, version;
-  std::string stream, id;
-};
-
-int ReadLog(es_backend_t *b, std::vector<LogEntry> *log, es_err_t *err) {
-  es_limits_t limits;
-  es_limits_default(&limits);
-  uint64_t from = 1;
-  for (;;) {
-    es_read_all_req_t req;
-    std::memset(&req, 0, sizeof req);
-    req.from_position = from;
-    req.max_count = 1000;
-    req.direction = ES_FORWARD;
-    req.filter.stream_prefix = "";
-    int rc = es_read_all_prepare(&limits, &req, err);
-    if (rc) return rc;
-    es_page_t page;
-    std::memset(&page, 0, sizeof page);
-    rc = es_backend_read_all(b, &req, &page, err);
-    if (rc) return rc;
-    for (size_t i = 0; i < page.count; i++)
-      log->push_back({page.events[i].global_position, page.events[i].stream_version,
-                      page.events[i].stream_id, page.events[i].event_id});
-    from = page.next;
-    bool end = page.is_end;
-    es_page_free(&page);
-    if (end) return ES_OK;
-  }
-}
-
-void ExpectGapFree(const std::vector<LogEntry> &log, uint64_t n) {
-  ASSERT_EQ(n, log.size());
-  std::set<std::string> ids;
-  std::map<std::string, uint64_t> versions;
-  for (size_t i = 0; i < log.size(); i++) {
-    ASSERT_EQ(i + 1, log[i].position);
-    ASSERT_TRUE(ids.insert(log[i].id).second) << "twice: " << log[i].id;
-    ASSERT_EQ(versions[log[i].stream] + 1, log[i].version) << log[i].stream;
-    versions[log[i].stream] = log[i].version;
-  }
-}
-
-uint64_t Head(es_backend_t *b) {
-  uint64_t h = 0;
-  es_err_t err{};
-  EXPECT_EQ(ES_OK, es_backend_head(b, &h, &err)) << err.msg;
-  return h;
 }
 
 // A store in a fresh schema of the shared server.
