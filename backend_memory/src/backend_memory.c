@@ -492,7 +492,7 @@ static int mem_append(es_backend_t *b, const es_append_req_t *req, es_append_res
   rc = es_append_decide(req, &view, &decision, out, err);
   if (rc) goto fail;
   if (decision == ES_APPEND_STORED) goto done; /* out holds the original result */
-  uint64_t last = s ? s->count : 0;
+  uint64_t last = view.last_version;
   if (m->head + n > ES_MEM_MAX_EVENTS) {
     rc = es_err_set(err, ES_ENOMEM, "the memory backend holds at most %llu events",
                     (unsigned long long)ES_MEM_MAX_EVENTS);
