@@ -237,6 +237,7 @@ impl State {
             filter: self.filter.clone(),
             from_end: self.resume_from.is_none(),
             checkpoint_interval: self.checkpoint_interval,
+            max_batch: 0,
         }
     }
 
@@ -283,6 +284,8 @@ impl State {
             Message::FellBehind(f) => Some(SubscriptionMessage::FellBehind {
                 head_position: f.head_position,
             }),
+            // Not asked for (max_batch 0).
+            Message::Batch(_) => None,
         }
     }
 }

@@ -33,6 +33,13 @@ export {
 export { EventInput, JSON_CONTENT_TYPE, jsonEvent, JsonEventOptions, newEventId, parseJson, RecordedEvent } from "./events";
 export { ExpectedVersion, ExpectedVersionName } from "./expected";
 export { Filter } from "./filter";
-export { ReconnectInfo, RetryOptions, SubscribeOptions, Subscription, SubscriptionMessage } from "./subscription";
+export {
+  DEFAULT_MAX_BATCH,
+  ReconnectInfo,
+  RetryOptions,
+  SubscribeOptions,
+  Subscription,
+  SubscriptionMessage,
+} from "./subscription";
 /** The generated messages and @grpc/grpc-js stubs (eventstore.v1), for advanced use. */
 export * as proto from "./gen/eventstore/v1/eventstore";

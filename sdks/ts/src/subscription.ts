@@ -1,5 +1,12 @@
 // Subscription: an AsyncIterable over Subscribe that reconnects by itself and
 // resumes exactly after what it has delivered.
+//
+// It asks the server for batches (max_batch) but hands out one event at a time:
+// an EventBatch is unpacked lazily, and the resume point moves past an event only
+// when that event is handed to the caller. A caller that stops in the middle of a
+// batch therefore finds resumePosition right after the last event it received,
+// and the rest of the batch is asked for again. A server that ignores max_batch
+// (one older than batching) sends single events, which are handled the same way.
 import type { ClientReadableStream } from "@grpc/grpc-js";
 import { status } from "@grpc/grpc-js";
 import { Filter, filterToProto } from "./filter";
@@ -21,6 +28,9 @@ export type SubscriptionMessage =
   | { type: "checkpoint"; position: bigint }
   /** The server moved this subscriber back to storage reads; a caughtUp follows. */
   | { type: "fellBehind"; headPosition: bigint };
+
+/** The `maxBatch` of a subscription that does not set one. */
+export const DEFAULT_MAX_BATCH = 256;
 
 /** How a subscription reconnects: exponential backoff with jitter. */
 export interface RetryOptions {
@@ -51,6 +61,13 @@ export interface SubscribeOptions {
   filter?: Filter | undefined;
   /** With a filter: a checkpoint after this many non-matching events; 0/omitted = server default (1000). */
   checkpointInterval?: number | undefined;
+  /**
+   * At most this many events per message from the server (default 256). The server
+   * sends the events that are ready, never waiting to fill a batch; the iterator still
+   * yields one event at a time. 0 or 1 = one event per message; above 1000 the server
+   * rejects the subscription (InvalidArgumentError).
+   */
+  maxBatch?: number | undefined;
   /** Aborting ends the iteration (normally, without an error). */
   signal?: AbortSignal | undefined;
   /** Reconnect policy (defaults: the client's `retry`, then 100 ms … 5 s, forever). */
@@ -93,6 +110,7 @@ export class Subscription implements AsyncIterable<SubscriptionMessage> {
   private readonly abort = new AbortController();
   private readonly filter: pb.Filter | undefined;
   private readonly checkpointInterval: number;
+  private readonly maxBatch: number;
   private readonly retry: { [K in keyof RetryOptions]-?: NonNullable<RetryOptions[K]> };
   private readonly onReconnect: ((info: ReconnectInfo) => void) | undefined;
   private readonly userSignal: AbortSignal | undefined;
@@ -109,6 +127,7 @@ export class Subscription implements AsyncIterable<SubscriptionMessage> {
   ) {
     this.filter = filterToProto(options.filter);
     this.checkpointInterval = toUint32(options.checkpointInterval ?? 0, "checkpointInterval");
+    this.maxBatch = toUint32(options.maxBatch ?? DEFAULT_MAX_BATCH, "maxBatch");
     this.next = options.fromEnd ? undefined : toUint64(options.fromPosition ?? 1n, "fromPosition");
     if (this.next === 0n) this.next = 1n;
     this.retry = {
@@ -168,6 +187,7 @@ export class Subscription implements AsyncIterable<SubscriptionMessage> {
       fromEnd: this.next === undefined,
       filter: this.filter,
       checkpointInterval: this.checkpointInterval,
+      maxBatch: this.maxBatch,
     };
   }
 
@@ -175,28 +195,48 @@ export class Subscription implements AsyncIterable<SubscriptionMessage> {
     if (this.next === undefined || to > this.next) this.next = to;
   }
 
-  /** Translates one response; undefined when it carries nothing to deliver. */
-  private translate(r: pb.SubscribeResponse): SubscriptionMessage | undefined {
+  /** One event about to be handed out; undefined when it was delivered already. */
+  private accept(e: pb.RecordedEvent): SubscriptionMessage | undefined {
+    const pos = e.globalPosition;
+    // Never deliver twice: anything below the resume point was delivered already.
+    if (this.next !== undefined && pos < this.next) return undefined;
+    this.advance(pos + 1n);
+    return { type: "event", event: new RecordedEvent(e) };
+  }
+
+  /**
+   * The messages of one response, in order. A generator, so that the resume point
+   * moves past each event of a batch only when the caller pulls that event.
+   */
+  private *translate(r: pb.SubscribeResponse): Generator<SubscriptionMessage, void, undefined> {
     const m = r.message;
     switch (m?.$case) {
       case "event": {
-        const pos = m.value.globalPosition;
-        // Never deliver twice: anything below the resume point was delivered already.
-        if (this.next !== undefined && pos < this.next) return undefined;
-        this.advance(pos + 1n);
-        return { type: "event", event: new RecordedEvent(m.value) };
+        const out = this.accept(m.value);
+        if (out !== undefined) yield out;
+        return;
       }
+      case "batch":
+        for (const e of m.value.events) {
+          if (this.closed) return;
+          const out = this.accept(e);
+          if (out !== undefined) yield out;
+        }
+        return;
       case "checkpoint":
         this.advance(m.value.position + 1n);
-        return { type: "checkpoint", position: m.value.position };
+        yield { type: "checkpoint", position: m.value.position };
+        return;
       case "caughtUp":
         // Everything up to the head has been scanned and delivered.
         this.advance(m.value.headPosition + 1n);
-        return { type: "caughtUp", headPosition: m.value.headPosition };
+        yield { type: "caughtUp", headPosition: m.value.headPosition };
+        return;
       case "fellBehind":
-        return { type: "fellBehind", headPosition: m.value.headPosition };
+        yield { type: "fellBehind", headPosition: m.value.headPosition };
+        return;
       default:
-        return undefined; // an unknown (newer) message kind
+        return; // an unknown (newer) message kind
     }
   }
 
@@ -213,9 +253,10 @@ export class Subscription implements AsyncIterable<SubscriptionMessage> {
           for await (const response of call as AsyncIterable<pb.SubscribeResponse>) {
             if (this.closed) return;
             failures = 0;
-            const message = this.translate(response);
-            if (message !== undefined) yield message;
-            if (this.closed) return;
+            for (const message of this.translate(response)) {
+              yield message;
+              if (this.closed) return;
+            }
           }
           // A subscription never ends with OK: treat it as a dropped connection.
           lastError = new UnavailableError("UNAVAILABLE: the server ended the subscription");

@@ -1,6 +1,6 @@
 // What the real server cannot show yet (TLS, bearer tokens, deadlines) and the
-// exact resume requests of a subscription, against an in-process fake server
-// built from the generated service definition.
+// exact resume requests of a subscription (also in the middle of an EventBatch),
+// against an in-process fake server built from the generated service definition.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -10,6 +10,7 @@ import { after, before, describe, it } from "node:test";
 import * as grpc from "@grpc/grpc-js";
 import {
   CancelledError,
+  DEFAULT_MAX_BATCH,
   DeadlineExceededError,
   EventStoreClient,
   proto,
@@ -76,12 +77,15 @@ class FakeServer {
   }
 }
 
-const ev = (pos: bigint): proto.SubscribeResponse => ({
-  message: {
-    $case: "event",
-    value: proto.RecordedEvent.fromPartial({ streamId: "s", globalPosition: pos, streamVersion: pos, eventType: "E" }),
-  },
-});
+const recorded = (pos: bigint): proto.RecordedEvent =>
+  proto.RecordedEvent.fromPartial({ streamId: "s", globalPosition: pos, streamVersion: pos, eventType: "E" });
+const ev = (pos: bigint): proto.SubscribeResponse => ({ message: { $case: "event", value: recorded(pos) } });
+/** An EventBatch of the events at positions from..to. */
+const batch = (from: bigint, to: bigint): proto.SubscribeResponse => {
+  const events: proto.RecordedEvent[] = [];
+  for (let p = from; p <= to; p++) events.push(recorded(p));
+  return { message: { $case: "batch", value: { events } } };
+};
 const cp = (pos: bigint): proto.SubscribeResponse => ({ message: { $case: "checkpoint", value: { position: pos } } });
 const cu = (head: bigint): proto.SubscribeResponse => ({ message: { $case: "caughtUp", value: { headPosition: head } } });
 const drop = (call: grpc.ServerWritableStream<proto.SubscribeRequest, proto.SubscribeResponse>, code = grpc.status.UNAVAILABLE) =>
@@ -275,6 +279,107 @@ describe("subscription resume requests", () => {
       fake.subscribeRequests.map((r) => [r.fromPosition, r.fromEnd]),
       [[0n, true], [42n, false]],
     );
+  });
+
+  it("asks for batches: maxBatch 256 unless the option says otherwise", async () => {
+    fake.subscribeScript = (call) => call.write(cu(0n));
+    for (const [option, wire] of [
+      [undefined, DEFAULT_MAX_BATCH],
+      [1, 1],
+      [1000, 1000],
+    ] as const) {
+      fake.subscribeRequests.length = 0;
+      const sub = client.subscribe({ maxBatch: option });
+      const it = sub[Symbol.asyncIterator]();
+      assert.deepEqual((await take(it, 1)).map(tag), ["cu0"]);
+      sub.close();
+      assert.equal(fake.subscribeRequests[0]?.maxBatch, wire, `maxBatch ${option}`);
+    }
+    assert.equal(DEFAULT_MAX_BATCH, 256);
+    assert.throws(() => client.subscribe({ maxBatch: -1 }), RangeError);
+    assert.throws(() => client.subscribe({ maxBatch: 2.5 }), RangeError);
+  });
+
+  it("yields the events of a batch one at a time; resumePosition follows what was yielded", async () => {
+    fake.subscribeRequests.length = 0;
+    fake.subscribeScript = (call) => {
+      call.write(batch(3n, 6n));
+      call.write(cp(8n)); // a filtered subscription: the checkpoint keeps its place
+      call.write(batch(9n, 9n));
+      call.write(cu(9n));
+      call.write(ev(10n)); // one event alone: what a server that ignores max_batch sends
+    };
+    const sub = client.subscribe({ fromPosition: 3n, maxBatch: 4 });
+    const it = sub[Symbol.asyncIterator]();
+    assert.deepEqual((await take(it, 1)).map(tag), ["e3"]);
+    assert.equal(sub.resumePosition, 4n, "after the first event of the batch, not after the batch");
+    assert.deepEqual((await take(it, 1)).map(tag), ["e4"]);
+    assert.equal(sub.resumePosition, 5n);
+    assert.deepEqual((await take(it, 6)).map(tag), ["e5", "e6", "cp8", "e9", "cu9", "e10"]);
+    assert.equal(sub.resumePosition, 11n);
+    await it.return?.();
+    assert.equal(fake.subscribeRequests.length, 1);
+    assert.equal(fake.subscribeRequests[0]?.maxBatch, 4);
+  });
+
+  it("a caller that stops in the middle of a batch resumes right after its last event", async () => {
+    fake.subscribeRequests.length = 0;
+    // Serves the log 1..20 from the requested position, in batches of at most max_batch.
+    fake.subscribeScript = (call) => {
+      const max = BigInt(Math.max(1, call.request.maxBatch));
+      for (let p = call.request.fromPosition; p <= 20n; p += max) {
+        call.write(batch(p, p + max - 1n < 20n ? p + max - 1n : 20n));
+      }
+      call.write(cu(20n));
+    };
+    const first = client.subscribe({ fromPosition: 1n, maxBatch: 8 });
+    const seen: bigint[] = [];
+    for await (const m of first) {
+      if (m.type === "event") seen.push(m.event.globalPosition);
+      if (seen.length === 11) break; // the 3rd event of the second batch (9..16)
+    }
+    assert.equal(first.resumePosition, 12n);
+    const second = client.subscribe({ fromPosition: first.resumePosition, maxBatch: 8 });
+    for await (const m of second) {
+      if (m.type === "event") seen.push(m.event.globalPosition);
+      if (m.type === "caughtUp") break;
+    }
+    assert.deepEqual(seen, Array.from({ length: 20 }, (_, i) => BigInt(i + 1)));
+    assert.deepEqual(
+      fake.subscribeRequests.map((r) => [r.fromPosition, r.maxBatch]),
+      [[1n, 8], [12n, 8]],
+    );
+  });
+
+  it("a connection dropped while a batch is being handed out resumes after the last event yielded", async () => {
+    fake.subscribeRequests.length = 0;
+    fake.subscribeScript = (call, attempt) => {
+      if (attempt === 1) {
+        call.write(batch(3n, 6n));
+        call.write(batch(7n, 8n));
+        drop(call); // while the caller still holds on to the first batch
+      } else {
+        // A server that re-sends the event before the resume point too: dropped by the client.
+        call.write(batch(call.request.fromPosition - 1n, 10n));
+        call.write(cu(10n));
+      }
+    };
+    const reconnects: ReconnectInfo[] = [];
+    const sub = client.subscribe({ fromPosition: 3n, onReconnect: (i) => reconnects.push(i) });
+    const it = sub[Symbol.asyncIterator]();
+    assert.deepEqual((await take(it, 2)).map(tag), ["e3", "e4"]);
+    assert.equal(sub.resumePosition, 5n);
+    await sleep(150); // the connection drops now, in the middle of the batch
+    const rest = await take(it, 7);
+    await it.return?.();
+    assert.deepEqual(rest.map(tag), ["e5", "e6", "e7", "e8", "e9", "e10", "cu10"]);
+    // Whatever of the dropped connection's messages arrived was handed out first; the
+    // resume point is the event after the last one yielded, never the end of a batch
+    // that was not handed out.
+    assert.equal(reconnects.length, 1);
+    const resumedAt = fake.subscribeRequests[1]?.fromPosition;
+    assert.equal(reconnects[0]?.resumeFrom, resumedAt);
+    assert.ok(resumedAt === 7n || resumedAt === 9n, `resumed at ${resumedAt}`);
   });
 
   it("gives up after maxAttempts with the last error", async () => {

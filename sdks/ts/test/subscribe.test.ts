@@ -171,6 +171,54 @@ describe("subscribe", () => {
     s5.close();
   });
 
+  // Many events, so that a server that batches sends full batches during catch-up and
+  // whatever is ready while live: each event exactly once, in order, one at a time.
+  for (const maxBatch of [undefined, 1, 1000]) {
+    it(`delivers every event exactly once, in order, with maxBatch ${maxBatch ?? "default"}`, async () => {
+      const prefix = uniqueStream("many");
+      const stored = 2500;
+      for (let i = 0; i < stored; i += 500) await client.append(`${prefix}-a`, evs(500));
+      const sub = client.subscribe({ fromPosition: 1, filter: { streamPrefix: prefix }, maxBatch });
+      const versions: bigint[] = [];
+      const positions: bigint[] = [];
+      let caughtUp = 0;
+      const live = 700;
+      const consumer = (async () => {
+        for await (const m of sub) {
+          if (m.type === "caughtUp") caughtUp++;
+          if (m.type !== "event") continue;
+          versions.push(m.event.streamVersion);
+          positions.push(m.event.globalPosition);
+          assert.equal(sub.resumePosition, m.event.globalPosition + 1n);
+          if (versions.length === stored + live) break;
+        }
+      })();
+      await waitFor(() => caughtUp === 1, 20_000, "caughtUp");
+      for (let i = 0; i < live; i += 100) await client.append(`${prefix}-a`, evs(100)); // live, several per commit
+      await consumer;
+      assert.deepEqual(versions, Array.from({ length: stored + live }, (_, i) => BigInt(i + 1)));
+      assert.ok(positions.every((p, i) => i === 0 || p > positions[i - 1]!), "increasing positions");
+      assert.equal(caughtUp, 1);
+    });
+  }
+
+  it("a caller that stops in the middle of a batch resumes right after its last event", async () => {
+    const prefix = uniqueStream("mid");
+    for (let i = 0; i < 3; i++) await client.append(`${prefix}-a`, evs(200));
+    const first = client.subscribe({ fromPosition: 1, filter: { streamPrefix: prefix }, maxBatch: 64 });
+    const seen: bigint[] = [];
+    for await (const m of first) {
+      if (m.type === "event") seen.push(m.event.streamVersion);
+      if (seen.length === 100) break; // in the middle of the second batch of 64
+    }
+    const second = client.subscribe({ fromPosition: first.resumePosition, filter: { streamPrefix: prefix }, maxBatch: 64 });
+    for await (const m of second) {
+      if (m.type === "event") seen.push(m.event.streamVersion);
+      if (m.type === "caughtUp") break;
+    }
+    assert.deepEqual(seen, Array.from({ length: 600 }, (_, i) => BigInt(i + 1)));
+  });
+
   it("throws non-retryable errors (INVALID_ARGUMENT) as typed errors", async () => {
     const types = Array.from({ length: 65 }, (_, i) => `T${i}`);
     const sub = client.subscribe({ filter: { eventTypes: types } });

@@ -206,6 +206,17 @@ pub struct SubscribeRequest {
     /// a match; 0 = server default (1000).
     #[prost(uint32, tag="4")]
     pub checkpoint_interval: u32,
+    /// 0 or 1 = one event per message (`event`); 2..1000 = several events per
+    /// message (`batch`), never a mix. Above 1000: INVALID_ARGUMENT.
+    #[prost(uint32, tag="5")]
+    pub max_batch: u32,
+}
+/// Several events of a subscription in one message: 1..max_batch events,
+/// consecutive in the subscription's order, all that were ready when it was sent.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EventBatch {
+    #[prost(message, repeated, tag="1")]
+    pub events: ::prost::alloc::vec::Vec<RecordedEvent>,
 }
 /// The replay has reached the head; live events follow.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
@@ -233,7 +244,7 @@ pub struct FellBehind {
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SubscribeResponse {
-    #[prost(oneof="subscribe_response::Message", tags="1, 2, 3, 4")]
+    #[prost(oneof="subscribe_response::Message", tags="1, 2, 3, 4, 5")]
     pub message: ::core::option::Option<subscribe_response::Message>,
 }
 /// Nested message and enum types in `SubscribeResponse`.
@@ -252,6 +263,9 @@ pub mod subscribe_response {
         /// Moved back to storage reads.
         #[prost(message, tag="4")]
         FellBehind(super::FellBehind),
+        /// Several matching events (max_batch > 1).
+        #[prost(message, tag="5")]
+        Batch(super::EventBatch),
     }
 }
 /// The optimistic-concurrency check of an Append.

@@ -179,16 +179,24 @@ class ReadAllResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[RecordedEvent, _Mapping]]] = ..., next_position: _Optional[int] = ..., is_end: bool = ..., head_position: _Optional[int] = ...) -> None: ...
 
 class SubscribeRequest(_message.Message):
-    __slots__ = ("from_position", "filter", "from_end", "checkpoint_interval")
+    __slots__ = ("from_position", "filter", "from_end", "checkpoint_interval", "max_batch")
     FROM_POSITION_FIELD_NUMBER: _ClassVar[int]
     FILTER_FIELD_NUMBER: _ClassVar[int]
     FROM_END_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_FIELD_NUMBER: _ClassVar[int]
     from_position: int
     filter: Filter
     from_end: bool
     checkpoint_interval: int
-    def __init__(self, from_position: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., from_end: bool = ..., checkpoint_interval: _Optional[int] = ...) -> None: ...
+    max_batch: int
+    def __init__(self, from_position: _Optional[int] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., from_end: bool = ..., checkpoint_interval: _Optional[int] = ..., max_batch: _Optional[int] = ...) -> None: ...
+
+class EventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[RecordedEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[RecordedEvent, _Mapping]]] = ...) -> None: ...
 
 class CaughtUp(_message.Message):
     __slots__ = ("head_position",)
@@ -209,13 +217,15 @@ class FellBehind(_message.Message):
     def __init__(self, head_position: _Optional[int] = ...) -> None: ...
 
 class SubscribeResponse(_message.Message):
-    __slots__ = ("event", "caught_up", "checkpoint", "fell_behind")
+    __slots__ = ("event", "caught_up", "checkpoint", "fell_behind", "batch")
     EVENT_FIELD_NUMBER: _ClassVar[int]
     CAUGHT_UP_FIELD_NUMBER: _ClassVar[int]
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     FELL_BEHIND_FIELD_NUMBER: _ClassVar[int]
+    BATCH_FIELD_NUMBER: _ClassVar[int]
     event: RecordedEvent
     caught_up: CaughtUp
     checkpoint: Checkpoint
     fell_behind: FellBehind
-    def __init__(self, event: _Optional[_Union[RecordedEvent, _Mapping]] = ..., caught_up: _Optional[_Union[CaughtUp, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., fell_behind: _Optional[_Union[FellBehind, _Mapping]] = ...) -> None: ...
+    batch: EventBatch
+    def __init__(self, event: _Optional[_Union[RecordedEvent, _Mapping]] = ..., caught_up: _Optional[_Union[CaughtUp, _Mapping]] = ..., checkpoint: _Optional[_Union[Checkpoint, _Mapping]] = ..., fell_behind: _Optional[_Union[FellBehind, _Mapping]] = ..., batch: _Optional[_Union[EventBatch, _Mapping]] = ...) -> None: ...

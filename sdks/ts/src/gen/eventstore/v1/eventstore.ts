@@ -290,6 +290,19 @@ export interface SubscribeRequest {
    * a match; 0 = server default (1000).
    */
   checkpointInterval: number;
+  /**
+   * 0 or 1 = one event per message (`event`); 2..1000 = several events per
+   * message (`batch`), never a mix. Above 1000: INVALID_ARGUMENT.
+   */
+  maxBatch: number;
+}
+
+/**
+ * Several events of a subscription in one message: 1..max_batch events,
+ * consecutive in the subscription's order, all that were ready when it was sent.
+ */
+export interface EventBatch {
+  events: RecordedEvent[];
 }
 
 /** The replay has reached the head; live events follow. */
@@ -331,6 +344,9 @@ export interface SubscribeResponse {
     | //
     /** Moved back to storage reads. */
     { $case: "fellBehind"; value: FellBehind }
+    | //
+    /** Several matching events (max_batch > 1). */
+    { $case: "batch"; value: EventBatch }
     | undefined;
 }
 
@@ -2143,7 +2159,7 @@ export const ReadAllResponse: MessageFns<ReadAllResponse> = {
 };
 
 function createBaseSubscribeRequest(): SubscribeRequest {
-  return { fromPosition: 0n, filter: undefined, fromEnd: false, checkpointInterval: 0 };
+  return { fromPosition: 0n, filter: undefined, fromEnd: false, checkpointInterval: 0, maxBatch: 0 };
 }
 
 export const SubscribeRequest: MessageFns<SubscribeRequest> = {
@@ -2162,6 +2178,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     }
     if (message.checkpointInterval !== 0) {
       writer.uint32(32).uint32(message.checkpointInterval);
+    }
+    if (message.maxBatch !== 0) {
+      writer.uint32(40).uint32(message.maxBatch);
     }
     return writer;
   },
@@ -2211,6 +2230,14 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
             message.checkpointInterval = reader.uint32();
             continue;
           }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.maxBatch = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2241,6 +2268,11 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
         : isSet(object.checkpoint_interval)
         ? globalThis.Number(object.checkpoint_interval)
         : 0,
+      maxBatch: isSet(object.maxBatch)
+        ? globalThis.Number(object.maxBatch)
+        : isSet(object.max_batch)
+        ? globalThis.Number(object.max_batch)
+        : 0,
     };
   },
 
@@ -2258,6 +2290,9 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
     if (message.checkpointInterval !== 0) {
       obj.checkpointInterval = Math.round(message.checkpointInterval);
     }
+    if (message.maxBatch !== 0) {
+      obj.maxBatch = Math.round(message.maxBatch);
+    }
     return obj;
   },
 
@@ -2274,6 +2309,76 @@ export const SubscribeRequest: MessageFns<SubscribeRequest> = {
       : undefined;
     message.fromEnd = object.fromEnd ?? false;
     message.checkpointInterval = object.checkpointInterval ?? 0;
+    message.maxBatch = object.maxBatch ?? 0;
+    return message;
+  },
+};
+
+function createBaseEventBatch(): EventBatch {
+  return { events: [] };
+}
+
+export const EventBatch: MessageFns<EventBatch> = {
+  encode(message: EventBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.events) {
+      RecordedEvent.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EventBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEventBatch();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.events.push(RecordedEvent.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EventBatch {
+    return {
+      events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => RecordedEvent.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: EventBatch): unknown {
+    const obj: any = {};
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => RecordedEvent.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<EventBatch>, I>>(base?: I): EventBatch {
+    return EventBatch.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<EventBatch>, I>>(object: I): EventBatch {
+    const message = createBaseEventBatch();
+    message.events = object.events?.map((e) => RecordedEvent.fromPartial(e)) || [];
     return message;
   },
 };
@@ -2523,6 +2628,9 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
       case "fellBehind":
         FellBehind.encode(message.message.value, writer.uint32(34).fork()).join();
         break;
+      case "batch":
+        EventBatch.encode(message.message.value, writer.uint32(42).fork()).join();
+        break;
     }
     return writer;
   },
@@ -2572,6 +2680,14 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
             message.message = { $case: "fellBehind", value: FellBehind.decode(reader, reader.uint32()) };
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.message = { $case: "batch", value: EventBatch.decode(reader, reader.uint32()) };
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2598,6 +2714,8 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
         ? { $case: "fellBehind", value: FellBehind.fromJSON(object.fellBehind) }
         : isSet(object.fell_behind)
         ? { $case: "fellBehind", value: FellBehind.fromJSON(object.fell_behind) }
+        : isSet(object.batch)
+        ? { $case: "batch", value: EventBatch.fromJSON(object.batch) }
         : undefined,
     };
   },
@@ -2612,6 +2730,8 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
       obj.checkpoint = Checkpoint.toJSON(message.message.value);
     } else if (message.message?.$case === "fellBehind") {
       obj.fellBehind = FellBehind.toJSON(message.message.value);
+    } else if (message.message?.$case === "batch") {
+      obj.batch = EventBatch.toJSON(message.message.value);
     }
     return obj;
   },
@@ -2643,6 +2763,12 @@ export const SubscribeResponse: MessageFns<SubscribeResponse> = {
       case "fellBehind": {
         if (object.message?.value !== undefined && object.message?.value !== null) {
           message.message = { $case: "fellBehind", value: FellBehind.fromPartial(object.message.value) };
+        }
+        break;
+      }
+      case "batch": {
+        if (object.message?.value !== undefined && object.message?.value !== null) {
+          message.message = { $case: "batch", value: EventBatch.fromPartial(object.message.value) };
         }
         break;
       }
