@@ -141,13 +141,18 @@ def test_resumes_after_dropped_connections_without_gap_or_duplicate(
     client: EventStoreClient, proxy: TcpProxy
 ) -> None:
     """Connections are cut three times while a writer appends: the subscriber still sees
-    every event exactly once, in order."""
+    every event exactly once, in order. The writer keeps appending until the subscription
+    has noticed the third cut (with batches, a cut can go unnoticed while the events
+    received before it are handed out), then the subscriber reads to the last event."""
     prefix = unique()
-    total, appended = 60, []
+    appended: List[int] = []
     start = head(client) + 1
+    stop = threading.Event()
 
     def writer() -> None:
-        for i in range(total // 3):
+        for i in range(2000):  # ~20 s at most; stopped much sooner
+            if stop.is_set():
+                return
             r = client.append(prefix + str(i % 4), [json_event("W", 3 * i + k) for k in range(3)])
             appended.extend(range(r.first_global_position, r.last_global_position + 1))
             time.sleep(0.01)
@@ -159,20 +164,28 @@ def test_resumes_after_dropped_connections_without_gap_or_duplicate(
             w.start()
             seen: List[RecordedEvent] = []
             drops_at = [8, 25, 44]
+            total = -1  # known once the writer has stopped
             guard = threading.Timer(30, sub.close)  # never hang the suite
             guard.start()
-            for msg in sub:
-                if isinstance(msg, RecordedEvent):
-                    seen.append(msg)
-                    # Cut at these counts, once the previous cut has been noticed (events
-                    # still buffered from a cut connection arrive before the error does).
-                    if drops_at and len(seen) >= drops_at[0] and sub.reconnects >= proxy.drops:
-                        drops_at.pop(0)
-                        proxy.drop()
-                    if len(seen) == total:
-                        break
-            guard.cancel()
-            w.join()
+            try:
+                for msg in sub:
+                    if isinstance(msg, RecordedEvent):
+                        seen.append(msg)
+                        # Cut at these counts, once the previous cut has been noticed (events
+                        # still buffered from a cut connection arrive before the error does).
+                        if drops_at and len(seen) >= drops_at[0] and sub.reconnects >= proxy.drops:
+                            drops_at.pop(0)
+                            proxy.drop()
+                        if not drops_at and sub.reconnects >= 3 and total < 0:
+                            stop.set()
+                            w.join()
+                            total = len(appended)
+                        if len(seen) == total:
+                            break
+            finally:
+                stop.set()
+                guard.cancel()
+                w.join()
             assert len(seen) == total, f"only {len(seen)} of {total} events"
             assert sub.reconnects >= 3
     assert proxy.drops == 3
@@ -218,7 +231,9 @@ def test_resumes_when_dropped_during_catch_up(client: EventStoreClient, proxy: T
     for b in range(6):
         client.append(prefix + "s", [json_event("R", 50 * b + i) for i in range(50)])
     with EventStoreClient(proxy.address, reconnect=FAST_RECONNECT) as via_proxy:
-        with via_proxy.subscribe(from_position=start) as sub:
+        # One event per message, so that each cut lands between two messages of the replay;
+        # test_batches.py cuts a batched replay.
+        with via_proxy.subscribe(from_position=start, max_batch=1) as sub:
             seen: List[int] = []
             drops_at = [50, 51, 170]
             guard = threading.Timer(30, sub.close)

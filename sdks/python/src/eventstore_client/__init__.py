@@ -9,7 +9,7 @@
 import logging as _logging
 
 from ._common import VERSION as __version__
-from ._common import ReconnectPolicy
+from ._common import DEFAULT_MAX_BATCH, ReconnectPolicy
 from ._types import (
     AllPage,
     AppendResult,
@@ -53,6 +53,7 @@ from .errors import (
 _logging.getLogger("eventstore_client").addHandler(_logging.NullHandler())
 
 __all__ = [
+    "DEFAULT_MAX_BATCH",
     "AllPage",
     "AlreadyExists",
     "AlreadyExistsError",

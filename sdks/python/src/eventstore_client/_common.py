@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import random
+from collections import deque
 from dataclasses import dataclass
-from typing import Any, FrozenSet, List, Optional, Sequence, Tuple, Union
+from typing import Any, Deque, FrozenSet, List, Optional, Sequence, Tuple, Union
 
 import grpc
 
@@ -17,6 +18,10 @@ from ._types import CaughtUp, Checkpoint, Filter, RecordedEvent, SubscriptionMes
 __all__ = ["ReconnectPolicy"]
 
 VERSION = "0.1.0"
+
+# Events per Subscribe response that subscriptions ask for unless told otherwise
+# (max_batch; the server allows up to 1000).
+DEFAULT_MAX_BATCH = 256
 
 PemSource = Union[bytes, str, "os.PathLike[str]"]
 ChannelOptions = Sequence[Tuple[str, Any]]
@@ -136,6 +141,12 @@ class ResumeCursor:
     The resume point is the last delivered event's position + 1, or the last checkpoint's
     + 1 if that is further. A ``from_end`` subscription that has seen neither resumes after
     the head its first CaughtUp reported; before that it can only ask for the end again.
+
+    Responses go in with :meth:`feed` and messages come out one at a time with
+    :meth:`next_message`. The events of an ``EventBatch`` wait in a queue and move the
+    resume point only as each is handed out, so a caller that stops in the middle of a
+    batch resumes right after the last event it received. The subscriptions read the
+    next response only once the queue is empty.
     """
 
     def __init__(
@@ -144,15 +155,21 @@ class ResumeCursor:
         from_end: bool,
         filter: Optional[Filter],
         checkpoint_interval: int,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> None:
         _convert.check_uint("from_position", from_position)
         _convert.check_uint("checkpoint_interval", checkpoint_interval, 32)
+        _convert.check_uint("max_batch", max_batch, 32)
         self.filter = filter
         self.checkpoint_interval = checkpoint_interval
+        self.max_batch = max_batch
         self.from_end = from_end
         self.next_position = max(1, from_position)
         self.last_event_position = 0  # 0: none delivered yet
         self.reconnects = 0
+        # Received, not yet handed out: events of a batch (pb.RecordedEvent) or whole
+        # responses of another kind.
+        self._pending: Deque[Union[pb.RecordedEvent, pb.SubscribeResponse]] = deque()
 
     def request(self) -> pb.SubscribeRequest:
         return _convert.subscribe_request(
@@ -160,18 +177,44 @@ class ResumeCursor:
             self.from_end,
             self.filter,
             self.checkpoint_interval,
+            self.max_batch,
         )
+
+    def feed(self, resp: pb.SubscribeResponse) -> None:
+        """Queues what ``resp`` carries: each event of a batch, or the response itself."""
+        if resp.WhichOneof("message") == "batch":
+            self._pending.extend(resp.batch.events)
+        else:
+            self._pending.append(resp)
+
+    def next_message(self) -> Optional[SubscriptionMessage]:
+        """The next message to hand out; None when nothing received is left to hand out."""
+        while self._pending:
+            item = self._pending.popleft()
+            msg: Optional[SubscriptionMessage]
+            if isinstance(item, pb.RecordedEvent):
+                msg = self.observe_event(_convert.recorded_event(item))
+            else:
+                msg = self.observe(item)
+            if msg is not None:
+                return msg
+        return None
+
+    def observe_event(self, event: RecordedEvent) -> Optional[RecordedEvent]:
+        """``event`` if it is to be handed out now (None: delivered before)."""
+        if event.global_position <= self.last_event_position:
+            return None  # already delivered before a reconnect: never twice
+        self.last_event_position = event.global_position
+        self.next_position = max(self.next_position, event.global_position + 1)
+        self.from_end = False
+        return event
 
     def observe(self, resp: pb.SubscribeResponse) -> Optional[SubscriptionMessage]:
         """The message to hand out for ``resp`` (None: nothing to hand out)."""
         msg = _convert.subscription_message(resp)
         if isinstance(msg, RecordedEvent):
-            if msg.global_position <= self.last_event_position:
-                return None  # already delivered before a reconnect: never twice
-            self.last_event_position = msg.global_position
-            self.next_position = max(self.next_position, msg.global_position + 1)
-            self.from_end = False
-        elif isinstance(msg, Checkpoint):
+            return self.observe_event(msg)
+        if isinstance(msg, Checkpoint):
             self.next_position = max(self.next_position, msg.position + 1)
             self.from_end = False
         elif isinstance(msg, CaughtUp) and self.from_end:

@@ -160,12 +160,17 @@ def all_page(r: pb.ReadAllResponse) -> AllPage:
 
 
 def subscribe_request(
-    from_position: int, from_end: bool, f: Optional[Filter], checkpoint_interval: int
+    from_position: int,
+    from_end: bool,
+    f: Optional[Filter],
+    checkpoint_interval: int,
+    max_batch: int,
 ) -> pb.SubscribeRequest:
     req = pb.SubscribeRequest(
         from_position=check_uint("from_position", from_position),
         from_end=bool(from_end),
         checkpoint_interval=check_uint("checkpoint_interval", checkpoint_interval, 32),
+        max_batch=check_uint("max_batch", max_batch, 32),
     )
     pf = filter_(f)
     if pf is not None:
@@ -174,6 +179,7 @@ def subscribe_request(
 
 
 def subscription_message(r: pb.SubscribeResponse) -> Optional[SubscriptionMessage]:
+    """The message of a response other than ``batch`` (whose events the caller unpacks)."""
     which = r.WhichOneof("message")
     if which == "event":
         return recorded_event(r.event)

@@ -11,7 +11,14 @@ import grpc
 import grpc.aio
 
 from . import _convert
-from ._common import ChannelOptions, ConnectionSettings, PemSource, ReconnectPolicy, ResumeCursor
+from ._common import (
+    DEFAULT_MAX_BATCH,
+    ChannelOptions,
+    ConnectionSettings,
+    PemSource,
+    ReconnectPolicy,
+    ResumeCursor,
+)
 from ._gen import eventstore_pb2_grpc as pb_grpc
 from ._types import (
     AllPage,
@@ -236,12 +243,13 @@ class AsyncEventStoreClient:
         filter: Optional[Filter] = None,
         checkpoint_interval: int = 0,
         reconnect: Optional[ReconnectPolicy] = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> "AsyncSubscription":
         """See :meth:`EventStoreClient.subscribe`; use with ``async for`` (and ``async with``
         or :meth:`AsyncSubscription.aclose` to end it)."""
         if self._closed:
             raise ValueError("the client is closed")
-        cursor = ResumeCursor(from_position, from_end, filter, checkpoint_interval)
+        cursor = ResumeCursor(from_position, from_end, filter, checkpoint_interval, max_batch)
         _convert.filter_(filter)  # validate now
         sub = AsyncSubscription(self, cursor, reconnect or self._reconnect)
         self._subscriptions.add(sub)
@@ -309,6 +317,10 @@ class AsyncSubscription(AsyncIterator[SubscriptionMessage]):
         while True:
             if self._closed:
                 raise StopAsyncIteration
+            # The rest of a batch first (see Subscription.__next__).
+            pending = self._cursor.next_message()
+            if pending is not None:
+                return pending
             if self._call is None:
                 s = self._client._settings
                 self._call = self._client._stub.Subscribe(
@@ -345,9 +357,7 @@ class AsyncSubscription(AsyncIterator[SubscriptionMessage]):
                         raise EventStoreError(code, details or "")
                 else:
                     self._attempt = 0
-                    msg = self._cursor.observe(resp)
-                    if msg is not None:
-                        return msg
+                    self._cursor.feed(resp)
                     continue
             self._call = None
             await self._backoff(failure)

@@ -10,7 +10,14 @@ from typing import Any, Iterable, Iterator, Optional, Type, Union
 import grpc
 
 from . import _convert
-from ._common import ChannelOptions, ConnectionSettings, PemSource, ReconnectPolicy, ResumeCursor
+from ._common import (
+    DEFAULT_MAX_BATCH,
+    ChannelOptions,
+    ConnectionSettings,
+    PemSource,
+    ReconnectPolicy,
+    ResumeCursor,
+)
 from ._gen import eventstore_pb2_grpc as pb_grpc
 from ._types import (
     AllPage,
@@ -248,6 +255,7 @@ class EventStoreClient:
         filter: Optional[Filter] = None,
         checkpoint_interval: int = 0,
         reconnect: Optional[ReconnectPolicy] = None,
+        max_batch: int = DEFAULT_MAX_BATCH,
     ) -> "Subscription":
         """Events of the global log with ``global_position >= from_position`` (0 or 1: from
         the beginning; ``from_end``: only events committed from now on), then live.
@@ -259,8 +267,14 @@ class EventStoreClient:
         event's position + 1 (or the last checkpoint's + 1): no gap, no duplicate. A
         :class:`CaughtUp` is yielded again after each reconnect. Close it with
         :meth:`Subscription.close` or a ``with`` block.
+
+        The server is asked for up to ``max_batch`` events per message (default 256; 0 or 1:
+        one per message; above 1000 the server answers :class:`InvalidArgumentError`); it
+        sends what is ready without waiting to fill a batch, and the iterator still yields
+        one event at a time. :attr:`Subscription.next_position` moves past an event when it
+        is yielded, also in the middle of a batch.
         """
-        cursor = ResumeCursor(from_position, from_end, filter, checkpoint_interval)
+        cursor = ResumeCursor(from_position, from_end, filter, checkpoint_interval, max_batch)
         _convert.filter_(filter)  # validate now
         sub = Subscription(self, cursor, reconnect or self._reconnect)
         with self._lock:
@@ -342,6 +356,11 @@ class Subscription(Iterator[SubscriptionMessage]):
         while True:
             if self._closed:
                 raise StopIteration
+            # What was received (the rest of a batch) first: the next response is read,
+            # and a dropped connection noticed, only when nothing received is left.
+            pending = self._cursor.next_message()
+            if pending is not None:
+                return pending
             call = self._call if self._call is not None else self._open()
             failure: Optional[grpc.RpcError] = None
             try:
@@ -357,9 +376,7 @@ class Subscription(Iterator[SubscriptionMessage]):
                 failure = e
             else:
                 self._attempt = 0
-                msg = self._cursor.observe(resp)
-                if msg is not None:
-                    return msg
+                self._cursor.feed(resp)
                 continue
             with self._lock:
                 self._call = None
