@@ -115,3 +115,31 @@ void es_codec_subscribe(const Eventstore__V1__SubscribeRequest *m, es_sub_opts_t
   out->checkpoint_interval = m->checkpoint_interval;
   decode_filter(m->filter, &out->filter);
 }
+
+void es_codec_recorded(const es_recorded_t *ev, Eventstore__V1__RecordedEvent *m,
+                       Eventstore__V1__RecordedEvent__MetadataEntry *entries,
+                       Eventstore__V1__RecordedEvent__MetadataEntry **ptrs) {
+  eventstore__v1__recorded_event__init(m);
+  m->stream_id = (char *)ev->stream_id;
+  m->stream_type = (char *)(ev->stream_type ? ev->stream_type : "");
+  m->stream_version = ev->stream_version;
+  m->global_position = ev->global_position;
+  m->event_id = (char *)ev->event_id;
+  m->event_type = (char *)ev->event_type;
+  m->event_version = ev->event_version;
+  m->content_type = (char *)ev->content_type;
+  m->payload.data = (uint8_t *)ev->payload;
+  m->payload.len = ev->payload_len;
+  m->correlation_id = (char *)(ev->correlation_id ? ev->correlation_id : "");
+  m->causation_id = (char *)(ev->causation_id ? ev->causation_id : "");
+  m->occurred_at_unix_ms = ev->occurred_at_unix_ms;
+  m->recorded_at_unix_ms = ev->recorded_at_unix_ms;
+  for (size_t i = 0; i < ev->metadata_count; i++) {
+    eventstore__v1__recorded_event__metadata_entry__init(&entries[i]);
+    entries[i].key = (char *)ev->metadata[i].key;
+    entries[i].value = (char *)ev->metadata[i].value;
+    ptrs[i] = &entries[i];
+  }
+  m->metadata = ev->metadata_count ? ptrs : NULL;
+  m->n_metadata = ev->metadata_count;
+}

@@ -43,6 +43,13 @@ void es_codec_read_stream(const Eventstore__V1__ReadStreamRequest *m, es_read_st
 void es_codec_read_all(const Eventstore__V1__ReadAllRequest *m, es_read_all_req_t *out);
 void es_codec_subscribe(const Eventstore__V1__SubscribeRequest *m, es_sub_opts_t *out);
 
+/* Fills m (initialised here) from ev for sending, borrowing ev's strings and
+ * payload. entries and ptrs hold ev->metadata_count elements each (NULL when
+ * it is 0); m points into them. */
+void es_codec_recorded(const es_recorded_t *ev, Eventstore__V1__RecordedEvent *m,
+                       Eventstore__V1__RecordedEvent__MetadataEntry *entries,
+                       Eventstore__V1__RecordedEvent__MetadataEntry **ptrs);
+
 #ifdef __cplusplus
 }
 #endif

@@ -67,6 +67,11 @@ static const option_def_t OPTIONS[] = {
     NUM(OPT_MS, pg_tcp_user_timeout_ms, "pg-tcp-user-timeout-ms", "ES_PG_TCP_USER_TIMEOUT_MS",
         "libpq tcp_user_timeout: unacknowledged data fails a connection after it (default "
         "10000; 0 = the system's; the URL's wins)"),
+    NUM(OPT_SIZE, live_window_events, "live-window-events", "ES_LIVE_WINDOW_EVENTS",
+        "newest events kept encoded in memory for live subscribers, read from storage once "
+        "(default 100000; 0 = none: every subscriber reads storage)"),
+    NUM(OPT_SIZE, live_window_bytes, "live-window-bytes", "ES_LIVE_WINDOW_BYTES",
+        "bytes of encoded events the live window keeps at most (default 67108864)"),
     NUM(OPT_MS, shutdown_grace_ms, "shutdown-grace-ms", "ES_SHUTDOWN_GRACE_MS",
         "how long shutdown waits for calls in flight (default 5000)"),
     NUM(OPT_LEVEL, log_level, "log-level", "LOG_LEVEL", "debug | info (default) | warn | error"),
@@ -210,6 +215,8 @@ int es_config_load(es_config_t *cfg, int argc, char **argv) {
   cfg->pg_idle_in_transaction_timeout_ms = 10000;
   cfg->pg_tcp_user_timeout_ms = 10000;
   cfg->shutdown_grace_ms = 5000;
+  cfg->live_window_events = 100000;
+  cfg->live_window_bytes = 64 << 20;
   cfg->log_level = ES_LOG_INFO;
   es_limits_default(&cfg->limits);
 

@@ -27,7 +27,9 @@ typedef struct es_config {
                                             --pg-idle-in-transaction-timeout-ms */
   int pg_tcp_user_timeout_ms;            /* ES_PG_TCP_USER_TIMEOUT_MS / --pg-tcp-user-timeout-ms */
   int shutdown_grace_ms;                 /* ES_SHUTDOWN_GRACE_MS / --shutdown-grace-ms */
-  es_log_level_t log_level;              /* LOG_LEVEL / --log-level */
+  size_t live_window_events;   /* ES_LIVE_WINDOW_EVENTS / --live-window-events (server/tail.h) */
+  size_t live_window_bytes;    /* ES_LIVE_WINDOW_BYTES / --live-window-bytes */
+  es_log_level_t log_level;    /* LOG_LEVEL / --log-level */
   char tls_cert[1024];         /* ES_TLS_CERT / --tls-cert: PEM certificate chain; TLS when set */
   char tls_key[1024];          /* ES_TLS_KEY / --tls-key: PEM private key */
   char tls_client_ca[1024];    /* ES_TLS_CLIENT_CA / --tls-client-ca: require client certs */

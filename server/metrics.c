@@ -78,6 +78,8 @@ static struct {
   atomic_ulong appends;
   atomic_ulong appends_duplicate;
   atomic_ulong events_appended;
+  atomic_ulong sub_messages;
+  atomic_ulong sub_events;
   atomic_ulong backend_errors[N_ERRS];
 } M; /* static storage: zero-initialised, which is a valid atomic state */
 
@@ -117,6 +119,11 @@ void es_metrics_append_done(uint64_t events, int duplicate) {
   }
   inc(&M.appends, 1);
   inc(&M.events_appended, (unsigned long)events);
+}
+
+void es_metrics_subscription_sent(uint64_t events) {
+  inc(&M.sub_messages, 1);
+  inc(&M.sub_events, (unsigned long)events);
 }
 
 void es_metrics_backend_error(int rc) {
@@ -239,6 +246,36 @@ char *es_metrics_render(es_server_t *srv, size_t *len) {
       "# HELP es_log_head_position Global position of the last event in the log.\n"
       "# TYPE es_log_head_position gauge\nes_log_head_position %llu\n",
       active, (unsigned long long)lag_sum, (unsigned long long)lag_max, (unsigned long long)head);
+
+  es_tail_stats_t ts;
+  es_tail_stats(srv->tail, &ts);
+  put(&b,
+      "# HELP es_subscription_messages_total Event messages sent to subscribers (an event, or a "
+      "batch of them).\n"
+      "# TYPE es_subscription_messages_total counter\nes_subscription_messages_total %lu\n"
+      "# HELP es_subscription_events_total Events sent to subscribers.\n"
+      "# TYPE es_subscription_events_total counter\nes_subscription_events_total %lu\n"
+      "# HELP es_live_window_events Events the live window holds, encoded.\n"
+      "# TYPE es_live_window_events gauge\nes_live_window_events %zu\n"
+      "# HELP es_live_window_bytes Bytes of encoded events the live window holds.\n"
+      "# TYPE es_live_window_bytes gauge\nes_live_window_bytes %zu\n"
+      "# HELP es_live_window_first_position Oldest position the live window holds (0: none).\n"
+      "# TYPE es_live_window_first_position gauge\nes_live_window_first_position %llu\n"
+      "# HELP es_live_window_events_read_total Events the live window read from the backend "
+      "(once per server, for every subscriber).\n"
+      "# TYPE es_live_window_events_read_total counter\nes_live_window_events_read_total %llu\n"
+      "# HELP es_live_window_read_errors_total Failed backend reads of the live window (it "
+      "retries).\n"
+      "# TYPE es_live_window_read_errors_total counter\nes_live_window_read_errors_total %llu\n"
+      "# HELP es_subscription_pages_total Pages subscriptions read, by source: the live window "
+      "(memory) or the backend.\n"
+      "# TYPE es_subscription_pages_total counter\n"
+      "es_subscription_pages_total{source=\"window\"} %llu\n"
+      "es_subscription_pages_total{source=\"backend\"} %llu\n",
+      get(&M.sub_messages), get(&M.sub_events), ts.events, ts.bytes,
+      (unsigned long long)(ts.events ? ts.first : 0), (unsigned long long)ts.filled_events,
+      (unsigned long long)ts.fill_errors, (unsigned long long)ts.pages_window,
+      (unsigned long long)ts.pages_backend);
 
   es_backend_stat_t stats[32];
   size_t n_stats = es_backend_stats(srv->backend, stats, sizeof stats / sizeof stats[0]);

@@ -27,6 +27,8 @@
 void es_metrics_call_done(method_id_t method, grpc_status_code code, uint64_t duration_ns);
 /* An append committed `events` events (duplicate: an idempotent replay, nothing written). */
 void es_metrics_append_done(uint64_t events, int duplicate);
+/* A subscription sent one message holding `events` events. */
+void es_metrics_subscription_sent(uint64_t events);
 /* The backend failed with rc (an es_err code). */
 void es_metrics_backend_error(int rc);
 /* Monotonic nanoseconds, for call durations. */

@@ -29,37 +29,13 @@
 
 static Eventstore__V1__RecordedEvent *encode_event(call_t *c, const es_recorded_t *ev) {
   Eventstore__V1__RecordedEvent *m = call_alloc(c, sizeof *m);
-  if (!m) return NULL;
-  eventstore__v1__recorded_event__init(m);
-  m->stream_id = (char *)ev->stream_id;
-  m->stream_type = (char *)(ev->stream_type ? ev->stream_type : "");
-  m->stream_version = ev->stream_version;
-  m->global_position = ev->global_position;
-  m->event_id = (char *)ev->event_id;
-  m->event_type = (char *)ev->event_type;
-  m->event_version = ev->event_version;
-  m->content_type = (char *)ev->content_type;
-  m->payload.data = (uint8_t *)ev->payload;
-  m->payload.len = ev->payload_len;
-  m->correlation_id = (char *)(ev->correlation_id ? ev->correlation_id : "");
-  m->causation_id = (char *)(ev->causation_id ? ev->causation_id : "");
-  m->occurred_at_unix_ms = ev->occurred_at_unix_ms;
-  m->recorded_at_unix_ms = ev->recorded_at_unix_ms;
+  Eventstore__V1__RecordedEvent__MetadataEntry *entries = NULL, **ptrs = NULL;
   if (ev->metadata_count) {
-    Eventstore__V1__RecordedEvent__MetadataEntry *entries =
-        call_alloc(c, ev->metadata_count * sizeof *entries);
-    Eventstore__V1__RecordedEvent__MetadataEntry **ptrs =
-        call_alloc(c, ev->metadata_count * sizeof *ptrs);
-    if (!entries || !ptrs) return NULL;
-    for (size_t i = 0; i < ev->metadata_count; i++) {
-      eventstore__v1__recorded_event__metadata_entry__init(&entries[i]);
-      entries[i].key = (char *)ev->metadata[i].key;
-      entries[i].value = (char *)ev->metadata[i].value;
-      ptrs[i] = &entries[i];
-    }
-    m->metadata = ptrs;
-    m->n_metadata = ev->metadata_count;
+    entries = call_alloc(c, ev->metadata_count * sizeof *entries);
+    ptrs = call_alloc(c, ev->metadata_count * sizeof *ptrs);
   }
+  if (!m || (ev->metadata_count && (!entries || !ptrs))) return NULL;
+  es_codec_recorded(ev, m, entries, ptrs);
   return m;
 }
 
@@ -190,17 +166,30 @@ void rpc_store_unary(call_t *c) {
 
 /* ---------------------------------------------------------------- Subscribe */
 
+/* The largest max_batch a request may ask for (API.md, Extension 2). */
+#define MAX_BATCH 1000
+/* Tag of SubscribeResponse.batch: field 5, length-delimited. */
+#define BATCH_TAG 0x2a
+
 static void on_sub_sent(call_t *c, int ok);
 
-/* Runs on the thread that published the new head. For a backend that never
- * blocks the next step is cheap (a read from memory and one send), so it runs
- * right here instead of paying a hand-off to a worker for every live event. */
+/* True when the next step of c reads only memory: a held-back message, a
+ * buffered page, the live window, or a backend that never blocks. Such a step
+ * runs on the thread at hand; one that would wait on a blocking backend goes
+ * to a worker. */
+static bool step_is_cheap(call_t *c) {
+  es_server_t *srv = c->srv;
+  if (!es_backend_is_blocking(srv->backend)) return true;
+  if (!c->sub) return false; /* opening reads the backend's head */
+  return c->has_pending || c->has_pending_event || es_sub_has_buffered(c->sub) ||
+         es_tail_holds(srv->tail, es_sub_cursor(c->sub));
+}
+
+/* Runs on the live window's filler thread, which must go back to reading the
+ * log: the step itself goes to a worker, so delivery uses every core and a
+ * thousand wake-ups cost the filler a thousand queue insertions. */
 static void on_wake(es_waiter_t *w) {
-  call_t *c = w->arg;
-  if (es_backend_is_blocking(c->srv->backend))
-    call_schedule(c);
-  else
-    rpc_subscribe_pump(c);
+  call_schedule(w->arg);
 }
 
 /* Opens the subscription from the request (first pump). Returns false when the
@@ -209,6 +198,8 @@ static bool sub_open(call_t *c) {
   const es_config_t *cfg = c->srv->cfg;
   es_sub_opts_t opts;
   es_codec_subscribe((const Eventstore__V1__SubscribeRequest *)c->request, &opts);
+  opts.read = es_tail_read;
+  opts.read_ctx = c->srv->tail;
   es_err_t err;
   es_err_clear(&err);
   int rc = es_sub_open(c->srv->backend, &cfg->limits, &opts, &c->sub, &err);
@@ -223,44 +214,58 @@ static bool sub_open(call_t *c) {
   return true;
 }
 
-static grpc_byte_buffer *encode_item(call_t *c, const es_sub_item_t *item) {
+/* CaughtUp or Checkpoint, alone in its message. */
+static grpc_byte_buffer *encode_marker(const es_sub_item_t *item) {
   Eventstore__V1__SubscribeResponse r = EVENTSTORE__V1__SUBSCRIBE_RESPONSE__INIT;
   Eventstore__V1__CaughtUp cu = EVENTSTORE__V1__CAUGHT_UP__INIT;
   Eventstore__V1__Checkpoint cp = EVENTSTORE__V1__CHECKPOINT__INIT;
-  grpc_byte_buffer *bb;
-  switch (item->kind) {
-    case ES_SUB_EVENT:
-      r.message_case = EVENTSTORE__V1__SUBSCRIBE_RESPONSE__MESSAGE_EVENT;
-      r.event = encode_event(c, item->event);
-      if (!r.event) return NULL;
-      bb = es_pack(&r.base);
-      /* Event encodings are per message: recycle the arena between sends. */
-      arena_block_t *b = c->arena;
-      if (b) {
-        while (b->next) {
-          arena_block_t *n = b->next;
-          b->next = n->next;
-          free(n);
-        }
-        b->used = 0;
-      }
-      return bb;
-    case ES_SUB_CAUGHT_UP:
-      r.message_case = EVENTSTORE__V1__SUBSCRIBE_RESPONSE__MESSAGE_CAUGHT_UP;
-      cu.head_position = item->position;
-      r.caught_up = &cu;
-      return es_pack(&r.base);
-    default:
-      r.message_case = EVENTSTORE__V1__SUBSCRIBE_RESPONSE__MESSAGE_CHECKPOINT;
-      cp.position = item->position;
-      r.checkpoint = &cp;
-      return es_pack(&r.base);
+  if (item->kind == ES_SUB_CAUGHT_UP) {
+    r.message_case = EVENTSTORE__V1__SUBSCRIBE_RESPONSE__MESSAGE_CAUGHT_UP;
+    cu.head_position = item->position;
+    r.caught_up = &cu;
+  } else {
+    r.message_case = EVENTSTORE__V1__SUBSCRIBE_RESPONSE__MESSAGE_CHECKPOINT;
+    cp.position = item->position;
+    r.checkpoint = &cp;
   }
+  return es_pack(&r.base);
 }
 
+/* One message of n events: ev[1..n] each hold the bytes of field 1 with a
+ * RecordedEvent (tail.h), which is a whole SubscribeResponse{event} and also
+ * one element of EventBatch.events. With max_batch > 1, ev[0] becomes the
+ * header of SubscribeResponse.batch. No event byte is copied: the buffer
+ * refers to the slices. Consumes the references of ev[1..n]. */
+static grpc_byte_buffer *pack_events(call_t *c, grpc_slice *ev, size_t n, size_t bytes) {
+  grpc_byte_buffer *bb;
+  if (c->max_batch <= 1) {
+    bb = grpc_raw_byte_buffer_create(&ev[1], 1);
+  } else {
+    uint8_t hdr[11];
+    size_t h = 0;
+    hdr[h++] = BATCH_TAG;
+    for (size_t v = bytes; h < sizeof hdr; v >>= 7) {
+      hdr[h++] = (uint8_t)(v >= 0x80 ? (v & 0x7f) | 0x80 : v);
+      if (v < 0x80) break;
+    }
+    ev[0] = grpc_slice_from_copied_buffer((const char *)hdr, h);
+    bb = grpc_raw_byte_buffer_create(ev, n + 1);
+    grpc_slice_unref(ev[0]);
+  }
+  for (size_t i = 1; i <= n; i++) grpc_slice_unref(ev[i]);
+  return bb;
+}
+
+static void release_events(grpc_slice *ev, size_t n) {
+  for (size_t i = 1; i <= n; i++) grpc_slice_unref(ev[i]);
+}
+
+/* One step: sends the next message (a batch of whatever events are ready, or
+ * a CaughtUp / Checkpoint), or parks at the head, or ends the call. */
 void rpc_subscribe_pump(call_t *c) {
   es_server_t *srv = c->srv;
   if (!c->sub && !call_is_done(c) && !sub_open(c)) return;
+  size_t budget = srv->cfg->limits.max_page_bytes ? srv->cfg->limits.max_page_bytes : SIZE_MAX;
   for (;;) {
     if (call_is_done(c)) {
       if (atomic_load(&c->cancelled))
@@ -270,13 +275,61 @@ void rpc_subscribe_pump(call_t *c) {
       call_finish_stream(c);
       return;
     }
-    es_sub_item_t item;
+    if (c->has_pending) { /* a marker that ended the last batch */
+      c->has_pending = false;
+      call_send(c, encode_marker(&c->pending), on_sub_sent);
+      return;
+    }
+    grpc_slice *ev = c->batch; /* ev[0] is the batch header */
+    size_t n = 0, bytes = 0;
+    if (c->has_pending_event) {
+      c->has_pending_event = false;
+      ev[++n] = c->pending_event;
+      bytes += GRPC_SLICE_LENGTH(c->pending_event);
+    }
     es_err_t err;
     es_err_clear(&err);
-    int rc = es_sub_next(c->sub, &item, &err);
+    int rc = ES_OK;
+    while (n < c->max_batch) {
+      es_sub_item_t item;
+      rc = es_sub_next(c->sub, &item, &err);
+      if (rc != ES_OK) break;
+      if (item.kind != ES_SUB_EVENT) {
+        if (n > 0) { /* a batch never spans a marker: it goes next */
+          c->pending = item;
+          c->has_pending = true;
+          break;
+        }
+        atomic_store_explicit(&c->sub_position, es_sub_position(c->sub), memory_order_relaxed);
+        call_send(c, encode_marker(&item), on_sub_sent);
+        return;
+      }
+      grpc_slice one;
+      if (item.encoded) {
+        one = grpc_slice_ref(es_tail_wire(item.encoded));
+      } else if (!es_tail_encode(item.event, &one)) {
+        /* The cursor is past this event: end the stream rather than skip
+         * it; the client resumes after the last event it received. */
+        release_events(ev, n);
+        call_set_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory encoding an event");
+        call_finish_stream(c);
+        return;
+      }
+      size_t len = GRPC_SLICE_LENGTH(one);
+      if (n > 0 && bytes + len > budget) { /* opens the next batch instead */
+        c->pending_event = one;
+        c->has_pending_event = true;
+        break;
+      }
+      ev[++n] = one;
+      bytes += len;
+    }
     atomic_store_explicit(&c->sub_position, es_sub_position(c->sub), memory_order_relaxed);
-    if (rc == ES_OK) {
-      call_send(c, encode_item(c, &item), on_sub_sent);
+    if (n > 0) {
+      /* Sent first whatever ended the loop: a failed read is retried by the
+       * next step (the cursor did not move), and EAGAIN comes back too. */
+      es_metrics_subscription_sent(n);
+      call_send(c, pack_events(c, ev, n, bytes), on_sub_sent);
       return;
     }
     if (rc != ES_EAGAIN) {
@@ -284,21 +337,21 @@ void rpc_subscribe_pump(call_t *c) {
       call_finish_stream(c);
       return;
     }
-    if (call_park(c, srv->log_notifier, es_sub_position(c->sub), on_wake)) continue;
+    if (call_park(c, es_tail_notifier(srv->tail), es_sub_position(c->sub), on_wake)) continue;
     return;
   }
 }
 
 static void on_sub_sent(call_t *c, int ok) {
   if (!ok) atomic_store(&c->cancelled, 1);
-  if (!es_backend_is_blocking(c->srv->backend) || es_sub_has_buffered(c->sub))
+  if (step_is_cheap(c))
     rpc_subscribe_pump(c);
   else
     call_schedule(c);
 }
 
 void rpc_subscribe_on_close(call_t *c, int ok) {
-  call_stream_closed(c, ok, c->srv->log_notifier);
+  call_stream_closed(c, ok, es_tail_notifier(c->srv->tail));
 }
 
 void rpc_subscribe_start(call_t *c) {
@@ -321,10 +374,26 @@ void rpc_subscribe_start(call_t *c) {
     call_finish_unary(c, NULL);
     return;
   }
+  if (m->max_batch > MAX_BATCH) {
+    char msg[96];
+    snprintf(msg, sizeof msg, "max_batch: %u exceeds the limit of %d", m->max_batch, MAX_BATCH);
+    call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
+    call_finish_unary(c, NULL);
+    return;
+  }
+  c->max_batch = m->max_batch > 1 ? m->max_batch : 1;
+  c->batch = call_alloc(c, (c->max_batch + 1) * sizeof *c->batch);
+  if (!c->batch) {
+    oom(c);
+    call_finish_unary(c, NULL);
+    return;
+  }
+  es_tail_attach(c->srv->tail);
+  c->attached = true;
   /* refs: the driver (set on arrival) + the close watch (taken here). */
   call_start_close_watch(c, rpc_subscribe_on_close);
-  if (es_backend_is_blocking(c->srv->backend))
-    call_schedule(c);
-  else
+  if (step_is_cheap(c))
     rpc_subscribe_pump(c);
+  else
+    call_schedule(c);
 }

@@ -173,6 +173,8 @@ static call_t *call_new(es_server_t *srv, method_id_t m) {
 static void call_free(call_t *c, bool live) {
   es_server_t *srv = c->srv;
   if (c->sub) es_sub_close(c->sub);
+  if (c->attached) es_tail_detach(srv->tail);
+  if (c->has_pending_event) grpc_slice_unref(c->pending_event);
   if (c->request) protobuf_c_message_free_unpacked(c->request, NULL);
   if (c->payload) grpc_byte_buffer_destroy(c->payload);
   if (c->call) grpc_call_unref(c->call);
@@ -561,6 +563,12 @@ int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t *
   es_err_clear(&err);
   if (es_backend_head(backend, &head, &err) == ES_OK) es_notifier_publish(srv->log_notifier, head);
   es_backend_set_notifier(backend, srv->log_notifier);
+  srv->tail = es_tail_start(backend, srv->log_notifier, &cfg->limits, cfg->live_window_events,
+                            cfg->live_window_bytes);
+  if (!srv->tail) {
+    snprintf(errbuf, errlen, "cannot start the live window's thread");
+    goto fail;
+  }
 
   if (cfg->auth_tokens_file[0] &&
       es_tokens_load(cfg->auth_tokens_file, &srv->tokens, errbuf, errlen) != 0)
@@ -643,6 +651,7 @@ fail_unstarted:
 
 fail:
   if (srv->workers) es_workers_stop(srv->workers);
+  es_tail_stop(srv->tail);
   es_backend_set_notifier(backend, NULL);
   if (srv->log_notifier) es_notifier_free(srv->log_notifier);
   if (srv->health_notifier) es_notifier_free(srv->health_notifier);
@@ -741,7 +750,7 @@ bool es_server_stop(es_server_t *srv) {
   /* 2. Subscriptions end with UNAVAILABLE: parked ones are woken; ones stuck
    *    on a send to a client that does not read are cancelled. */
   atomic_store(&srv->shutting_down, 1);
-  es_notifier_wake_all(srv->log_notifier);
+  es_notifier_wake_all(es_tail_notifier(srv->tail));
   es_notifier_wake_all(srv->health_notifier);
   sleep_ms(grace < DRAIN_MS ? grace : DRAIN_MS);
   if (!wait_until(srv, no_streams, grace < STREAM_END_MS ? grace : STREAM_END_MS))
@@ -777,6 +786,7 @@ bool es_server_stop(es_server_t *srv) {
   grpc_server_destroy(srv->server);
   grpc_completion_queue_destroy(srv->cq);
   es_workers_stop(srv->workers);
+  es_tail_stop(srv->tail);
   es_backend_set_notifier(srv->backend, NULL);
   es_notifier_free(srv->log_notifier);
   es_notifier_free(srv->health_notifier);

@@ -33,6 +33,7 @@
 #include "es/notifier.h"
 #include "es/subscription.h"
 #include "security.h"
+#include "tail.h"
 #include "workers.h"
 
 typedef enum method_id {
@@ -95,6 +96,13 @@ struct call {
   _Atomic uint64_t sub_position; /* Subscribe: es_sub_position() as of the last step, or
                                     ES_SUB_POSITION_UNKNOWN; read by metrics scrapes */
   es_waiter_t waiter;            /* registered with a notifier while waiting */
+  uint32_t max_batch;            /* Subscribe: events per message (1 = `event`, else `batch`) */
+  bool attached;                 /* Subscribe: counted by es_tail_attach */
+  bool has_pending;              /* Subscribe: `pending` is the next message to send */
+  es_sub_item_t pending;         /* a CaughtUp or Checkpoint that ended a batch */
+  bool has_pending_event;        /* Subscribe: `pending_event` opens the next batch */
+  grpc_slice pending_event;      /* an event that did not fit the last batch (owned) */
+  grpc_slice *batch;             /* Subscribe: max_batch + 1 slots (arena) for one message */
   int watch_last_sent;           /* Health/Watch: last status sent, -1 none */
   char *watch_service;           /* Health/Watch: service name (malloc) */
 
@@ -107,6 +115,7 @@ struct es_server {
   const es_config_t *cfg;
   es_backend_t *backend;          /* borrowed */
   es_notifier_t *log_notifier;    /* the log grew (published by the backend) */
+  es_tail_t *tail;                /* the live window; subscriptions park on its notifier */
   es_notifier_t *health_notifier; /* head = health version, bumped on every change */
   atomic_ulong health_version;
   atomic_int serving;       /* 1 while SERVING */

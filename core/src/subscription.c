@@ -61,21 +61,23 @@
 
 struct es_sub {
   es_backend_t *backend; /* borrowed; outlives the subscription */
-  es_limits_t limits;    /* copied at open */
-  es_filter_t filter;    /* deep copy; its strings live in filter_mem */
-  void *filter_mem;      /* one allocation: pointer array, then strings */
-  bool filtered;         /* es_filter_active(&filter) */
-  uint64_t interval;     /* checkpoint interval; 0 = none */
-  uint64_t cursor;       /* next position to read */
-  uint64_t scanned;      /* last position examined by the current page */
-  uint64_t reset;        /* last match or checkpoint handed out */
-  uint64_t position;     /* es_sub_position() */
-  es_page_t page;        /* the current page (valid when has_page) */
-  bool has_page;         /* page holds a read not yet used up */
-  size_t idx;            /* next event of the page to hand out */
-  bool caught_up_sent;   /* CaughtUp is handed out once */
-  bool caught_up_first;  /* from_end: hand out CaughtUp(open_head) before anything */
-  uint64_t open_head;    /* from_end: the head read at open */
+  es_sub_read_fn read;   /* NULL = es_backend_read_all(backend) */
+  void *read_ctx;
+  es_limits_t limits;   /* copied at open */
+  es_filter_t filter;   /* deep copy; its strings live in filter_mem */
+  void *filter_mem;     /* one allocation: pointer array, then strings */
+  bool filtered;        /* es_filter_active(&filter) */
+  uint64_t interval;    /* checkpoint interval; 0 = none */
+  uint64_t cursor;      /* next position to read */
+  uint64_t scanned;     /* last position examined by the current page */
+  uint64_t reset;       /* last match or checkpoint handed out */
+  uint64_t position;    /* es_sub_position() */
+  es_page_t page;       /* the current page (valid when has_page) */
+  bool has_page;        /* page holds a read not yet used up */
+  size_t idx;           /* next event of the page to hand out */
+  bool caught_up_sent;  /* CaughtUp is handed out once */
+  bool caught_up_first; /* from_end: hand out CaughtUp(open_head) before anything */
+  uint64_t open_head;   /* from_end: the head read at open */
 };
 
 /* Deep-copies f into s->filter, so that the caller's strings may go away
@@ -115,6 +117,8 @@ int es_sub_open(es_backend_t *b, const es_limits_t *limits, const es_sub_opts_t 
     goto fail;
   }
   s->backend = b;
+  s->read = opts->read;
+  s->read_ctx = opts->read_ctx;
   s->limits = *limits;
   rc = copy_filter(s, &opts->filter);
   if (rc != ES_OK) {
@@ -159,6 +163,10 @@ uint64_t es_sub_position(const es_sub_t *s) {
   return s->position;
 }
 
+uint64_t es_sub_cursor(const es_sub_t *s) {
+  return s->cursor;
+}
+
 /* True when the non-matching events up to `upto` reach the interval. */
 static bool checkpoint_due(const es_sub_t *s, uint64_t upto) {
   return s->filtered && s->interval != 0 && upto > s->reset && upto - s->reset >= s->interval;
@@ -176,6 +184,7 @@ static void hand_out_checkpoint(es_sub_t *s, uint64_t at, es_sub_item_t *item) {
   if (s->reset > s->position) s->position = s->reset;
   item->kind = ES_SUB_CHECKPOINT;
   item->event = NULL;
+  item->encoded = NULL;
   item->position = s->reset;
 }
 
@@ -205,7 +214,8 @@ static int read_page(es_sub_t *s, es_err_t *err) {
   req.max_scan = s->limits.max_scan != 0 ? s->limits.max_scan : 1;
 
   es_page_t page;
-  int rc = es_backend_read_all(s->backend, &req, &page, err);
+  int rc = s->read != NULL ? s->read(s->read_ctx, &req, &page, err)
+                           : es_backend_read_all(s->backend, &req, &page, err);
   if (rc != ES_OK) goto fail;
 
   uint64_t prev = s->cursor - 1;
@@ -249,6 +259,7 @@ int es_sub_next(es_sub_t *s, es_sub_item_t *item, es_err_t *err) {
     s->caught_up_sent = true;
     item->kind = ES_SUB_CAUGHT_UP;
     item->event = NULL;
+    item->encoded = NULL;
     item->position = s->open_head;
     return ES_OK;
   }
@@ -270,6 +281,7 @@ int es_sub_next(es_sub_t *s, es_sub_item_t *item, es_err_t *err) {
       s->position = m;
       item->kind = ES_SUB_EVENT;
       item->event = ev;
+      item->encoded = s->page.encoded != NULL ? s->page.encoded[s->idx - 1] : NULL;
       item->position = m;
       return ES_OK;
     }
@@ -293,6 +305,7 @@ int es_sub_next(es_sub_t *s, es_sub_item_t *item, es_err_t *err) {
       s->caught_up_sent = true;
       item->kind = ES_SUB_CAUGHT_UP;
       item->event = NULL;
+      item->encoded = NULL;
       item->position = head;
       return ES_OK;
     }

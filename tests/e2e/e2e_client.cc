@@ -461,8 +461,26 @@ void SubscriptionReader::Run() {
     if (delay > 0 && ++n % read_delay_every_.load() == 0)
       std::this_thread::sleep_for(std::chrono::microseconds(delay));
     SubMsg m{SubMsg::kUnset, 0, {}};
+    if (resp.message_case() == v1::SubscribeResponse::kBatch) {
+      // Each event of a batch becomes a message of its own, in order.
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        batch_sizes_.push_back(static_cast<size_t>(resp.batch().events_size()));
+        for (auto &ev : *resp.mutable_batch()->mutable_events()) {
+          SubMsg e{SubMsg::kEvent, ev.global_position(), std::move(ev)};
+          if (!keep_payloads_) e.event.clear_payload();
+          ++events_;
+          last_position_ = std::max(last_position_, e.position);
+          msgs_.push_back(std::move(e));
+        }
+      }
+      cv_.notify_all();
+      resp.Clear();
+      continue;
+    }
     switch (resp.message_case()) {
       case v1::SubscribeResponse::kEvent:
+        ++single_events_;
         m.kind = SubMsg::kEvent;
         m.position = resp.event().global_position();
         m.event = std::move(*resp.mutable_event());
@@ -541,6 +559,16 @@ grpc::Status SubscriptionReader::Join(int timeout_ms) {
   joined_ = true;
   std::lock_guard<std::mutex> lock(mu_);
   return status_;
+}
+
+std::vector<size_t> SubscriptionReader::BatchSizes() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return batch_sizes_;
+}
+
+size_t SubscriptionReader::SingleEventMessages() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return single_events_;
 }
 
 std::vector<SubMsg> SubscriptionReader::Messages() {

@@ -201,8 +201,14 @@ class SubscriptionReader {
   // Waits for the reader thread (cancelling after timeout) and returns the
   // call's final status.
   grpc::Status Join(int timeout_ms = 10000);
+  // Every message as received; the events of a `batch` message (max_batch >
+  // 1) appear as one kEvent each, in order.
   std::vector<SubMsg> Messages();
   size_t EventCount();
+  // The number of events in each `batch` message received, in order, and the
+  // number of `event` messages: a server never mixes the two on one call.
+  std::vector<size_t> BatchSizes();
+  size_t SingleEventMessages();
   grpc::ClientContext &context() { return ctx_; }
 
  private:
@@ -220,6 +226,8 @@ class SubscriptionReader {
   std::condition_variable cv_;
   std::vector<SubMsg> msgs_;
   size_t events_ = 0;
+  std::vector<size_t> batch_sizes_;
+  size_t single_events_ = 0;
   bool caught_up_ = false;
   uint64_t last_position_ = 0;
   bool done_ = false;

@@ -15,7 +15,7 @@ export ES_PG_ADMIN_URL="$DATABASE_URL"
 export ES_PG_SERVER_BIN="$root/server/eventstore"
 export ES_E2E_SERVER="$root/tests/pg/pg_server.sh"
 failed=()
-for t in semantics_test status_test health_reflection_test shutdown_test concurrency_test; do
+for t in semantics_test status_test health_reflection_test shutdown_test concurrency_test fanout_test; do
   echo "==== tests/e2e/$t on PostgreSQL"
   # Each binary would otherwise write its report over this test's XML file.
   if ! (cd "$root" && env -u XML_OUTPUT_FILE -u GTEST_OUTPUT "$root/tests/e2e/$t"); then

@@ -134,6 +134,10 @@ typedef struct es_page {
   uint64_t next;
   bool is_end;
   uint64_t last;
+  /* NULL, or `count` opaque encodings of the events, one per event, supplied
+   * by a page source above the backends (server/tail.c) that holds them
+   * encoded already; owned by `owner`. Backends leave it NULL. */
+  const void *const *encoded;
   /* Owner of whatever the events point into; released by es_page_free(). */
   void *owner;
   void (*release)(void *owner);

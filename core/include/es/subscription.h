@@ -35,11 +35,19 @@ extern "C" {
 
 typedef struct es_sub es_sub_t;
 
+/* Reads one page of the log, with es_backend_read_all's contract (the request
+ * is FORWARD and prepared). A subscription reads through one of these so that
+ * a layer above the backend (server/tail.c) can answer from memory. */
+typedef int (*es_sub_read_fn)(void *ctx, const es_read_all_req_t *req, es_page_t *out,
+                              es_err_t *err);
+
 typedef struct es_sub_opts {
   uint64_t from_position;       /* 0 or 1 = from the beginning */
   bool from_end;                /* start after the current head */
   es_filter_t filter;           /* copied by es_sub_open */
   uint32_t checkpoint_interval; /* 0 = limits->default_checkpoint_interval */
+  es_sub_read_fn read;          /* NULL = es_backend_read_all on the backend */
+  void *read_ctx;               /* read's first argument */
 } es_sub_opts_t;
 
 typedef enum es_sub_item_kind {
@@ -51,6 +59,7 @@ typedef enum es_sub_item_kind {
 typedef struct es_sub_item {
   es_sub_item_kind_t kind;
   const es_recorded_t *event; /* ES_SUB_EVENT: valid until the next es_sub_next/close */
+  const void *encoded;        /* ES_SUB_EVENT: the page's encoding of it (es_page_t), or NULL */
   uint64_t position;          /* CAUGHT_UP: head; CHECKPOINT: position */
 } es_sub_item_t;
 
@@ -72,6 +81,10 @@ uint64_t es_sub_position(const es_sub_t *s);
 
 /* True when an item can be handed out without calling the backend. */
 bool es_sub_has_buffered(const es_sub_t *s);
+
+/* The position the next read will start from (everything below it has been
+ * read into the current page or handed out). */
+uint64_t es_sub_cursor(const es_sub_t *s);
 
 void es_sub_close(es_sub_t *s);
 
