@@ -256,6 +256,20 @@ static grpc_byte_buffer *pack_events(call_t *c, grpc_slice *ev, size_t n, size_t
   return bb;
 }
 
+/* Doubles the slots of c->batch, up to max_batch + 1: a subscription pays
+ * for large batches only once it has received one. False when out of memory
+ * (the batch then ends where it is). */
+static bool grow_batch(call_t *c) {
+  size_t cap = c->batch_cap * 2;
+  if (cap > (size_t)c->max_batch + 1) cap = (size_t)c->max_batch + 1;
+  if (cap <= c->batch_cap) return false;
+  grpc_slice *b = realloc(c->batch, cap * sizeof *b);
+  if (!b) return false;
+  c->batch = b;
+  c->batch_cap = cap;
+  return true;
+}
+
 static void release_events(grpc_slice *ev, size_t n) {
   for (size_t i = 1; i <= n; i++) grpc_slice_unref(ev[i]);
 }
@@ -280,11 +294,10 @@ void rpc_subscribe_pump(call_t *c) {
       call_send(c, encode_marker(&c->pending), on_sub_sent);
       return;
     }
-    grpc_slice *ev = c->batch; /* ev[0] is the batch header */
     size_t n = 0, bytes = 0;
     if (c->has_pending_event) {
       c->has_pending_event = false;
-      ev[++n] = c->pending_event;
+      c->batch[++n] = c->pending_event;
       bytes += GRPC_SLICE_LENGTH(c->pending_event);
     }
     es_err_t err;
@@ -310,18 +323,20 @@ void rpc_subscribe_pump(call_t *c) {
       } else if (!es_tail_encode(item.event, &one)) {
         /* The cursor is past this event: end the stream rather than skip
          * it; the client resumes after the last event it received. */
-        release_events(ev, n);
+        release_events(c->batch, n);
         call_set_status(c, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory encoding an event");
         call_finish_stream(c);
         return;
       }
       size_t len = GRPC_SLICE_LENGTH(one);
-      if (n > 0 && bytes + len > budget) { /* opens the next batch instead */
+      /* Over the byte budget, or no slot for it (growing failed): it opens
+       * the next batch instead. */
+      if (n > 0 && (bytes + len > budget || (n + 2 > c->batch_cap && !grow_batch(c)))) {
         c->pending_event = one;
         c->has_pending_event = true;
         break;
       }
-      ev[++n] = one;
+      c->batch[++n] = one;
       bytes += len;
     }
     atomic_store_explicit(&c->sub_position, es_sub_position(c->sub), memory_order_relaxed);
@@ -329,7 +344,7 @@ void rpc_subscribe_pump(call_t *c) {
       /* Sent first whatever ended the loop: a failed read is retried by the
        * next step (the cursor did not move), and EAGAIN comes back too. */
       es_metrics_subscription_sent(n);
-      call_send(c, pack_events(c, ev, n, bytes), on_sub_sent);
+      call_send(c, pack_events(c, c->batch, n, bytes), on_sub_sent);
       return;
     }
     if (rc != ES_EAGAIN) {
@@ -382,7 +397,8 @@ void rpc_subscribe_start(call_t *c) {
     return;
   }
   c->max_batch = m->max_batch > 1 ? m->max_batch : 1;
-  c->batch = call_alloc(c, (c->max_batch + 1) * sizeof *c->batch);
+  c->batch_cap = c->max_batch < 16 ? (size_t)c->max_batch + 1 : 17;
+  c->batch = malloc(c->batch_cap * sizeof *c->batch);
   if (!c->batch) {
     oom(c);
     call_finish_unary(c, NULL);

@@ -175,6 +175,7 @@ static void call_free(call_t *c, bool live) {
   if (c->sub) es_sub_close(c->sub);
   if (c->attached) es_tail_detach(srv->tail);
   if (c->has_pending_event) grpc_slice_unref(c->pending_event);
+  free(c->batch);
   if (c->request) protobuf_c_message_free_unpacked(c->request, NULL);
   if (c->payload) grpc_byte_buffer_destroy(c->payload);
   if (c->call) grpc_call_unref(c->call);

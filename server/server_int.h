@@ -102,7 +102,8 @@ struct call {
   es_sub_item_t pending;         /* a CaughtUp or Checkpoint that ended a batch */
   bool has_pending_event;        /* Subscribe: `pending_event` opens the next batch */
   grpc_slice pending_event;      /* an event that did not fit the last batch (owned) */
-  grpc_slice *batch;             /* Subscribe: max_batch + 1 slots (arena) for one message */
+  grpc_slice *batch;             /* Subscribe: slots for one message (malloc; [0]: header) */
+  size_t batch_cap;              /* Subscribe: slots of `batch`, 2..max_batch + 1 */
   int watch_last_sent;           /* Health/Watch: last status sent, -1 none */
   char *watch_service;           /* Health/Watch: service name (malloc) */
 
