@@ -28,15 +28,24 @@
 // Correctness checks ride along: subscriptions verify that global positions
 // arrive gap-free and in order, and the live scenario verifies that every
 // acknowledged append was delivered exactly once.
+//
+// The fan-out group (many subscribers of one log while Appends run) has a
+// design of its own, described where it is defined: subscriptions over the
+// generic stub read as raw bytes, spread over several connections and
+// threads, so that the client's work per delivered event stays small.
 
+#include <absl/synchronization/mutex.h>
 #include <dirent.h>
+#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
 #include <climits>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -87,9 +96,17 @@ struct Options {
   double connect_timeout = 5.0;
   std::set<std::string> only;  // empty = every scenario group
   int server_pid = 0;          // > 0: report the server's CPU time
+  // The fan-out group.
+  std::vector<int> fanout_subscribers = {0, 10, 100, 1000};  // live subscribers per run
+  uint32_t max_batch = 256;                                  // events per message asked for
+  uint64_t fanout_events = 100000;                           // catch-up log size
+  double fanout_rate = 2000;                                 // paced Appends per second
+  int fanout_channels = 16;                                  // connections for subscribers
+  int fanout_threads = 2;                                    // client threads for subscribers
 };
 
-const char *const kGroups[] = {"health", "append", "hot", "batch", "read", "catchup", "live"};
+const char *const kGroups[] = {"health", "append",  "hot",  "batch",
+                               "read",   "catchup", "live", "fanout"};
 
 void Usage(FILE *out) {
   std::fprintf(out,
@@ -111,7 +128,20 @@ void Usage(FILE *out) {
                "                          scenario (default 200000)\n"
                "  --connect-timeout S     give up connecting after S (default 5)\n"
                "  --only LIST             comma-separated scenario groups: health,\n"
-               "                          append, hot, batch, read, catchup, live\n"
+               "                          append, hot, batch, read, catchup, live,\n"
+               "                          fanout\n"
+               "  --fanout-subscribers L  fan-out: live subscriber counts, one run each,\n"
+               "                          run in ascending order (default 0,10,100,1000)\n"
+               "  --max-batch N           fan-out: events per message the subscribers\n"
+               "                          ask for, 1..1000 (default 256; 1 = one event\n"
+               "                          per message)\n"
+               "  --fanout-events N       fan-out: log size for the catch-up of 100\n"
+               "                          subscribers (default 100000)\n"
+               "  --fanout-rate R         fan-out: paced Appends per second (default 2000)\n"
+               "  --fanout-channels N     fan-out: connections the subscribers are spread\n"
+               "                          over (default 16)\n"
+               "  --fanout-threads N      fan-out: client threads reading the\n"
+               "                          subscriptions (default 2)\n"
                "  --server-pid PID        the server runs on this machine as PID: report\n"
                "                          its CPU time per call (bench/run.sh sets it)\n"
                "  --help                  this text\n"
@@ -159,9 +189,22 @@ int ParseArgs(int argc, char **argv, Options *o) {
       *v = argv[++i];
       return true;
     };
-    static const char *const known[] = {
-        "--target",         "--seconds",          "--warmup", "--connect-timeout", "--payload",
-        "--client-threads", "--subscribe-events", "--only",   "--rounds",          "--server-pid"};
+    static const char *const known[] = {"--target",
+                                        "--seconds",
+                                        "--warmup",
+                                        "--connect-timeout",
+                                        "--payload",
+                                        "--client-threads",
+                                        "--subscribe-events",
+                                        "--only",
+                                        "--rounds",
+                                        "--server-pid",
+                                        "--fanout-subscribers",
+                                        "--max-batch",
+                                        "--fanout-events",
+                                        "--fanout-rate",
+                                        "--fanout-channels",
+                                        "--fanout-threads"};
     if (std::find(std::begin(known), std::end(known), a) == std::end(known)) {
       std::fprintf(stderr, "esbench: unknown option %s (see --help)\n", a.c_str());
       return 2;
@@ -197,6 +240,33 @@ int ParseArgs(int argc, char **argv, Options *o) {
     } else if (a == "--subscribe-events") {
       ok = ParseU64(v, 100, 100000000, &u);
       o->subscribe_events = u;
+    } else if (a == "--max-batch") {
+      ok = ParseU64(v, 1, 1000, &u);
+      o->max_batch = static_cast<uint32_t>(u);
+    } else if (a == "--fanout-events") {
+      ok = ParseU64(v, 100, 100000000, &u);
+      o->fanout_events = u;
+    } else if (a == "--fanout-rate") {
+      ok = ParseDouble(v, 1.0, &o->fanout_rate);
+    } else if (a == "--fanout-channels") {
+      ok = ParseU64(v, 1, 1000, &u);
+      o->fanout_channels = static_cast<int>(u);
+    } else if (a == "--fanout-threads") {
+      ok = ParseU64(v, 1, 16, &u);
+      o->fanout_threads = static_cast<int>(u);
+    } else if (a == "--fanout-subscribers") {
+      o->fanout_subscribers.clear();
+      std::stringstream ss(v);
+      std::string n;
+      while (ok && std::getline(ss, n, ',')) {
+        ok = ParseU64(n, 0, 100000, &u);
+        o->fanout_subscribers.push_back(static_cast<int>(u));
+      }
+      ok = ok && !o->fanout_subscribers.empty();
+      std::sort(o->fanout_subscribers.begin(), o->fanout_subscribers.end());
+      o->fanout_subscribers.erase(
+          std::unique(o->fanout_subscribers.begin(), o->fanout_subscribers.end()),
+          o->fanout_subscribers.end());
     } else if (a == "--only") {
       std::stringstream ss(v);
       std::string g;
@@ -685,6 +755,7 @@ class Bench {
     if (!broken_) ReportUnary(&unary);
     if (Want("catchup")) CatchUp();
     if (Want("live")) Live(16);
+    if (Want("fanout")) FanOut();
     std::printf("\n");
     for (auto &n : notes_) std::printf("%s\n", n.c_str());
     std::printf("load average at end: %s\n", LoadAvg().c_str());
@@ -902,10 +973,17 @@ class Bench {
 
   void CatchUp();
   void Live(int inflight);
+  void FanOut();
+  struct FanResult;
+  FanResult FanLive(int subscribers, double rate);
+  FanResult FanCatchUp(int subscribers);
+  void PrintFan(const FanResult &r, double base_calls_per_s);
 
   Options opt_;
   std::string run_id_;
   std::vector<std::shared_ptr<grpc::Channel>> channels_;
+  // The fan-out subscribers' connections, made when that group runs.
+  std::vector<std::shared_ptr<grpc::Channel>> fan_channels_;
   std::vector<std::string> notes_;  // printed after the table
   bool failed_ = false;             // some scenario saw errors
   bool broken_ = false;             // the server went away
@@ -1174,6 +1252,1074 @@ void Bench::Live(int inflight) {
 }
 
 // ---------------------------------------------------------------------------
+// Fan-out: many subscribers of one log
+//
+// The question is what live subscribers cost the writers, and how fast and
+// how exactly the server feeds them. A run puts N subscribers (Subscribe with
+// from_end, unfiltered) at the head, waits until every one has its CaughtUp,
+// then runs single-event Appends on a connection of their own — 64 in flight
+// in a closed loop, or paced at a fixed rate — through a warm-up and a
+// measuring window. Afterwards it waits (at most kFanDrainNs) until every
+// subscriber has the last acknowledged position, and then checks each
+// subscriber: positions from its CaughtUp head + 1 on, consecutive, none
+// twice, covering every acknowledged position. A catch-up run instead
+// subscribes 100 subscribers to a pre-filled stretch of the log and times
+// them until each has all of it.
+//
+// The latency is acknowledgement → delivery: the appender records, per global
+// position, when it saw the Append's response (AckLog); a subscriber looks the
+// position up when the event arrives. Counted are the deliveries of events
+// acknowledged inside the window, however late they arrive (a subscriber that
+// falls behind shows up in p99), plus deliveries that arrive inside the
+// window before the appender has seen their acknowledgement (counted as 0:
+// the server may send an event out before the Append's response).
+//
+// The client must not be what is measured. The subscribers' calls are spread
+// over several connections (one HTTP/2 connection serializes its streams'
+// frames; a real deployment's projections are separate clients) and read by
+// a few threads, each with its own completion queue and one Read outstanding
+// per call. Responses are taken as raw bytes through the generic stub and
+// scanned for the few fields the checks need (global positions, the CaughtUp
+// head) without building protobuf objects, which would allocate and copy
+// every event's strings and payload only to throw them away. The scanner is
+// checked against protobuf's own encoding before the group runs.
+// Per event the work is a comparison, an array lookup and a histogram bucket;
+// the client's own CPU time is printed with each row, since client and server
+// share the cores.
+
+// How long the subscribers may take, after the Appends stopped, to receive
+// every acknowledged event.
+constexpr int64_t kFanDrainNs = 60 * kNsPerSec;
+// How long all subscribers may take to be at the head before the Appends.
+constexpr int64_t kFanReadyNs = 60 * kNsPerSec;
+// How long the catch-up subscribers may take to receive the whole stretch.
+constexpr int64_t kFanCatchUpNs = 300 * kNsPerSec;
+// Subscribers in the paced and the catch-up runs.
+constexpr int kFanSubscribers = 100;
+// Appends in flight in the closed-loop runs (at most in flight when paced).
+constexpr int kFanInflight = 64;
+
+int64_t ClientCpuNs() {
+  struct rusage ru;
+  if (getrusage(RUSAGE_SELF, &ru) != 0) return -1;
+  return (static_cast<int64_t>(ru.ru_utime.tv_sec) + ru.ru_stime.tv_sec) * kNsPerSec +
+         (static_cast<int64_t>(ru.ru_utime.tv_usec) + ru.ru_stime.tv_usec) * 1000;
+}
+
+// Counts of non-negative values (ns) in buckets about 3 % wide: 32 per power
+// of two, exact below 32. Fixed size, so a thread adds to it without
+// allocating, and threads' histograms merge by adding counts.
+class Histogram {
+ public:
+  Histogram() : counts_(kBuckets, 0) {}
+
+  void Add(int64_t ns) {
+    counts_[Index(ns > 0 ? static_cast<uint64_t>(ns) : 0)]++;
+    total_++;
+  }
+
+  void Merge(const Histogram &o) {
+    for (size_t i = 0; i < kBuckets; i++) counts_[i] += o.counts_[i];
+    total_ += o.total_;
+  }
+
+  uint64_t total() const { return total_; }
+
+  // The p-quantile in µs (the middle of its bucket), or -1 when empty.
+  double PercentileUs(double p) const {
+    if (total_ == 0) return -1;
+    uint64_t k = static_cast<uint64_t>(p * static_cast<double>(total_));
+    if (k >= total_) k = total_ - 1;
+    uint64_t seen = 0;
+    for (size_t i = 0; i < kBuckets; i++) {
+      seen += counts_[i];
+      if (seen > k) return Middle(i) / 1000.0;
+    }
+    return -1;
+  }
+
+ private:
+  static constexpr int kSubBits = 5;
+  static constexpr uint64_t kSub = uint64_t{1} << kSubBits;
+  static constexpr size_t kBuckets = (64 - kSubBits + 1) * kSub;
+
+  static size_t Index(uint64_t v) {
+    if (v < kSub) return static_cast<size_t>(v);
+    int e = 63 - __builtin_clzll(v);  // >= kSubBits
+    return static_cast<size_t>(e - kSubBits + 1) * kSub + ((v >> (e - kSubBits)) & (kSub - 1));
+  }
+
+  static double Middle(size_t i) {
+    if (i < kSub) return static_cast<double>(i);
+    int e = static_cast<int>(i / kSub) + kSubBits - 1;
+    double low = std::ldexp(static_cast<double>(kSub + i % kSub), e - kSubBits);
+    return low + std::ldexp(1.0, e - kSubBits) / 2;
+  }
+
+  std::vector<uint64_t> counts_;
+  uint64_t total_ = 0;
+};
+
+// When the appender saw each position acknowledged (steady clock, ns; 0 = not
+// yet), for positions after `base`. One thread writes, any thread reads.
+// Chunks are allocated as positions reach them and published with release;
+// the table of chunks is fixed, so a reader never sees it move.
+class AckLog {
+ public:
+  explicit AckLog(uint64_t base) : base_(base), chunks_(new std::atomic<Slot *>[kChunks]) {
+    for (size_t i = 0; i < kChunks; i++) chunks_[i].store(nullptr, std::memory_order_relaxed);
+  }
+  ~AckLog() {
+    for (size_t i = 0; i < kChunks; i++) delete[] chunks_[i].load(std::memory_order_relaxed);
+  }
+  AckLog(const AckLog &) = delete;
+  AckLog &operator=(const AckLog &) = delete;
+
+  uint64_t base() const { return base_; }
+
+  // Only from the appender's thread.
+  void Record(uint64_t pos, int64_t ns) {
+    if (pos <= base_) return;
+    uint64_t i = pos - base_ - 1;
+    if ((i >> kChunkBits) >= kChunks) return;  // beyond 268 M appends: left out
+    std::atomic<Slot *> &c = chunks_[i >> kChunkBits];
+    Slot *chunk = c.load(std::memory_order_relaxed);
+    if (!chunk) {
+      chunk = new Slot[kChunk];
+      for (size_t k = 0; k < kChunk; k++) chunk[k].store(0, std::memory_order_relaxed);
+      c.store(chunk, std::memory_order_release);
+    }
+    chunk[i & (kChunk - 1)].store(ns, std::memory_order_relaxed);
+  }
+
+  int64_t Get(uint64_t pos) const {
+    if (pos <= base_) return 0;
+    uint64_t i = pos - base_ - 1;
+    if ((i >> kChunkBits) >= kChunks) return 0;
+    const Slot *chunk = chunks_[i >> kChunkBits].load(std::memory_order_acquire);
+    return chunk ? chunk[i & (kChunk - 1)].load(std::memory_order_relaxed) : 0;
+  }
+
+ private:
+  using Slot = std::atomic<int64_t>;
+  static constexpr int kChunkBits = 16;
+  static constexpr size_t kChunk = size_t{1} << kChunkBits;
+  static constexpr size_t kChunks = 4096;
+  uint64_t base_;
+  std::unique_ptr<std::atomic<Slot *>[]> chunks_;
+};
+
+// A reader of the protobuf wire format over [p, end), just enough for
+// SubscribeResponse: every read checks the bytes that remain.
+struct Wire {
+  const uint8_t *p;
+  const uint8_t *end;
+
+  bool Varint(uint64_t *v) {
+    uint64_t r = 0;
+    for (int shift = 0; shift < 64 && p < end; shift += 7) {
+      uint8_t b = *p++;
+      r |= static_cast<uint64_t>(b & 0x7f) << shift;
+      if (!(b & 0x80)) {
+        *v = r;
+        return true;
+      }
+    }
+    return false;
+  }
+  bool Key(uint32_t *field, int *type) {
+    uint64_t k = 0;
+    if (!Varint(&k)) return false;
+    *field = static_cast<uint32_t>(k >> 3);
+    *type = static_cast<int>(k & 7);
+    return *field != 0;
+  }
+  // A length-delimited field's contents.
+  bool Bytes(Wire *sub) {
+    uint64_t n = 0;
+    if (!Varint(&n) || n > static_cast<uint64_t>(end - p)) return false;
+    sub->p = p;
+    sub->end = p + n;
+    p += n;
+    return true;
+  }
+  bool Skip(int type) {
+    uint64_t v = 0;
+    Wire w{nullptr, nullptr};
+    switch (type) {
+      case 0:
+        return Varint(&v);
+      case 1:
+        if (end - p < 8) return false;
+        p += 8;
+        return true;
+      case 2:
+        return Bytes(&w);
+      case 5:
+        if (end - p < 4) return false;
+        p += 4;
+        return true;
+      default:  // groups do not occur in proto3
+        return false;
+    }
+  }
+};
+
+// global_position (field 4) of a RecordedEvent; 0 when absent.
+bool ScanEvent(Wire w, uint64_t *pos) {
+  *pos = 0;
+  while (w.p < w.end) {
+    uint32_t f = 0;
+    int t = 0;
+    if (!w.Key(&f, &t)) return false;
+    if (f == 4 && t == 0) {
+      if (!w.Varint(pos)) return false;
+    } else if (!w.Skip(t)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Scans one SubscribeResponse: appends the global positions of its events
+// (`event` = 1, or `batch` = 5 holding `events` = 1) to *positions, and sets
+// *caught_up and *head for a `caught_up` (2). Checkpoints and FellBehind are
+// skipped. False when the bytes are not a well-formed message.
+bool ScanSubscribeResponse(const uint8_t *data, size_t size, std::vector<uint64_t> *positions,
+                           bool *caught_up, uint64_t *head) {
+  Wire w{data, data + size};
+  *caught_up = false;
+  while (w.p < w.end) {
+    uint32_t f = 0;
+    int t = 0;
+    if (!w.Key(&f, &t)) return false;
+    if (t != 2 || (f != 1 && f != 2 && f != 5)) {
+      if (!w.Skip(t)) return false;
+      continue;
+    }
+    Wire sub{nullptr, nullptr};
+    if (!w.Bytes(&sub)) return false;
+    uint64_t pos = 0;
+    if (f == 1) {
+      if (!ScanEvent(sub, &pos)) return false;
+      positions->push_back(pos);
+    } else if (f == 2) {
+      *caught_up = true;
+      *head = 0;
+      while (sub.p < sub.end) {
+        uint32_t g = 0;
+        int u = 0;
+        if (!sub.Key(&g, &u)) return false;
+        if (g == 1 && u == 0) {
+          if (!sub.Varint(head)) return false;
+        } else if (!sub.Skip(u)) {
+          return false;
+        }
+      }
+    } else {
+      while (sub.p < sub.end) {
+        uint32_t g = 0;
+        int u = 0;
+        if (!sub.Key(&g, &u)) return false;
+        if (g == 1 && u == 2) {
+          Wire ev{nullptr, nullptr};
+          if (!sub.Bytes(&ev) || !ScanEvent(ev, &pos)) return false;
+          positions->push_back(pos);
+        } else if (!sub.Skip(u)) {
+          return false;
+        }
+      }
+    }
+  }
+  return true;
+}
+
+// The scanner against protobuf's encoding of every kind of SubscribeResponse,
+// events with every field set. Empty when they agree, else what differed.
+std::string CheckScanner() {
+  auto fill = [](esv1::RecordedEvent *e, uint64_t pos) {
+    e->set_stream_id("scan-check");
+    e->set_stream_type("Bench");
+    e->set_stream_version(pos + 7);
+    e->set_global_position(pos);
+    e->set_event_id("0190f0c4-0000-7000-8000-000000000000");
+    e->set_event_type("BenchEvent");
+    e->set_event_version(3);
+    e->set_content_type("application/octet-stream");
+    e->set_payload(std::string(300, '\x84'));
+    (*e->mutable_metadata())["k"] = "v";
+    e->set_correlation_id("c");
+    e->set_causation_id("d");
+    e->set_occurred_at_unix_ms(1700000000000);
+    e->set_recorded_at_unix_ms(1700000000001);
+  };
+  struct Case {
+    esv1::SubscribeResponse msg;
+    std::vector<uint64_t> want;
+    bool caught_up = false;
+    uint64_t head = 0;
+  };
+  std::vector<Case> cases(5);
+  fill(cases[0].msg.mutable_event(), 1);
+  cases[0].want = {1};
+  for (uint64_t pos : {uint64_t{127}, uint64_t{128}, uint64_t{1} << 40}) {
+    fill(cases[1].msg.mutable_batch()->add_events(), pos);
+    cases[1].want.push_back(pos);
+  }
+  cases[2].msg.mutable_caught_up()->set_head_position(300000);
+  cases[2].caught_up = true;
+  cases[2].head = 300000;
+  cases[3].msg.mutable_checkpoint()->set_position(5);
+  cases[4].msg.mutable_fell_behind()->set_head_position(6);
+  std::vector<uint64_t> got;
+  for (size_t i = 0; i < cases.size(); i++) {
+    std::string bytes = cases[i].msg.SerializeAsString();
+    got.clear();
+    bool caught_up = false;
+    uint64_t head = 0;
+    bool ok = ScanSubscribeResponse(reinterpret_cast<const uint8_t *>(bytes.data()), bytes.size(),
+                                    &got, &caught_up, &head);
+    if (!ok || got != cases[i].want || caught_up != cases[i].caught_up ||
+        (caught_up && head != cases[i].head))
+      return "case " + std::to_string(i) + " (" + cases[i].msg.ShortDebugString().substr(0, 60) +
+             "…)";
+    // Truncated input is refused, never read past its end.
+    if (bytes.size() > 1 && ScanSubscribeResponse(reinterpret_cast<const uint8_t *>(bytes.data()),
+                                                  bytes.size() - 1, &got, &caught_up, &head))
+      return "case " + std::to_string(i) + " truncated by one byte was accepted";
+  }
+  return "";
+}
+
+// What the fan-out threads share with the thread that runs the scenario.
+struct FanShared {
+  std::atomic<AckLog *> acks{nullptr};  // null: no latencies
+  std::atomic<int64_t> win_start{kNever};
+  std::atomic<int64_t> win_end{kNever};
+  std::atomic<int> caught_up{0};  // subscribers that had their CaughtUp
+  std::atomic<int> ended{0};      // subscribers whose call has ended
+};
+
+class FanLoop;
+
+// One Subscribe call through the generic stub: start, send the request and
+// half-close, then read until the call ends, then Finish. One operation is
+// outstanding at a time, so the call is never idle and a cancel always ends
+// it.
+class FanSub : public Tag {
+ public:
+  FanSub(int index, FanLoop *loop) : index_(index), loop_(loop) {}
+
+  // expected_first: the first position this subscriber must receive (0 =
+  // its CaughtUp head + 1). stop_at > 0: cancel itself once it has it.
+  void Start(grpc::GenericStub *stub, grpc::CompletionQueue *cq, const grpc::ByteBuffer &req,
+             uint64_t expected_first, uint64_t stop_at) {
+    req_ = req;
+    expected_ = expected_first;
+    stop_at_ = stop_at;
+    call_ = stub->PrepareCall(&ctx_, "/eventstore.v1.EventStore/Subscribe", cq);
+    state_ = kStarting;
+    call_->StartCall(this);
+  }
+
+  // Any thread.
+  void Cancel() { ctx_.TryCancel(); }
+
+  void Proceed(bool ok) override;
+
+  int index() const { return index_; }
+
+  // Read by the scenario's thread while the call runs.
+  std::atomic<uint64_t> last{0};       // position of the last event received
+  std::atomic<uint64_t> head{0};       // from the first CaughtUp
+  std::atomic<bool> at_head{false};    // that CaughtUp has come
+  std::atomic<bool> ended{false};      // the call has ended
+  std::atomic<int64_t> reached_ns{0};  // when it had stop_at
+
+  // Read once the loop's thread has ended.
+  uint64_t first = 0;     // first position received
+  uint64_t received = 0;  // events received
+  std::string problem;    // the first thing that was wrong
+  grpc::Status status;
+
+ private:
+  enum State { kStarting, kWriting, kReading, kFinishing, kFinished };
+
+  void Finish() {
+    state_ = kFinishing;
+    call_->Finish(&status, this);
+  }
+  void OnMessage();
+
+  int index_;
+  FanLoop *loop_;
+  grpc::ClientContext ctx_;
+  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call_;
+  grpc::ByteBuffer req_;
+  grpc::ByteBuffer msg_;
+  State state_ = kStarting;
+  bool had_caught_up_ = false;
+  uint64_t expected_ = 0;  // next position (0 = not known yet)
+  uint64_t stop_at_ = 0;
+};
+
+// One client thread with its completion queue, reading its share of the
+// subscriptions until every one of their calls has ended. What it counts is
+// its own and merged after it ended.
+class FanLoop {
+ public:
+  explicit FanLoop(FanShared *shared) : shared(shared) { positions.reserve(1024); }
+
+  void Run() {
+    while (active > 0) {
+      void *tag = nullptr;
+      bool ok = false;
+      auto st = cq.AsyncNext(&tag, &ok,
+                             std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+      if (st == grpc::CompletionQueue::GOT_EVENT) {
+        static_cast<Tag *>(tag)->Proceed(ok);
+      } else if (st == grpc::CompletionQueue::SHUTDOWN) {
+        break;
+      }
+    }
+    Drain(&cq);
+  }
+
+  grpc::CompletionQueue cq;
+  FanShared *shared;
+  int active = 0;                   // calls not yet ended (set before Run)
+  std::vector<uint64_t> positions;  // scratch: the events of one message
+  Histogram delay;                  // acknowledgement → delivery
+  uint64_t in_window = 0;           // events delivered inside the window
+  uint64_t delivered = 0;           // events delivered
+  uint64_t messages = 0;            // messages carrying events
+};
+
+void FanSub::Proceed(bool ok) {
+  switch (state_) {
+    case kStarting:
+      if (!ok) return Finish();
+      state_ = kWriting;
+      call_->WriteLast(req_, grpc::WriteOptions(), this);
+      return;
+    case kWriting:
+    case kReading:
+      if (!ok) return Finish();
+      if (state_ == kReading) OnMessage();
+      state_ = kReading;
+      call_->Read(&msg_, this);
+      return;
+    case kFinishing:
+      state_ = kFinished;
+      loop_->active--;
+      ended.store(true, std::memory_order_release);
+      loop_->shared->ended.fetch_add(1, std::memory_order_release);
+      return;
+    case kFinished:
+      return;
+  }
+}
+
+void FanSub::OnMessage() {
+  FanLoop *l = loop_;
+  std::vector<uint64_t> &positions = l->positions;
+  positions.clear();
+  bool caught_up = false;
+  uint64_t caught_up_head = 0;
+  grpc::Slice slice;
+  bool ok =
+      msg_.DumpToSingleSlice(&slice).ok() &&
+      ScanSubscribeResponse(slice.begin(), slice.size(), &positions, &caught_up, &caught_up_head);
+  msg_.Clear();
+  if (!ok) {
+    if (problem.empty()) problem = "a malformed SubscribeResponse";
+    return;
+  }
+  if (caught_up) {
+    if (!had_caught_up_) {
+      had_caught_up_ = true;
+      if (expected_ == 0) expected_ = caught_up_head + 1;
+      head.store(caught_up_head, std::memory_order_relaxed);
+      at_head.store(true, std::memory_order_relaxed);
+      l->shared->caught_up.fetch_add(1, std::memory_order_release);
+    }
+    return;
+  }
+  if (positions.empty()) return;
+  int64_t now = NowNs();
+  const AckLog *acks = l->shared->acks.load(std::memory_order_acquire);
+  int64_t ws = l->shared->win_start.load(std::memory_order_relaxed);
+  int64_t we = l->shared->win_end.load(std::memory_order_relaxed);
+  bool in_window = now >= ws && now < we;
+  if (expected_ == 0 && problem.empty()) {
+    problem = "event " + std::to_string(positions[0]) + " before its CaughtUp";
+    expected_ = positions[0];
+  }
+  for (uint64_t pos : positions) {
+    if (received == 0) first = pos;
+    received++;
+    if (pos != expected_ && problem.empty())
+      problem = "expected global position " + std::to_string(expected_) + ", got " +
+                std::to_string(pos) + " (event " + std::to_string(received) + ")";
+    expected_ = pos + 1;
+    if (acks) {
+      int64_t ack = acks->Get(pos);
+      if (ack != 0 ? (ack >= ws && ack < we) : in_window) l->delay.Add(ack != 0 ? now - ack : 0);
+    }
+  }
+  if (in_window) l->in_window += positions.size();
+  l->delivered += positions.size();
+  l->messages++;
+  last.store(positions.back(), std::memory_order_release);
+  if (stop_at_ > 0 && positions.back() >= stop_at_ &&
+      reached_ns.load(std::memory_order_relaxed) == 0) {
+    reached_ns.store(now, std::memory_order_release);
+    Cancel();
+  }
+}
+
+// N subscriptions spread over the fan-out connections and client threads.
+class FanSubscribers {
+ public:
+  FanSubscribers(const std::vector<std::shared_ptr<grpc::Channel>> &channels, int threads)
+      : threads_(threads) {
+    for (auto &ch : channels) stubs_.push_back(std::make_unique<grpc::GenericStub>(ch));
+  }
+  // The calls go before the completion queues they were started on.
+  ~FanSubscribers() {
+    Stop();
+    subs.clear();
+  }
+
+  FanShared shared;
+  std::vector<std::unique_ptr<FanSub>> subs;
+
+  // Starts n calls with the request (see FanSub::Start), then the threads.
+  void Start(int n, const esv1::SubscribeRequest &req, uint64_t expected_first, uint64_t stop_at) {
+    int nloops = std::max(1, std::min(threads_, n));
+    for (int i = 0; i < nloops; i++) loops_.push_back(std::make_unique<FanLoop>(&shared));
+    std::string bytes = req.SerializeAsString();
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer buf(&slice, 1);
+    for (int i = 0; i < n; i++) {
+      FanLoop *loop = loops_[static_cast<size_t>(i % nloops)].get();
+      auto sub = std::make_unique<FanSub>(i, loop);
+      loop->active++;
+      sub->Start(stubs_[static_cast<size_t>(i) % stubs_.size()].get(), &loop->cq, buf,
+                 expected_first, stop_at);
+      subs.push_back(std::move(sub));
+    }
+    for (auto &l : loops_) {
+      FanLoop *loop = l.get();
+      threads.emplace_back([loop] { loop->Run(); });
+    }
+  }
+
+  // Polls every millisecond until pred() holds (true) or deadline_ns passes.
+  static bool WaitFor(const std::function<bool()> &pred, int64_t deadline_ns) {
+    while (!pred()) {
+      if (NowNs() >= deadline_ns) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    return true;
+  }
+
+  // Ends every call and joins the threads; counters are then safe to read.
+  void Stop() {
+    for (auto &s : subs) s->Cancel();
+    for (auto &t : threads) t.join();
+    threads.clear();
+  }
+
+  // The merged counts of every thread (after Stop).
+  void Totals(Histogram *delay, uint64_t *in_window, uint64_t *delivered,
+              uint64_t *messages) const {
+    for (auto &l : loops_) {
+      delay->Merge(l->delay);
+      *in_window += l->in_window;
+      *delivered += l->delivered;
+      *messages += l->messages;
+    }
+  }
+
+  std::vector<std::thread> threads;
+
+ private:
+  int threads_;
+  std::vector<std::unique_ptr<grpc::GenericStub>> stubs_;
+  std::vector<std::unique_ptr<FanLoop>> loops_;
+};
+
+// Single-event Appends to distinct streams, on one client thread and one
+// connection: closed loop (rate 0: each of `slots` calls issues the next when
+// it completes) or paced (a call started every 1/rate s while one of the
+// `slots` is free; when none is, the start is skipped and counted). Every
+// acknowledged position goes into the AckLog with the time the response was
+// seen.
+class FanAppender {
+ public:
+  FanAppender(std::shared_ptr<grpc::Channel> ch, const std::string &stream_base, int slots,
+              size_t payload, double rate, AckLog *acks, int64_t win_start, int64_t win_end)
+      : stub_(esv1::EventStore::NewStub(ch)),
+        rate_(rate),
+        acks_(acks),
+        win_start_(win_start),
+        win_end_(win_end) {
+    for (int i = 0; i < slots; i++) {
+      auto c = std::make_unique<Call>(this);
+      MakeAppend(stream_base + "-" + std::to_string(i), 1, payload, &c->req);
+      calls_.push_back(std::move(c));
+    }
+    latency_ns.reserve(1 << 20);
+  }
+
+  void Run() {
+    if (rate_ <= 0) {
+      for (auto &c : calls_) Issue(c.get());
+      Pump(
+          &cq_, [this] { return active_.load() == 0; }, kNever);
+    } else {
+      std::thread completions([this] {
+        Pump(
+            &cq_, [this] { return issuing_done_.load() && active_.load() == 0; }, kNever);
+      });
+      int64_t period = static_cast<int64_t>(static_cast<double>(kNsPerSec) / rate_);
+      size_t next = 0;
+      for (int64_t t = NowNs(); t < win_end_ && !abort.load(); t += period) {
+        int64_t now = NowNs();
+        if (t > now) std::this_thread::sleep_for(std::chrono::nanoseconds(t - now));
+        bool issued = false;
+        for (size_t k = 0; k < calls_.size() && !issued; k++) {
+          Call *c = calls_[(next + k) % calls_.size()].get();
+          if (!c->busy.load(std::memory_order_acquire)) {
+            Issue(c);
+            next = (next + k + 1) % calls_.size();
+            issued = true;
+          }
+        }
+        if (!issued) skipped++;
+      }
+      issuing_done_.store(true);
+      completions.join();
+    }
+    Drain(&cq_);
+  }
+
+  // Results, read after Run.
+  uint64_t calls = 0;   // completed OK inside the window
+  uint64_t acked = 0;   // completed OK, warm-up included
+  uint64_t errors = 0;  // failed
+  uint64_t skipped = 0;
+  uint64_t min_pos = UINT64_MAX, max_pos = 0;
+  std::vector<int64_t> latency_ns;  // of the calls counted in `calls`
+  std::string first_error;
+  std::atomic<bool> abort{false};  // the server went away or hangs
+
+ private:
+  struct Call : public Tag {
+    explicit Call(FanAppender *a) : owner(a) {}
+    void Proceed(bool) override { owner->Complete(this); }
+    FanAppender *owner;
+    std::unique_ptr<grpc::ClientContext> ctx;
+    esv1::AppendRequest req;
+    esv1::AppendResponse resp;
+    grpc::Status status;
+    std::unique_ptr<grpc::ClientAsyncResponseReader<esv1::AppendResponse>> reader;
+    int64_t started_ns = 0;
+    std::atomic<bool> busy{false};  // paced: owned by the completions thread
+  };
+
+  void Issue(Call *c) {
+    c->busy.store(true, std::memory_order_relaxed);
+    active_.fetch_add(1);
+    c->ctx = std::make_unique<grpc::ClientContext>();
+    c->ctx->set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+    c->started_ns = NowNs();
+    c->reader = stub_->PrepareAsyncAppend(c->ctx.get(), c->req, &cq_);
+    c->reader->StartCall();
+    c->reader->Finish(&c->resp, &c->status, c);
+  }
+
+  void Complete(Call *c) {
+    int64_t now = NowNs();
+    if (c->status.ok()) {
+      acked++;
+      uint64_t pos = c->resp.first_global_position();
+      min_pos = std::min(min_pos, pos);
+      max_pos = std::max(max_pos, pos);
+      if (acks_) acks_->Record(pos, now);
+      if (now >= win_start_ && now < win_end_) {
+        calls++;
+        latency_ns.push_back(now - c->started_ns);
+      }
+    } else {
+      errors++;
+      if (first_error.empty()) first_error = StatusText(c->status);
+      if (c->status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+          c->status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED)
+        abort.store(true);
+    }
+    if (rate_ <= 0 && now < win_end_ && !abort.load()) {
+      active_.fetch_sub(1);
+      Issue(c);
+      return;
+    }
+    c->busy.store(false, std::memory_order_release);
+    active_.fetch_sub(1);
+  }
+
+  std::unique_ptr<esv1::EventStore::Stub> stub_;
+  grpc::CompletionQueue cq_;
+  double rate_;
+  AckLog *acks_;
+  int64_t win_start_, win_end_;
+  std::vector<std::unique_ptr<Call>> calls_;
+  std::atomic<int> active_{0};
+  std::atomic<bool> issuing_done_{false};
+};
+
+// One row of the fan-out table.
+struct Bench::FanResult {
+  std::string name;
+  int subscribers = 0;
+  bool closed_loop = false;         // 64 Appends in flight: compared with 0 subscribers
+  double calls_per_s = -1;          // Appends
+  double events_per_s = -1;         // delivered, all subscribers together
+  double p50_us = -1, p99_us = -1;  // acknowledgement → delivery
+  double drain_s = -1;
+  double client_cores = -1, server_cores = -1;
+  std::string notes;
+  bool failed = false;
+};
+
+// Checks one subscriber once its thread has ended: it must have received
+// exactly the positions first_want..at least last_want, consecutive. Returns
+// what was wrong, or "".
+std::string CheckSub(const FanSub &s, uint64_t first_want, uint64_t last_want) {
+  std::string why = s.problem;
+  uint64_t last = s.last.load();
+  if (why.empty() && s.received == 0 && last_want >= first_want)
+    why =
+        "received nothing, wanted " + std::to_string(first_want) + ".." + std::to_string(last_want);
+  else if (why.empty() && s.first != first_want)
+    why = "first position " + std::to_string(s.first) + ", wanted " + std::to_string(first_want);
+  else if (why.empty() && last < last_want)
+    why = "has " + std::to_string(s.first) + ".." + std::to_string(last) + ", missing " +
+          std::to_string(last + 1) + ".." + std::to_string(last_want);
+  if (!why.empty() && !s.status.ok() && s.status.error_code() != grpc::StatusCode::CANCELLED)
+    why += " (call ended: " + StatusText(s.status) + ")";
+  return why.empty() ? "" : "subscriber " + std::to_string(s.index()) + ": " + why;
+}
+
+Bench::FanResult Bench::FanLive(int n, double rate) {
+  FanResult r;
+  r.subscribers = n;
+  r.closed_loop = rate <= 0;
+  char buf[256];
+  if (rate <= 0)
+    std::snprintf(buf, sizeof buf, "%d live subscribers, Appends at %d in flight", n, kFanInflight);
+  else
+    std::snprintf(buf, sizeof buf, "%d live subscribers, Appends paced at %.0f/s", n, rate);
+  r.name = buf;
+  std::vector<std::string> problems;
+  std::unique_ptr<AckLog> acks;  // outlives the subscribers' threads
+  FanSubscribers subs(fan_channels_, opt_.fanout_threads);
+  esv1::SubscribeRequest req;
+  req.set_from_end(true);
+  req.set_max_batch(opt_.max_batch);
+  int64_t setup0 = NowNs();
+  subs.Start(n, req, 0, 0);
+  FanShared &sh = subs.shared;
+  bool ready = FanSubscribers::WaitFor(
+      [&] {
+        return sh.caught_up.load(std::memory_order_acquire) == n ||
+               sh.ended.load(std::memory_order_acquire) > 0;
+      },
+      NowNs() + kFanReadyNs);
+  int64_t setup_ns = NowNs() - setup0;
+  if (!ready || sh.caught_up.load(std::memory_order_acquire) != n) {
+    subs.Stop();
+    for (auto &s : subs.subs)
+      if (!s->at_head.load()) {
+        std::string why = s->problem.empty() ? "no CaughtUp" : s->problem;
+        if (!s->status.ok()) why += " (" + StatusText(s->status) + ")";
+        problems.push_back("subscriber " + std::to_string(s->index()) + ": " + why);
+        if (problems.size() >= 3) break;
+      }
+    r.failed = true;
+    r.notes = "FAILED: " + std::to_string(n - sh.caught_up.load()) + " of " + std::to_string(n) +
+              " subscribers not at the head within " + std::to_string(kFanReadyNs / kNsPerSec) +
+              " s";
+    for (auto &p : problems) r.notes += "; " + p;
+    return r;
+  }
+  uint64_t base = UINT64_MAX;
+  for (auto &s : subs.subs) base = std::min(base, s->head.load());
+  if (n > 0) acks = std::make_unique<AckLog>(base);
+
+  int64_t t0 = NowNs();
+  int64_t ws = t0 + static_cast<int64_t>(opt_.warmup * kNsPerSec);
+  int64_t we = ws + static_cast<int64_t>(opt_.seconds * kNsPerSec);
+  sh.win_start.store(ws);
+  sh.win_end.store(we);
+  sh.acks.store(acks.get(), std::memory_order_release);
+  int64_t cpu0 = ClientCpuNs(), scpu0 = ServerCpuNs(opt_.server_pid);
+  FanAppender app(channels_[0], Stream("fanout" + std::to_string(n) + (rate > 0 ? "p" : "")),
+                  kFanInflight, opt_.payload, rate, acks.get(), ws, we);
+  app.Run();
+  int64_t t_stop = NowNs();
+  if (app.abort.load()) {
+    broken_ = true;
+    std::fprintf(stderr, "esbench: the server stopped answering (%s)\n", app.first_error.c_str());
+  }
+
+  // The drain: every subscriber up to the last acknowledged position.
+  uint64_t target = app.max_pos;
+  bool drained = n == 0 || app.acked == 0 ||
+                 FanSubscribers::WaitFor(
+                     [&] {
+                       for (auto &s : subs.subs)
+                         if (s->last.load(std::memory_order_acquire) < target &&
+                             !s->ended.load(std::memory_order_acquire))
+                           return false;
+                       return true;
+                     },
+                     t_stop + kFanDrainNs);
+  int64_t t_drained = NowNs();
+  int64_t cpu1 = ClientCpuNs(), scpu1 = ServerCpuNs(opt_.server_pid);
+  subs.Stop();
+
+  if (app.acked > 0)
+    for (auto &s : subs.subs) {
+      // Every subscriber starts right after its own CaughtUp head, which must
+      // lie before every acknowledged position.
+      std::string why = CheckSub(*s, s->head.load() + 1, target);
+      if (why.empty() && s->head.load() >= app.min_pos)
+        why = "subscriber " + std::to_string(s->index()) + ": its CaughtUp head " +
+              std::to_string(s->head.load()) + " is not before the first acknowledged position " +
+              std::to_string(app.min_pos);
+      if (!why.empty()) problems.push_back(why);
+    }
+  Histogram delay;
+  uint64_t in_window = 0, delivered = 0, messages = 0;
+  subs.Totals(&delay, &in_window, &delivered, &messages);
+
+  double wall = static_cast<double>(t_drained - t0);
+  r.calls_per_s = static_cast<double>(app.calls) / opt_.seconds;
+  if (n > 0) {
+    r.events_per_s = static_cast<double>(in_window) / opt_.seconds;
+    r.p50_us = delay.PercentileUs(0.50);
+    r.p99_us = delay.PercentileUs(0.99);
+    r.drain_s = static_cast<double>(t_drained - t_stop) / kNsPerSec;
+  }
+  if (cpu0 >= 0 && cpu1 >= 0) r.client_cores = static_cast<double>(cpu1 - cpu0) / wall;
+  if (scpu0 >= 0 && scpu1 >= 0) r.server_cores = static_cast<double>(scpu1 - scpu0) / wall;
+  std::string fail;
+  if (app.errors > 0)
+    fail = std::to_string(app.errors) + " Append errors, first: " + app.first_error;
+  if (!drained) {
+    int behind = 0;
+    for (auto &s : subs.subs)
+      if (s->last.load() < target) behind++;
+    fail += (fail.empty() ? "" : "; ") + std::to_string(behind) + " subscriber(s) still behind " +
+            std::to_string(kFanDrainNs / kNsPerSec) + " s after the Appends stopped";
+  }
+  if (!problems.empty()) {
+    fail += (fail.empty() ? "" : "; ") + std::to_string(problems.size()) + " subscriber(s) wrong";
+    for (size_t i = 0; i < problems.size() && i < 3; i++) fail += "; " + problems[i];
+  }
+  if (app.latency_ns.empty())
+    std::snprintf(buf, sizeof buf, "no Append completed inside the window");
+  else
+    std::snprintf(buf, sizeof buf, "Append p50 %.0f µs, p99 %.0f µs",
+                  Percentile(app.latency_ns, 0.50), Percentile(app.latency_ns, 0.99));
+  std::string notes = buf;
+  if (n > 0) {
+    std::snprintf(buf, sizeof buf,
+                  "; %" PRIu64 " acknowledged%s (%" PRIu64
+                  " deliveries, %.1f events per message); %.2f s to subscribe",
+                  app.acked, fail.empty() ? ", each to every subscriber in order exactly once" : "",
+                  delivered,
+                  messages ? static_cast<double>(delivered) / static_cast<double>(messages) : 0.0,
+                  static_cast<double>(setup_ns) / kNsPerSec);
+    notes += buf;
+    if (cpu0 >= 0 && cpu1 >= 0 && delivered > 0) {
+      std::snprintf(buf, sizeof buf, "; client CPU %.2f µs per delivery (its Appends included)",
+                    static_cast<double>(cpu1 - cpu0) / 1000.0 / static_cast<double>(delivered));
+      notes += buf;
+    }
+  }
+  if (app.skipped > 0)
+    notes += "; " + std::to_string(app.skipped) + " paced starts skipped (all slots busy)";
+  if (!fail.empty()) {
+    r.failed = true;
+    notes = "FAILED: " + fail + "; " + notes;
+  }
+  r.notes = notes;
+  return r;
+}
+
+Bench::FanResult Bench::FanCatchUp(int n) {
+  FanResult r;
+  r.subscribers = n;
+  uint64_t k = opt_.fanout_events;
+  r.name = std::to_string(n) + " subscribers catching up over " + std::to_string(k) + " events";
+  double fill_secs = 0;
+  Stats pre = Prefill(Stream("fanout-catchup"), k, 16, &fill_secs);
+  if (broken_ || pre.errors > 0) {
+    r.failed = true;
+    r.notes = "FAILED: the pre-fill failed: " + pre.first_error;
+    return r;
+  }
+  uint64_t from = pre.min_first_position, to = pre.max_last_position;
+  esv1::SubscribeRequest req;
+  req.set_from_position(from);
+  req.set_max_batch(opt_.max_batch);
+  FanSubscribers subs(fan_channels_, opt_.fanout_threads);
+  int64_t cpu0 = ClientCpuNs(), scpu0 = ServerCpuNs(opt_.server_pid);
+  int64_t t0 = NowNs();
+  subs.Start(n, req, from, to);
+  bool ok = FanSubscribers::WaitFor(
+      [&] {
+        for (auto &s : subs.subs)
+          if (s->reached_ns.load(std::memory_order_acquire) == 0 &&
+              !s->ended.load(std::memory_order_acquire))
+            return false;
+        return true;
+      },
+      t0 + kFanCatchUpNs);
+  int64_t t1 = 0;
+  for (auto &s : subs.subs) t1 = std::max(t1, s->reached_ns.load());
+  int64_t t_now = NowNs();
+  int64_t cpu1 = ClientCpuNs(), scpu1 = ServerCpuNs(opt_.server_pid);
+  subs.Stop();
+  std::vector<std::string> problems;
+  for (auto &s : subs.subs) {
+    std::string why = CheckSub(*s, from, to);
+    if (!why.empty()) problems.push_back(why);
+  }
+  Histogram unused;
+  uint64_t in_window = 0, delivered = 0, messages = 0;
+  subs.Totals(&unused, &in_window, &delivered, &messages);
+  char buf[300];
+  double secs = static_cast<double>(t1 - t0) / kNsPerSec;
+  std::snprintf(buf, sizeof buf,
+                "all %d had positions %" PRIu64 "..%" PRIu64
+                " in order exactly once after "
+                "%.2f s (%.1f events per message); pre-fill %.0f events/s",
+                n, from, to, secs,
+                messages ? static_cast<double>(delivered) / static_cast<double>(messages) : 0.0,
+                static_cast<double>(pre.acked) / fill_secs);
+  std::string notes = buf;
+  if (to - from + 1 != pre.acked) notes += "; other events interleaved with the pre-fill";
+  double wall = static_cast<double>(t_now - t0);
+  if (cpu0 >= 0 && cpu1 >= 0) r.client_cores = static_cast<double>(cpu1 - cpu0) / wall;
+  if (scpu0 >= 0 && scpu1 >= 0) r.server_cores = static_cast<double>(scpu1 - scpu0) / wall;
+  if (ok && problems.empty()) {
+    r.events_per_s = static_cast<double>(n) * static_cast<double>(to - from + 1) / secs;
+  } else {
+    r.failed = true;
+    std::string fail =
+        ok ? "" : "not all done within " + std::to_string(kFanCatchUpNs / kNsPerSec) + " s";
+    if (!problems.empty()) {
+      fail += (fail.empty() ? "" : "; ") + std::to_string(problems.size()) + " subscriber(s) wrong";
+      for (size_t i = 0; i < problems.size() && i < 3; i++) fail += "; " + problems[i];
+    }
+    notes = "FAILED: " + fail;
+  }
+  r.notes = notes;
+  return r;
+}
+
+void Bench::PrintFan(const FanResult &r, double base_calls_per_s) {
+  double vs = r.closed_loop && base_calls_per_s > 0 && r.calls_per_s >= 0
+                  ? r.calls_per_s / base_calls_per_s
+                  : -1;
+  std::printf("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.name.c_str(),
+              r.subscribers, Fmt(r.calls_per_s, "%.0f").c_str(), Fmt(vs, "%.2f").c_str(),
+              Fmt(r.events_per_s, "%.0f").c_str(), Fmt(r.p50_us, "%.0f").c_str(),
+              Fmt(r.p99_us, "%.0f").c_str(), Fmt(r.drain_s, "%.2f").c_str(),
+              Fmt(r.client_cores, "%.2f").c_str(), Fmt(r.server_cores, "%.2f").c_str(),
+              r.notes.c_str());
+  std::fflush(stdout);
+  if (r.failed) failed_ = true;
+}
+
+void Bench::FanOut() {
+  if (broken_) return;
+  std::string bad = CheckScanner();
+  if (!bad.empty()) {
+    std::printf("\nfan-out: FAILED: the SubscribeResponse scanner disagrees with protobuf: %s\n",
+                bad.c_str());
+    failed_ = true;
+    return;
+  }
+  auto deadline = std::chrono::system_clock::now() +
+                  std::chrono::milliseconds(static_cast<int64_t>(opt_.connect_timeout * 1000));
+  for (int i = static_cast<int>(fan_channels_.size()); i < opt_.fanout_channels; i++) {
+    fan_channels_.push_back(MakeChannel(100 + i));
+    if (!fan_channels_.back()->WaitForConnected(deadline)) {
+      std::fprintf(stderr, "esbench: fan-out connection %d did not connect\n", i);
+      broken_ = true;
+      return;
+    }
+  }
+  std::printf(
+      "\n| fan-out | subscribers | Append calls/s | vs 0 subscribers | events delivered/s | "
+      "ack→delivery p50 µs | p99 µs | drain s | client CPU cores | server CPU cores | notes |\n"
+      "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|---|\n");
+  std::fflush(stdout);
+  std::map<int, double> rate;  // Append calls/s by subscribers
+  for (int n : opt_.fanout_subscribers) {
+    if (broken_) return;
+    FanResult r = FanLive(n, 0);
+    if (!r.failed) rate[n] = r.calls_per_s;
+    auto base = rate.find(0);
+    PrintFan(r, base == rate.end() ? -1 : base->second);
+  }
+  FanResult paced;
+  if (!broken_) {
+    paced = FanLive(kFanSubscribers, opt_.fanout_rate);
+    PrintFan(paced, -1);
+  }
+  FanResult catchup;
+  if (!broken_) {
+    catchup = FanCatchUp(kFanSubscribers);
+    PrintFan(catchup, -1);
+  }
+  // The goals, said plainly.
+  auto ratio = [&](int n) {
+    auto a = rate.find(n), b = rate.find(0);
+    return a == rate.end() || b == rate.end() || b->second <= 0 ? -1.0 : a->second / b->second;
+  };
+  auto verdict = [](bool met) { return met ? "met" : "NOT met"; };
+  std::vector<std::string> goals;
+  char buf[200];
+  for (auto goal : {std::make_pair(100, 0.8), std::make_pair(1000, 0.5)}) {
+    double v = ratio(goal.first);
+    if (v < 0) continue;
+    std::snprintf(buf, sizeof buf, "%d subscribers: Append calls/s ≥ %.1f× of none: %.2f× — %s",
+                  goal.first, goal.second, v, verdict(v >= goal.second));
+    goals.push_back(buf);
+  }
+  if (!paced.failed && paced.p99_us >= 0) {
+    std::snprintf(buf, sizeof buf,
+                  "paced %.0f Appends/s, %d subscribers: p99 ack→delivery ≤ 10 ms: %.1f ms — %s",
+                  opt_.fanout_rate, kFanSubscribers, paced.p99_us / 1000.0,
+                  verdict(paced.p99_us <= 10000));
+    goals.push_back(buf);
+  }
+  if (!catchup.failed && catchup.events_per_s >= 0) {
+    std::snprintf(buf, sizeof buf, "%d subscribers catching up: ≥ 1,000,000 events/s: %.0f — %s",
+                  kFanSubscribers, catchup.events_per_s, verdict(catchup.events_per_s >= 1e6));
+    goals.push_back(buf);
+  }
+  if (!goals.empty()) std::printf("\nfan-out goals:\n");
+  for (auto &g : goals) std::printf("- %s\n", g.c_str());
+  std::fflush(stdout);
+}
+
+// ---------------------------------------------------------------------------
 // Setup
 
 std::string CpuModel() {
@@ -1220,6 +2366,19 @@ void PrintSetup(const Options &o) {
   std::printf("- subscriptions: catch-up of %" PRIu64
               " pre-filled events; live for %.1f s warm-up + %.1f s measured\n",
               o.subscribe_events, o.warmup, o.seconds);
+  if (o.only.empty() || o.only.count("fanout")) {
+    std::printf("- fan-out: live subscribers (from the end, unfiltered) ");
+    for (size_t i = 0; i < o.fanout_subscribers.size(); i++)
+      std::printf("%s%d", i ? ", " : "", o.fanout_subscribers[i]);
+    std::printf(
+        ", each with single-event Appends at %d in flight on a connection of their own for "
+        "%.1f s warm-up + %.1f s measured; then %d subscribers with Appends paced at %.0f/s; "
+        "then %d subscribers catching up over %" PRIu64
+        " events; subscribers spread over %d connections and %d client threads, "
+        "max_batch %u\n",
+        kFanInflight, o.warmup, o.seconds, kFanSubscribers, o.fanout_rate, kFanSubscribers,
+        o.fanout_events, o.fanout_channels, o.fanout_threads, o.max_batch);
+  }
   std::printf(
       "- payload: %zu bytes per event; appends use EXPECTED_ANY and "
       "let the server assign event ids\n",
@@ -1233,6 +2392,9 @@ void PrintSetup(const Options &o) {
 }  // namespace
 
 int main(int argc, char **argv) {
+  // grpc++ locks Abseil mutexes on every operation; their deadlock detection
+  // (on in this Abseil build) costs the client CPU the server needs.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   Options opt;
   int rc = ParseArgs(argc, argv, &opt);
   if (rc == 1) {
