@@ -64,6 +64,7 @@ pub use client::{Client, ClientOptions, TlsOptions};
 pub use error::Error;
 pub use subscription::{
     ResumePolicy, SubscribeFrom, SubscribeOptions, Subscription, SubscriptionMessage,
+    DEFAULT_MAX_BATCH,
 };
 pub use types::{
     AllPage, AppendOptions, AppendResult, Direction, EventData, ExpectedVersion, Filter,

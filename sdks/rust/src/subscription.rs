@@ -1,6 +1,16 @@
 //! Subscriptions that resume by themselves.
+//!
+//! A subscription asks the server for batches (`max_batch`) and hands out one
+//! message at a time. The [`Cursor`] keeps what was received and not yet
+//! handed out (the rest of an `EventBatch`) and moves the resume point past an
+//! event only when that event is handed out, so a subscription dropped in the
+//! middle of a batch, or a stored `resume_position()` read there, continues
+//! right after the last event the caller received. The next response is read
+//! (and a dropped connection noticed) only once nothing received is left. A
+//! server that ignores `max_batch` sends single events, handled alike.
 
 use std::collections::hash_map::RandomState;
+use std::collections::VecDeque;
 use std::fmt;
 use std::hash::BuildHasher;
 use std::pin::Pin;
@@ -74,6 +84,10 @@ impl ResumePolicy {
     }
 }
 
+/// The [`SubscribeOptions::max_batch`] of a subscription that does not set
+/// one.
+pub const DEFAULT_MAX_BATCH: u32 = 256;
+
 /// What to subscribe to.
 ///
 /// ```
@@ -81,9 +95,10 @@ impl ResumePolicy {
 ///
 /// let options = SubscribeOptions::from_position(42)
 ///     .filter(Filter::stream_prefix("order-"))
-///     .checkpoint_interval(500);
+///     .checkpoint_interval(500)
+///     .max_batch(100);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SubscribeOptions {
     /// Where to start.
     pub from: SubscribeFrom,
@@ -94,6 +109,24 @@ pub struct SubscribeOptions {
     pub checkpoint_interval: u32,
     /// How to reconnect after the connection drops.
     pub resume: ResumePolicy,
+    /// At most this many events per message from the server (default
+    /// [`DEFAULT_MAX_BATCH`], 256). The server sends the events that are
+    /// ready without waiting to fill a batch; the subscription still yields
+    /// one event at a time. 0 or 1 = one event per message; above 1000 the
+    /// server rejects the subscription ([`Error::InvalidArgument`]).
+    pub max_batch: u32,
+}
+
+impl Default for SubscribeOptions {
+    fn default() -> Self {
+        SubscribeOptions {
+            from: SubscribeFrom::default(),
+            filter: None,
+            checkpoint_interval: 0,
+            resume: ResumePolicy::default(),
+            max_batch: DEFAULT_MAX_BATCH,
+        }
+    }
 }
 
 impl SubscribeOptions {
@@ -133,6 +166,13 @@ impl SubscribeOptions {
     /// Sets how to reconnect.
     pub fn resume(mut self, policy: ResumePolicy) -> Self {
         self.resume = policy;
+        self
+    }
+
+    /// Sets the most events per message from the server (see
+    /// [`SubscribeOptions::max_batch`]).
+    pub fn max_batch(mut self, max_batch: u32) -> Self {
+        self.max_batch = max_batch;
         self
     }
 }
@@ -214,30 +254,49 @@ impl Stream for Subscription {
     }
 }
 
-struct State {
-    client: Client,
+/// Where the subscription is, and what it received but has not handed out
+/// yet. Knows nothing of the connection.
+struct Cursor {
     filter: Option<proto::Filter>,
     checkpoint_interval: u32,
-    policy: ResumePolicy,
+    max_batch: u32,
     /// Where the next call starts: `None` = from the end (nothing delivered
     /// yet on a from-the-end subscription).
     resume_from: Option<u64>,
-    call: Option<Streaming<proto::SubscribeResponse>>,
-    /// The first message, read by `start` before the stream was handed out.
-    first: Option<proto::SubscribeResponse>,
-    /// Consecutive failed attempts since the last message.
-    failures: u32,
+    /// Received, not yet handed out, in order: the events of a batch one by
+    /// one, and every other message as it came.
+    pending: VecDeque<proto::subscribe_response::Message>,
     shared: Arc<Shared>,
 }
 
-impl State {
+impl Cursor {
+    fn new(options: &SubscribeOptions, shared: Arc<Shared>) -> Self {
+        let resume_from = match options.from {
+            SubscribeFrom::Start => Some(1),
+            SubscribeFrom::Position(p) => Some(p.max(1)),
+            SubscribeFrom::End => None,
+        };
+        shared
+            .resume_from
+            .store(resume_from.unwrap_or(0), Ordering::Relaxed);
+        Cursor {
+            filter: options.filter.as_ref().map(|f| f.to_wire()),
+            checkpoint_interval: options.checkpoint_interval,
+            max_batch: options.max_batch,
+            resume_from,
+            pending: VecDeque::new(),
+            shared,
+        }
+    }
+
+    /// The request that starts (or resumes) the subscription here.
     fn request(&self) -> proto::SubscribeRequest {
         proto::SubscribeRequest {
             from_position: self.resume_from.unwrap_or(0),
             filter: self.filter.clone(),
             from_end: self.resume_from.is_none(),
             checkpoint_interval: self.checkpoint_interval,
-            max_batch: 0,
+            max_batch: self.max_batch,
         }
     }
 
@@ -247,18 +306,37 @@ impl State {
         self.shared.resume_from.store(to, Ordering::Relaxed);
     }
 
-    /// Whether another attempt is allowed after `failures` failed ones.
-    fn may_retry(&self) -> bool {
-        self.policy
-            .max_attempts
-            .is_none_or(|max| self.failures <= max)
+    /// Queues what a response carries: each event of a batch, or the message.
+    fn feed(&mut self, response: proto::SubscribeResponse) {
+        use proto::subscribe_response::Message;
+        match response.message {
+            Some(Message::Batch(batch)) => self
+                .pending
+                .extend(batch.events.into_iter().map(Message::Event)),
+            Some(message) => self.pending.push_back(message),
+            None => {} // an unknown (newer) message kind
+        }
     }
 
-    /// Handles one message from the server: `None` if it is not to be
-    /// delivered (a duplicate, or an unknown kind from a newer server).
-    fn accept(&mut self, response: proto::SubscribeResponse) -> Option<SubscriptionMessage> {
+    /// The next message to hand out, moving the resume point past it; `None`
+    /// when nothing received is left.
+    fn next_message(&mut self) -> Option<SubscriptionMessage> {
+        while let Some(message) = self.pending.pop_front() {
+            if let Some(out) = self.accept(message) {
+                return Some(out);
+            }
+        }
+        None
+    }
+
+    /// One message about to be handed out: `None` if it is not to be
+    /// delivered (a duplicate).
+    fn accept(
+        &mut self,
+        message: proto::subscribe_response::Message,
+    ) -> Option<SubscriptionMessage> {
         use proto::subscribe_response::Message;
-        match response.message? {
+        match message {
             Message::Event(event) => {
                 let position = event.global_position;
                 if self.resume_from.is_some_and(|r| position < r) {
@@ -284,25 +362,42 @@ impl State {
             Message::FellBehind(f) => Some(SubscriptionMessage::FellBehind {
                 head_position: f.head_position,
             }),
-            // Not asked for (max_batch 0).
+            // `feed` queues the events of a batch one by one.
             Message::Batch(_) => None,
         }
+    }
+}
+
+struct State {
+    client: Client,
+    policy: ResumePolicy,
+    cursor: Cursor,
+    call: Option<Streaming<proto::SubscribeResponse>>,
+    /// Consecutive failed attempts since the last message.
+    failures: u32,
+    shared: Arc<Shared>,
+}
+
+impl State {
+    /// Whether another attempt is allowed after `failures` failed ones.
+    fn may_retry(&self) -> bool {
+        self.policy
+            .max_attempts
+            .is_none_or(|max| self.failures <= max)
     }
 }
 
 /// The next message, reconnecting as needed; `None` ends the stream.
 async fn next(state: Option<State>) -> Option<(Result<SubscriptionMessage, Error>, Option<State>)> {
     let mut state = state?;
-    if let Some(first) = state.first.take() {
-        if let Some(message) = state.accept(first) {
+    loop {
+        if let Some(message) = state.cursor.next_message() {
             return Some((Ok(message), Some(state)));
         }
-    }
-    loop {
         if state.call.is_none() {
             tokio::time::sleep(state.policy.backoff(state.failures.max(1))).await;
             state.shared.reconnects.fetch_add(1, Ordering::Relaxed);
-            match state.client.open_subscription(state.request()).await {
+            match state.client.open_subscription(state.cursor.request()).await {
                 Ok(call) => state.call = Some(call),
                 Err(status) => {
                     let status = normalize(status);
@@ -318,9 +413,7 @@ async fn next(state: Option<State>) -> Option<(Result<SubscriptionMessage, Error
         match call.message().await {
             Ok(Some(response)) => {
                 state.failures = 0;
-                if let Some(message) = state.accept(response) {
-                    return Some((Ok(message), Some(state)));
-                }
+                state.cursor.feed(response);
             }
             // The server ended the call without an error: it only does that
             // when going away, so resume.
@@ -346,23 +439,12 @@ async fn next(state: Option<State>) -> Option<(Result<SubscriptionMessage, Error
 
 impl Subscription {
     pub(crate) async fn start(client: Client, options: SubscribeOptions) -> Result<Self, Error> {
-        let resume_from = match options.from {
-            SubscribeFrom::Start => Some(1),
-            SubscribeFrom::Position(p) => Some(p.max(1)),
-            SubscribeFrom::End => None,
-        };
         let shared = Arc::new(Shared::default());
-        shared
-            .resume_from
-            .store(resume_from.unwrap_or(0), Ordering::Relaxed);
         let mut state = State {
             client,
-            filter: options.filter.as_ref().map(|f| f.to_wire()),
-            checkpoint_interval: options.checkpoint_interval,
             policy: options.resume,
-            resume_from,
+            cursor: Cursor::new(&options, shared.clone()),
             call: None,
-            first: None,
             failures: 0,
             shared: shared.clone(),
         };
@@ -371,11 +453,11 @@ impl Subscription {
         // subscription gets one promptly (an event, a checkpoint or CaughtUp).
         let mut call = state
             .client
-            .open_subscription(state.request())
+            .open_subscription(state.cursor.request())
             .await
             .map_err(|status| from_status(status, Call::Other))?;
         match call.message().await {
-            Ok(Some(first)) => state.first = Some(first),
+            Ok(Some(first)) => state.cursor.feed(first),
             Ok(None) => {
                 return Err(Error::Unavailable {
                     message: "the subscription ended before its first message".into(),
@@ -423,5 +505,88 @@ mod tests {
     fn never_allows_no_retry() {
         let p = ResumePolicy::never();
         assert_eq!(p.max_attempts, Some(0));
+    }
+
+    fn cursor(options: SubscribeOptions) -> Cursor {
+        Cursor::new(&options, Arc::new(Shared::default()))
+    }
+
+    fn recorded(position: u64) -> proto::RecordedEvent {
+        proto::RecordedEvent {
+            stream_id: "s".into(),
+            stream_version: position,
+            global_position: position,
+            event_type: "E".into(),
+            ..Default::default()
+        }
+    }
+
+    fn response(message: proto::subscribe_response::Message) -> proto::SubscribeResponse {
+        proto::SubscribeResponse {
+            message: Some(message),
+        }
+    }
+
+    fn batch(first: u64, last: u64) -> proto::SubscribeResponse {
+        response(proto::subscribe_response::Message::Batch(
+            proto::EventBatch {
+                events: (first..=last).map(recorded).collect(),
+            },
+        ))
+    }
+
+    /// What the next messages are, as short tags (e3, cp8, cu9), up to none left.
+    fn drain(c: &mut Cursor) -> Vec<String> {
+        std::iter::from_fn(|| c.next_message())
+            .map(|m| match m {
+                SubscriptionMessage::Event(e) => format!("e{}", e.global_position),
+                SubscriptionMessage::Checkpoint { position } => format!("cp{position}"),
+                SubscriptionMessage::CaughtUp { head_position } => format!("cu{head_position}"),
+                SubscriptionMessage::FellBehind { head_position } => format!("fb{head_position}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_request_asks_for_batches() {
+        assert_eq!(DEFAULT_MAX_BATCH, 256);
+        assert_eq!(SubscribeOptions::default().max_batch, 256);
+        let r = cursor(SubscribeOptions::from_position(42)).request();
+        assert_eq!((r.from_position, r.from_end, r.max_batch), (42, false, 256));
+        let r = cursor(SubscribeOptions::from_end().max_batch(1)).request();
+        assert_eq!((r.from_position, r.from_end, r.max_batch), (0, true, 1));
+        let r = cursor(SubscribeOptions::from_start().max_batch(1000)).request();
+        assert_eq!((r.from_position, r.max_batch), (1, 1000));
+    }
+
+    #[test]
+    fn a_batch_is_handed_out_one_event_at_a_time() {
+        let mut c = cursor(SubscribeOptions::from_position(3).max_batch(4));
+        c.feed(batch(3, 6));
+        assert!(
+            matches!(c.next_message(), Some(SubscriptionMessage::Event(e)) if e.global_position == 3)
+        );
+        // The resume point follows what was handed out, not what was received.
+        assert_eq!(c.request().from_position, 4);
+        assert_eq!(c.shared.resume_from.load(Ordering::Relaxed), 4);
+        assert!(
+            matches!(c.next_message(), Some(SubscriptionMessage::Event(e)) if e.global_position == 4)
+        );
+        assert_eq!(c.request().from_position, 5);
+        assert_eq!(drain(&mut c), ["e5", "e6"]);
+        use proto::subscribe_response::Message;
+        c.feed(response(Message::Checkpoint(proto::Checkpoint {
+            position: 8,
+        })));
+        c.feed(batch(9, 9));
+        c.feed(response(Message::CaughtUp(proto::CaughtUp {
+            head_position: 9,
+        })));
+        // One event alone: what a server that ignores max_batch sends.
+        c.feed(response(Message::Event(recorded(10))));
+        // Re-sent after a reconnect: 9 and 10 were handed out already.
+        c.feed(batch(9, 11));
+        assert_eq!(drain(&mut c), ["cp8", "e9", "cu9", "e10", "e11"]);
+        assert_eq!(c.request().from_position, 12);
     }
 }

@@ -894,6 +894,167 @@ async fn filtered_subscription_resumes_after_its_last_checkpoint() {
     drop(server);
 }
 
+/// Appends `n` events to `stream` in commits of `chunk`; their ids in order.
+async fn append_many(
+    client: &Client,
+    stream: &str,
+    n: usize,
+    chunk: usize,
+    payload: &[u8],
+) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    let mut done = 0;
+    while done < n {
+        let batch: Vec<EventData> = (done..n.min(done + chunk))
+            .map(|_| EventData::new("E", payload.to_vec()))
+            .collect();
+        ids.extend(batch.iter().map(|e| e.event_id.clone()));
+        done += batch.len();
+        client
+            .append(stream, batch, ExpectedVersion::Any)
+            .await
+            .unwrap();
+    }
+    ids
+}
+
+/// Many events through one subscription asking for batches (the server then
+/// sends full batches during catch-up and whatever is ready while live):
+/// each exactly once, in order, one at a time.
+async fn many_events_exactly_once_in_order(options: SubscribeOptions) {
+    let server = TestServer::start().await;
+    let client = connect(&server.address()).await;
+    let mut ids = append_many(&client, "s", 2500, 500, b"stored").await;
+    let mut sub = client.subscribe(options).await.unwrap();
+    let mut next = 1u64;
+    loop {
+        match next_message(&mut sub).await {
+            SubscriptionMessage::Event(e) => {
+                assert_eq!(e.global_position, next, "no gap, no duplicate");
+                assert_eq!(e.event_id, ids[next as usize - 1]);
+                assert_eq!(sub.resume_position(), next + 1);
+                next += 1;
+            }
+            SubscriptionMessage::CaughtUp { head_position } => {
+                assert_eq!(head_position, 2500);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(next, 2501);
+    // Live: 700 more in commits of 100, appended while the subscription reads.
+    let writer = {
+        let client = client.clone();
+        tokio::spawn(async move { append_many(&client, "s", 700, 100, b"live").await })
+    };
+    let mut live = Vec::new();
+    while live.len() < 700 {
+        let e = next_event(&mut sub).await;
+        assert_eq!(sub.resume_position(), e.global_position + 1);
+        live.push((e.global_position, e.event_id));
+    }
+    ids.extend(writer.await.unwrap());
+    let expected: Vec<(u64, String)> = (2501..=3200u64)
+        .map(|p| (p, ids[p as usize - 1].clone()))
+        .collect();
+    assert_eq!(live, expected);
+    assert_no_event(&mut sub, Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn batched_subscription_delivers_every_event_once_in_order() {
+    many_events_exactly_once_in_order(SubscribeOptions::from_start()).await;
+}
+
+#[tokio::test]
+async fn unbatched_subscription_delivers_every_event_once_in_order() {
+    many_events_exactly_once_in_order(SubscribeOptions::from_start().max_batch(1)).await;
+}
+
+#[tokio::test]
+async fn largest_batches_deliver_every_event_once_in_order() {
+    many_events_exactly_once_in_order(SubscribeOptions::from_start().max_batch(1000)).await;
+}
+
+#[tokio::test]
+async fn a_subscription_stopped_in_the_middle_of_a_batch_resumes_after_its_last_event() {
+    let server = TestServer::start().await;
+    let client = connect(&server.address()).await;
+    let ids = append_many(&client, "s", 600, 200, b"e").await;
+    let mut first = client
+        .subscribe(SubscribeOptions::from_start().max_batch(64))
+        .await
+        .unwrap();
+    // 100 events: in the middle of the second batch of 64.
+    for position in 1..=100 {
+        assert_eq!(next_event(&mut first).await.global_position, position);
+    }
+    let resume = first.resume_position();
+    assert_eq!(resume, 101);
+    drop(first);
+    let mut second = client
+        .subscribe(SubscribeOptions::from_position(resume).max_batch(64))
+        .await
+        .unwrap();
+    for position in 101..=600 {
+        let e = next_event(&mut second).await;
+        assert_eq!(
+            (e.global_position, &e.event_id),
+            (position, &ids[position as usize - 1])
+        );
+    }
+    assert_eq!(
+        next_message(&mut second).await,
+        SubscriptionMessage::CaughtUp { head_position: 600 }
+    );
+}
+
+#[tokio::test]
+async fn a_batched_catch_up_resumes_after_dropped_connections_without_gap_or_duplicate() {
+    let server = TestServer::start().await;
+    let proxy = Proxy::start(format!("127.0.0.1:{}", server.port).parse().unwrap()).await;
+    let direct = connect(&server.address()).await;
+    // 16 KiB events, 19 MB in all: far more than the HTTP/2 windows let the
+    // server send ahead of the reader (2 MB per stream, 5 MB per connection
+    // in hyper), so that each cut is noticed while the replay still has
+    // events to send.
+    let ids = append_many(&direct, "s", 1200, 200, &[b'x'; 16 * 1024]).await;
+    let via_proxy = connect(&proxy.address()).await;
+    let mut sub = via_proxy
+        .subscribe(
+            SubscribeOptions::from_start()
+                .max_batch(50)
+                .resume(fast_resume()),
+        )
+        .await
+        .unwrap();
+    // Cut once the previous cut has been noticed: in the middle of a batch,
+    // right after the reconnect, and later.
+    let mut cuts_at = vec![75u64, 76, 530].into_iter().peekable();
+    let mut cuts = 0u64;
+    for position in 1..=1200u64 {
+        let e = next_event(&mut sub).await;
+        assert_eq!(e.global_position, position, "no gap, no duplicate");
+        assert_eq!(e.event_id, ids[position as usize - 1]);
+        if cuts_at.peek().is_some_and(|&at| position >= at) && sub.reconnects() >= cuts {
+            cuts_at.next();
+            cuts += 1;
+            proxy.cut();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            proxy.restore();
+        }
+    }
+    assert_eq!(
+        next_message(&mut sub).await,
+        SubscriptionMessage::CaughtUp {
+            head_position: 1200
+        }
+    );
+    assert_eq!(cuts, 3);
+    assert!(sub.reconnects() >= 3, "reconnects: {}", sub.reconnects());
+}
+
 #[tokio::test]
 async fn subscription_gives_up_per_its_resume_policy() {
     let mut server = TestServer::start().await;
