@@ -286,11 +286,11 @@ def test_dropped_connections_during_a_batched_catch_up(
 ) -> None:
     proxy = busy_proxy
     prefix = unique()
-    # 1 KiB events: 1.2 MB in all, more than the connection buffers ahead of the reader, so
-    # that each cut is noticed while the replay still has events to send.
-    pad = "x" * 1024
-    for first in range(0, 1200, 400):
-        busy.append(prefix + "a", [json_event("E", {"i": first + i, "pad": pad}) for i in range(400)])
+    # 16 KiB events, 19 MB in all: far more than the HTTP/2 windows let the server send ahead
+    # of the reader, so that each cut is noticed while the replay still has events to send.
+    pad = "x" * 16 * 1024
+    for first in range(0, 1200, 200):
+        busy.append(prefix + "a", [json_event("E", {"i": first + i, "pad": pad}) for i in range(200)])
     seen: List[int] = []
     with EventStoreClient(proxy.address, reconnect=FAST_RECONNECT) as via_proxy:
         with via_proxy.subscribe(filter=Filter(stream_prefix=prefix), max_batch=50) as sub:
