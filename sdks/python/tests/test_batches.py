@@ -25,6 +25,7 @@ from eventstore_client import (
     Checkpoint,
     EventStoreClient,
     Filter,
+    InvalidArgumentError,
     RecordedEvent,
     SubscriptionMessage,
     json_event,
@@ -179,6 +180,20 @@ async def test_async_dropped_in_the_middle_of_a_batch_resumes_after_the_last_eve
 
 
 # -- the real server ----------------------------------------------------------------------------
+
+
+def test_max_batch_above_1000_is_invalid_argument(client: EventStoreClient) -> None:
+    sub = client.subscribe(max_batch=1001)
+    with pytest.raises(InvalidArgumentError, match="max_batch"):
+        next(sub)
+    assert sub.closed
+
+
+async def test_async_max_batch_above_1000_is_invalid_argument(aclient: AsyncEventStoreClient) -> None:
+    sub = aclient.subscribe(max_batch=1001)
+    with pytest.raises(InvalidArgumentError, match="max_batch"):
+        await asyncio.wait_for(sub.__anext__(), 20)
+    assert sub.closed
 
 
 @pytest.fixture(scope="module")

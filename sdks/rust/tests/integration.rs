@@ -1056,6 +1056,20 @@ async fn a_batched_catch_up_resumes_after_dropped_connections_without_gap_or_dup
 }
 
 #[tokio::test]
+async fn max_batch_above_1000_fails_at_once() {
+    let server = TestServer::start().await;
+    let client = connect(&server.address()).await;
+    let err = client
+        .subscribe(SubscribeOptions::from_start().max_batch(1001))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument { message } if message.contains("max_batch")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
 async fn subscription_gives_up_per_its_resume_policy() {
     let mut server = TestServer::start().await;
     let client = connect(&server.address()).await;

@@ -219,6 +219,17 @@ describe("subscribe", () => {
     assert.deepEqual(seen, Array.from({ length: 600 }, (_, i) => BigInt(i + 1)));
   });
 
+  it("maxBatch above 1000 ends the iteration with InvalidArgumentError", async () => {
+    const sub = client.subscribe({ maxBatch: 1001 });
+    // The first step rejects: no caughtUp (or anything else) comes first.
+    await assert.rejects(sub[Symbol.asyncIterator]().next(), (e: unknown) => {
+      assert.ok(e instanceof InvalidArgumentError, String(e));
+      assert.match(e.message, /max_batch/);
+      return true;
+    });
+    assert.equal(sub.closed, true);
+  });
+
   it("throws non-retryable errors (INVALID_ARGUMENT) as typed errors", async () => {
     const types = Array.from({ length: 65 }, (_, i) => `T${i}`);
     const sub = client.subscribe({ filter: { eventTypes: types } });
