@@ -49,6 +49,9 @@ static const option_def_t OPTIONS[] = {
     NUM(OPT_INT, cq_threads, "threads", "ES_THREADS", "completion-queue threads (default 1)"),
     NUM(OPT_INT, workers, "workers", "ES_WORKERS",
         "worker threads for backend work and subscriptions (default 2; 64 with postgres)"),
+    NUM(OPT_INT, delivery_threads, "delivery-threads", "ES_DELIVERY_THREADS",
+        "threads that send events to subscribers, at a lower priority than appends (default 2; "
+        "8 with postgres, where a subscriber behind the live window reads the database)"),
     NUM(OPT_INT, pg_connections, "pg-connections", "ES_PG_CONNECTIONS",
         "PostgreSQL connections for reads (default 8; the committer and the listener use one more "
         "each)"),
@@ -291,6 +294,8 @@ int es_config_load(es_config_t *cfg, int argc, char **argv) {
   /* PostgreSQL appends block on the network: many in flight at once is what
    * lets the backend commit them together (group commit). */
   if (cfg->workers == 0) cfg->workers = strcmp(cfg->backend, "postgres") == 0 ? 64 : 2;
+  if (cfg->delivery_threads == 0)
+    cfg->delivery_threads = strcmp(cfg->backend, "postgres") == 0 ? 8 : 2;
   return ES_CONFIG_RUN;
 }
 

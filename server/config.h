@@ -19,6 +19,8 @@ typedef struct es_config {
   int cq_threads;              /* ES_THREADS / --threads: completion-queue threads */
   int workers;                 /* ES_WORKERS / --workers: worker threads (0 until set: then
                                   2, or 64 for postgres so that group commit has company) */
+  int delivery_threads;        /* ES_DELIVERY_THREADS / --delivery-threads: subscription
+                                  delivery (0 until set: then 2, or 8 for postgres) */
   int pg_connections;          /* ES_PG_CONNECTIONS / --pg-connections: PostgreSQL readers */
   int pg_connect_timeout_s;    /* ES_PG_CONNECT_TIMEOUT_S / --pg-connect-timeout-s */
   int pg_statement_timeout_ms; /* ES_PG_STATEMENT_TIMEOUT_MS / --pg-statement-timeout-ms */

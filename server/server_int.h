@@ -124,6 +124,7 @@ struct es_server {
   atomic_int shutting_down; /* streams end */
   atomic_int closing;       /* shutdown_and_notify called: post no more requests */
   es_workers_t *workers;
+  es_workers_t *delivery; /* subscription steps, niced (DELIVERY_NICE in server.c) */
   grpc_server *server;
   grpc_completion_queue *cq;
   void *methods[M_COUNT]; /* registered method handles */

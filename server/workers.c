@@ -20,9 +20,15 @@
  */
 #include "workers.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "log.h"
 
 typedef struct worker worker_t;
 struct worker {
@@ -40,12 +46,21 @@ struct es_workers {
   size_t n_idle;
   bool stopping; /* set by es_workers_stop: exit when the queue is empty */
   size_t n;      /* number of threads */
+  int nice;      /* added to each thread's nice value at its start */
   worker_t workers[];
 };
 
 static void *worker_main(void *arg) {
   worker_t *me = arg;
   es_workers_t *w = me->pool;
+  if (w->nice) {
+    /* Linux keeps a nice value per thread: this lowers only this one. */
+    id_t tid = (id_t)syscall(SYS_gettid);
+    errno = 0;
+    int cur = getpriority(PRIO_PROCESS, tid);
+    if ((cur == -1 && errno) || setpriority(PRIO_PROCESS, tid, cur + w->nice) != 0)
+      es_log(ES_LOG_WARN, "worker thread: cannot change its priority by %d", w->nice);
+  }
   pthread_mutex_lock(&w->mu);
   for (;;) {
     es_job_t *job = me->job;
@@ -79,9 +94,14 @@ static void *worker_main(void *arg) {
 }
 
 es_workers_t *es_workers_start(size_t n) {
+  return es_workers_start_niced(n, 0);
+}
+
+es_workers_t *es_workers_start_niced(size_t n, int nice) {
   if (n == 0) n = 1;
   es_workers_t *w = calloc(1, sizeof *w + n * sizeof(worker_t));
   if (!w) return NULL;
+  w->nice = nice;
   pthread_mutex_init(&w->mu, NULL);
   for (size_t i = 0; i < n; i++) {
     worker_t *k = &w->workers[i];

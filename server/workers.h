@@ -21,6 +21,9 @@ typedef struct es_workers es_workers_t;
 
 /* Starts n threads. Returns NULL on failure. */
 es_workers_t *es_workers_start(size_t n);
+/* The same, each thread running `nice` steps below the process's priority
+ * (nice(2)): under contention the scheduler gives it less of a core. */
+es_workers_t *es_workers_start_niced(size_t n, int nice);
 /* Queues job (never blocks). A job submitted after es_workers_stop began is
  * still run before the threads exit. */
 void es_workers_submit(es_workers_t *w, es_job_t *job);

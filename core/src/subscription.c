@@ -163,10 +163,6 @@ uint64_t es_sub_position(const es_sub_t *s) {
   return s->position;
 }
 
-uint64_t es_sub_cursor(const es_sub_t *s) {
-  return s->cursor;
-}
-
 /* True when the non-matching events up to `upto` reach the interval. */
 static bool checkpoint_due(const es_sub_t *s, uint64_t upto) {
   return s->filtered && s->interval != 0 && upto > s->reset && upto - s->reset >= s->interval;

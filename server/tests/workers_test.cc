@@ -4,6 +4,9 @@
 // busy run in arrival order; stop runs what is queued.
 #include <gtest/gtest.h>
 #include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -129,6 +132,41 @@ TEST(WorkersTest, StopRunsEveryQueuedJob) {
   es_workers_stop(w);  // returns once every queued job has run
   opener.join();
   for (size_t i = 0; i < jobs.size(); i++) EXPECT_TRUE(jobs[i].ran.load()) << "job " << i;
+}
+
+// A niced pool (subscription delivery) runs its jobs below the priority of
+// the thread that started it; a plain pool at the same priority.
+struct NiceJob {
+  es_job_t job{};
+  std::atomic<int> nice{-100};
+};
+
+void RecordNice(es_job_t *j) {
+  auto *nj = reinterpret_cast<NiceJob *>(j);
+  errno = 0;
+  nj->nice = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+}
+
+int NiceOf(es_workers_t *w) {
+  NiceJob nj;
+  nj.job.fn = RecordNice;
+  es_workers_submit(w, &nj.job);
+  for (int i = 0; i < 2000 && nj.nice == -100; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return nj.nice;
+}
+
+TEST(WorkersTest, NicedPoolRunsBelowTheCallersPriority) {
+  errno = 0;
+  int mine = getpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)));
+  es_workers_t *plain = es_workers_start(1);
+  es_workers_t *niced = es_workers_start_niced(1, 10);
+  ASSERT_NE(plain, nullptr);
+  ASSERT_NE(niced, nullptr);
+  EXPECT_EQ(NiceOf(plain), mine);
+  EXPECT_EQ(NiceOf(niced), std::min(mine + 10, 19));
+  es_workers_stop(plain);
+  es_workers_stop(niced);
 }
 
 }  // namespace
