@@ -39,6 +39,8 @@
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -103,6 +105,7 @@ struct Options {
   double fanout_rate = 2000;                                 // paced Appends per second
   int fanout_channels = 16;                                  // connections for subscribers
   int fanout_threads = 2;                                    // client threads for subscribers
+  int subscriber_nice = 0;  // fan-out: nice increment of the subscriber threads
 };
 
 const char *const kGroups[] = {"health", "append",  "hot",  "batch",
@@ -142,6 +145,10 @@ void Usage(FILE *out) {
                "                          over (default 16)\n"
                "  --fanout-threads N      fan-out: client threads reading the\n"
                "                          subscriptions (default 2)\n"
+               "  --subscriber-nice N     fan-out: run those threads N nice steps below\n"
+               "                          the rest of the client (default 0), so that\n"
+               "                          subscribers sharing the machine's cores stand\n"
+               "                          in for subscribers on other machines\n"
                "  --server-pid PID        the server runs on this machine as PID: report\n"
                "                          its CPU time per call (bench/run.sh sets it)\n"
                "  --help                  this text\n"
@@ -204,7 +211,8 @@ int ParseArgs(int argc, char **argv, Options *o) {
                                         "--fanout-events",
                                         "--fanout-rate",
                                         "--fanout-channels",
-                                        "--fanout-threads"};
+                                        "--fanout-threads",
+                                        "--subscriber-nice"};
     if (std::find(std::begin(known), std::end(known), a) == std::end(known)) {
       std::fprintf(stderr, "esbench: unknown option %s (see --help)\n", a.c_str());
       return 2;
@@ -251,6 +259,9 @@ int ParseArgs(int argc, char **argv, Options *o) {
     } else if (a == "--fanout-channels") {
       ok = ParseU64(v, 1, 1000, &u);
       o->fanout_channels = static_cast<int>(u);
+    } else if (a == "--subscriber-nice") {
+      ok = ParseU64(v, 0, 19, &u);
+      o->subscriber_nice = static_cast<int>(u);
     } else if (a == "--fanout-threads") {
       ok = ParseU64(v, 1, 16, &u);
       o->fanout_threads = static_cast<int>(u);
@@ -1781,8 +1792,8 @@ void FanSub::OnMessage() {
 // N subscriptions spread over the fan-out connections and client threads.
 class FanSubscribers {
  public:
-  FanSubscribers(const std::vector<std::shared_ptr<grpc::Channel>> &channels, int threads)
-      : threads_(threads) {
+  FanSubscribers(const std::vector<std::shared_ptr<grpc::Channel>> &channels, int threads, int nice)
+      : threads_(threads), nice_(nice) {
     for (auto &ch : channels) stubs_.push_back(std::make_unique<grpc::GenericStub>(ch));
   }
   // The calls go before the completion queues they were started on.
@@ -1811,7 +1822,15 @@ class FanSubscribers {
     }
     for (auto &l : loops_) {
       FanLoop *loop = l.get();
-      threads.emplace_back([loop] { loop->Run(); });
+      int nice = nice_;
+      threads.emplace_back([loop, nice] {
+        if (nice > 0) {
+          // Linux keeps a nice value per thread: this lowers only this one.
+          id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+          setpriority(PRIO_PROCESS, tid, getpriority(PRIO_PROCESS, tid) + nice);
+        }
+        loop->Run();
+      });
     }
   }
 
@@ -1846,6 +1865,7 @@ class FanSubscribers {
 
  private:
   int threads_;
+  int nice_;
   std::vector<std::unique_ptr<grpc::GenericStub>> stubs_;
   std::vector<std::unique_ptr<FanLoop>> loops_;
 };
@@ -2023,7 +2043,7 @@ Bench::FanResult Bench::FanLive(int n, double rate) {
   r.name = buf;
   std::vector<std::string> problems;
   std::unique_ptr<AckLog> acks;  // outlives the subscribers' threads
-  FanSubscribers subs(fan_channels_, opt_.fanout_threads);
+  FanSubscribers subs(fan_channels_, opt_.fanout_threads, opt_.subscriber_nice);
   esv1::SubscribeRequest req;
   req.set_from_end(true);
   req.set_max_batch(opt_.max_batch);
@@ -2175,7 +2195,7 @@ Bench::FanResult Bench::FanCatchUp(int n) {
   esv1::SubscribeRequest req;
   req.set_from_position(from);
   req.set_max_batch(opt_.max_batch);
-  FanSubscribers subs(fan_channels_, opt_.fanout_threads);
+  FanSubscribers subs(fan_channels_, opt_.fanout_threads, opt_.subscriber_nice);
   int64_t cpu0 = ClientCpuNs(), scpu0 = ServerCpuNs(opt_.server_pid);
   int64_t t0 = NowNs();
   subs.Start(n, req, from, to);
@@ -2375,9 +2395,9 @@ void PrintSetup(const Options &o) {
         "%.1f s warm-up + %.1f s measured; then %d subscribers with Appends paced at %.0f/s; "
         "then %d subscribers catching up over %" PRIu64
         " events; subscribers spread over %d connections and %d client threads, "
-        "max_batch %u\n",
+        "max_batch %u, subscriber threads at nice +%d\n",
         kFanInflight, o.warmup, o.seconds, kFanSubscribers, o.fanout_rate, kFanSubscribers,
-        o.fanout_events, o.fanout_channels, o.fanout_threads, o.max_batch);
+        o.fanout_events, o.fanout_channels, o.fanout_threads, o.max_batch, o.subscriber_nice);
   }
   std::printf(
       "- payload: %zu bytes per event; appends use EXPECTED_ANY and "
