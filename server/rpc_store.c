@@ -173,6 +173,19 @@ void rpc_store_unary(call_t *c) {
 
 static void on_sub_sent(call_t *c, int ok);
 
+/* True when the next step of c reads only memory: a held-back message, a
+ * buffered page, the live window, or a backend that never blocks. Such a step
+ * runs on the delivery queue's thread at hand; one that would wait on a
+ * blocking backend goes to a delivery worker, so that a database read never
+ * holds up the completions of other subscriptions. */
+static bool step_is_cheap(call_t *c) {
+  es_server_t *srv = c->srv;
+  if (!es_backend_is_blocking(srv->backend)) return true;
+  if (!c->sub) return false; /* opening reads the backend's head */
+  return c->has_pending || c->has_pending_event || es_sub_has_buffered(c->sub) ||
+         es_tail_holds(srv->tail, es_sub_cursor(c->sub));
+}
+
 /* Runs on the live window's filler thread, which must go back to reading the
  * log: the step itself goes to a worker, so delivery uses every core and a
  * thousand wake-ups cost the filler a thousand queue insertions. */
@@ -345,11 +358,14 @@ void rpc_subscribe_pump(call_t *c) {
   }
 }
 
-/* On a completion-queue thread, which also serves the writers: the next step
- * goes to the delivery threads. */
+/* On a thread of the delivery queue (Subscribe calls are bound to it), which
+ * serves no Append: the next step runs right here when it is cheap. */
 static void on_sub_sent(call_t *c, int ok) {
   if (!ok) atomic_store(&c->cancelled, 1);
-  call_schedule(c);
+  if (step_is_cheap(c))
+    rpc_subscribe_pump(c);
+  else
+    call_schedule(c);
 }
 
 void rpc_subscribe_on_close(call_t *c, int ok) {
@@ -395,5 +411,8 @@ void rpc_subscribe_start(call_t *c) {
   c->attached = true;
   /* refs: the driver (set on arrival) + the close watch (taken here). */
   call_start_close_watch(c, rpc_subscribe_on_close);
-  call_schedule(c);
+  if (step_is_cheap(c))
+    rpc_subscribe_pump(c);
+  else
+    call_schedule(c);
 }

@@ -509,10 +509,11 @@ static void post_request(es_server_t *srv, method_id_t m) {
     e = grpc_server_request_call(srv->server, &c->call, &c->details, &c->req_md, srv->cq, srv->cq,
                                  &c->t_new);
   } else {
+    /* Subscribe calls are bound to the delivery queue (es_server_t.dcq). */
+    grpc_completion_queue *cq = m == M_SUBSCRIBE ? srv->dcq : srv->cq;
     e = grpc_server_request_registered_call(
         srv->server, srv->methods[m], &c->call, &c->deadline, &c->req_md,
-        METHODS[m].payload == GRPC_SRM_PAYLOAD_NONE ? NULL : &c->payload, srv->cq, srv->cq,
-        &c->t_new);
+        METHODS[m].payload == GRPC_SRM_PAYLOAD_NONE ? NULL : &c->payload, cq, cq, &c->t_new);
   }
   if (e != GRPC_CALL_OK) {
     if (!atomic_load(&srv->closing))
@@ -521,16 +522,52 @@ static void post_request(es_server_t *srv, method_id_t m) {
   }
 }
 
-static void *cq_main(void *arg) {
-  es_server_t *srv = arg;
+static void poll_cq(grpc_completion_queue *cq) {
   for (;;) {
-    grpc_event ev = grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     if (ev.type == GRPC_QUEUE_SHUTDOWN) break;
     if (ev.type != GRPC_OP_COMPLETE) continue;
     op_tag_t *t = ev.tag;
     t->fn(t->c, ev.success);
   }
+}
+
+static void *cq_main(void *arg) {
+  es_server_t *srv = arg;
+  poll_cq(srv->cq);
   return NULL;
+}
+
+static void *dcq_main(void *arg) {
+  es_server_t *srv = arg;
+  es_thread_lower_priority(DELIVERY_NICE);
+  poll_cq(srv->dcq);
+  return NULL;
+}
+
+/* Starts n threads running fn(srv); *threads and *started say which did. */
+static bool start_pollers(es_server_t *srv, void *(*fn)(void *), int n, pthread_t **threads,
+                          int *started) {
+  *threads = calloc((size_t)n, sizeof(pthread_t));
+  if (!*threads) return false;
+  for (int i = 0; i < n; i++) {
+    if (pthread_create(&(*threads)[i], NULL, fn, srv) != 0) return false;
+    *started = i + 1;
+  }
+  return true;
+}
+
+/* Shuts cq down and joins its n pollers (draining it here when there are
+ * none). The queue itself is destroyed by the caller, after the server. */
+static void stop_pollers(grpc_completion_queue *cq, pthread_t *threads, int n) {
+  grpc_completion_queue_shutdown(cq);
+  if (n == 0) {
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {
+    }
+  }
+  for (int i = 0; i < n; i++) pthread_join(threads[i], NULL);
+  free(threads);
 }
 
 static es_server_t *shutdown_owner; /* the server whose shutdown tag is pending */
@@ -606,6 +643,8 @@ int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t *
   srv->server = grpc_server_create(&chargs, NULL);
   srv->cq = grpc_completion_queue_create_for_next(NULL);
   grpc_server_register_completion_queue(srv->server, srv->cq, NULL);
+  srv->dcq = grpc_completion_queue_create_for_next(NULL);
+  grpc_server_register_completion_queue(srv->server, srv->dcq, NULL);
   for (int m = 0; m < M_COUNT; m++)
     srv->methods[m] =
         grpc_server_register_method(srv->server, METHODS[m].path, NULL, METHODS[m].payload, 0);
@@ -623,18 +662,12 @@ int es_server_start(const es_config_t *cfg, es_backend_t *backend, es_server_t *
   }
   /* The polling threads start before the server, so that a failure to start
    * them can still be undone. */
-  srv->cq_threads = calloc((size_t)cfg->cq_threads, sizeof(pthread_t));
-  if (!srv->cq_threads) {
-    snprintf(errbuf, errlen, "out of memory");
+  if (!start_pollers(srv, cq_main, cfg->cq_threads, &srv->cq_threads, &srv->n_cq_threads) ||
+      !start_pollers(srv, dcq_main, cfg->delivery_threads, &srv->dcq_threads,
+                     &srv->n_dcq_threads)) {
+    snprintf(errbuf, errlen, "cannot start %d completion-queue and %d delivery threads",
+             cfg->cq_threads, cfg->delivery_threads);
     goto fail_unstarted;
-  }
-  for (int i = 0; i < cfg->cq_threads; i++) {
-    if (pthread_create(&srv->cq_threads[i], NULL, cq_main, srv) != 0) {
-      snprintf(errbuf, errlen, "cannot start completion-queue thread %d of %d", i + 1,
-               cfg->cq_threads);
-      goto fail_unstarted;
-    }
-    srv->n_cq_threads = i + 1;
   }
   grpc_server_start(srv->server);
   for (int m = 0; m <= M_GENERIC; m++)
@@ -647,16 +680,12 @@ fail_unstarted:
    * down, which also ends any polling thread already running. */
   grpc_server_destroy(srv->server);
   srv->server = NULL;
-  grpc_completion_queue_shutdown(srv->cq);
-  if (srv->n_cq_threads == 0) {
-    while (grpc_completion_queue_next(srv->cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
-           GRPC_QUEUE_SHUTDOWN) {
-    }
-  }
-  for (int i = 0; i < srv->n_cq_threads; i++) pthread_join(srv->cq_threads[i], NULL);
-  free(srv->cq_threads);
+  stop_pollers(srv->cq, srv->cq_threads, srv->n_cq_threads);
+  stop_pollers(srv->dcq, srv->dcq_threads, srv->n_dcq_threads);
   grpc_completion_queue_destroy(srv->cq);
+  grpc_completion_queue_destroy(srv->dcq);
   srv->cq = NULL;
+  srv->dcq = NULL;
 
 fail:
   if (srv->workers) es_workers_stop(srv->workers);
@@ -790,11 +819,11 @@ bool es_server_stop(es_server_t *srv) {
            CONNECTIONS_MS);
     return false;
   }
-  grpc_completion_queue_shutdown(srv->cq);
-  for (int i = 0; i < srv->n_cq_threads; i++) pthread_join(srv->cq_threads[i], NULL);
-  free(srv->cq_threads);
+  stop_pollers(srv->cq, srv->cq_threads, srv->n_cq_threads);
+  stop_pollers(srv->dcq, srv->dcq_threads, srv->n_dcq_threads);
   grpc_server_destroy(srv->server);
   grpc_completion_queue_destroy(srv->cq);
+  grpc_completion_queue_destroy(srv->dcq);
   es_workers_stop(srv->workers);
   es_workers_stop(srv->delivery);
   es_tail_stop(srv->tail);

@@ -130,6 +130,12 @@ struct es_server {
   void *methods[M_COUNT]; /* registered method handles */
   pthread_t *cq_threads;
   int n_cq_threads;
+  /* Subscribe calls live on a queue of their own, polled by niced threads:
+   * their sends' completions (one per message to every subscriber) never
+   * queue behind or in front of an Append on `cq`. */
+  grpc_completion_queue *dcq;
+  pthread_t *dcq_threads;
+  int n_dcq_threads;
   int port;            /* bound port */
   es_tokens_t *tokens; /* owned; NULL when calls need no bearer token */
 

@@ -570,6 +570,13 @@ void es_tail_detach(es_tail_t *t) {
   pthread_mutex_unlock(&t->mu);
 }
 
+bool es_tail_holds(es_tail_t *t, uint64_t position) {
+  pthread_rwlock_rdlock(&t->rw);
+  bool held = t->valid && position >= t->first && position <= t->last + 1;
+  pthread_rwlock_unlock(&t->rw);
+  return held;
+}
+
 static void release_window_page(void *owner) {
   window_page_t *wp = owner;
   for (size_t i = 0; i < wp->n; i++) entry_drop((entry_t *)wp->enc[i]);

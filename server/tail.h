@@ -62,6 +62,9 @@ void es_tail_detach(es_tail_t *t);
  * Window pages carry `encoded` (es_page_t): use es_tail_wire() on them. */
 int es_tail_read(void *tail, const es_read_all_req_t *req, es_page_t *out, es_err_t *err);
 
+/* True when a read from `position` is answered from memory (no backend call). */
+bool es_tail_holds(es_tail_t *t, uint64_t position);
+
 /* The wire bytes of an encoded window event: a SubscribeResponse whose
  * `event` is the RecordedEvent (field 1), which is also, byte for byte, one
  * element of EventBatch.events (field 1). Borrowed: valid while the page that

@@ -50,17 +50,19 @@ struct es_workers {
   worker_t workers[];
 };
 
+void es_thread_lower_priority(int nice) {
+  /* Linux keeps a nice value per thread: this lowers only this one. */
+  id_t tid = (id_t)syscall(SYS_gettid);
+  errno = 0;
+  int cur = getpriority(PRIO_PROCESS, tid);
+  if ((cur == -1 && errno) || setpriority(PRIO_PROCESS, tid, cur + nice) != 0)
+    es_log(ES_LOG_WARN, "cannot lower a thread's priority by %d", nice);
+}
+
 static void *worker_main(void *arg) {
   worker_t *me = arg;
   es_workers_t *w = me->pool;
-  if (w->nice) {
-    /* Linux keeps a nice value per thread: this lowers only this one. */
-    id_t tid = (id_t)syscall(SYS_gettid);
-    errno = 0;
-    int cur = getpriority(PRIO_PROCESS, tid);
-    if ((cur == -1 && errno) || setpriority(PRIO_PROCESS, tid, cur + w->nice) != 0)
-      es_log(ES_LOG_WARN, "worker thread: cannot change its priority by %d", w->nice);
-  }
+  if (w->nice) es_thread_lower_priority(w->nice);
   pthread_mutex_lock(&w->mu);
   for (;;) {
     es_job_t *job = me->job;

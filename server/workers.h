@@ -24,6 +24,9 @@ es_workers_t *es_workers_start(size_t n);
 /* The same, each thread running `nice` steps below the process's priority
  * (nice(2)): under contention the scheduler gives it less of a core. */
 es_workers_t *es_workers_start_niced(size_t n, int nice);
+/* Lowers the calling thread's priority by `nice` steps (logs a warning when
+ * the system refuses). */
+void es_thread_lower_priority(int nice);
 /* Queues job (never blocks). A job submitted after es_workers_stop began is
  * still run before the threads exit. */
 void es_workers_submit(es_workers_t *w, es_job_t *job);

@@ -54,6 +54,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* CaughtUp and the page source (es_sub_opts_t.read): a source other than
+ * the backend may know a head that lags the backend's (the server's live
+ * window fills after the commit). CaughtUp is handed out only from a page the
+ * backend itself answered (read_page's `confirm`); after it, the source's end
+ * only means "wait", which is safe because the source wakes its waiters when
+ * it grows. */
+
 /* Page size of one read. Smaller than the ReadAll maximum: a subscriber
  * hands events out one by one, and a smaller page keeps memory per
  * subscription low while costing little in reads. */
@@ -78,6 +85,7 @@ struct es_sub {
   bool caught_up_sent;  /* CaughtUp is handed out once */
   bool caught_up_first; /* from_end: hand out CaughtUp(open_head) before anything */
   uint64_t open_head;   /* from_end: the head read at open */
+  bool confirm;         /* the next read goes to the backend (see read_page) */
 };
 
 /* Deep-copies f into s->filter, so that the caller's strings may go away
@@ -163,6 +171,10 @@ uint64_t es_sub_position(const es_sub_t *s) {
   return s->position;
 }
 
+uint64_t es_sub_cursor(const es_sub_t *s) {
+  return s->cursor;
+}
+
 /* True when the non-matching events up to `upto` reach the interval. */
 static bool checkpoint_due(const es_sub_t *s, uint64_t upto) {
   return s->filtered && s->interval != 0 && upto > s->reset && upto - s->reset >= s->interval;
@@ -210,9 +222,27 @@ static int read_page(es_sub_t *s, es_err_t *err) {
   req.max_scan = s->limits.max_scan != 0 ? s->limits.max_scan : 1;
 
   es_page_t page;
-  int rc = s->read != NULL ? s->read(s->read_ctx, &req, &page, err)
-                           : es_backend_read_all(s->backend, &req, &page, err);
+  bool direct = s->read == NULL || s->confirm;
+  int rc = direct ? es_backend_read_all(s->backend, &req, &page, err)
+                  : s->read(s->read_ctx, &req, &page, err);
   if (rc != ES_OK) goto fail;
+  if (!direct && page.is_end && !s->caught_up_sent) {
+    /* Only the backend knows its head. Another source (the live window)
+     * may lag it, and CaughtUp promises the replay reached the head: what
+     * was committed before the subscription started comes before it. So
+     * the first arrival at a source's end is confirmed by reading on from
+     * the backend; an empty end page is dropped at once. */
+    if (page.count == 0) {
+      es_page_free(&page);
+      rc = es_backend_read_all(s->backend, &req, &page, err);
+      if (rc != ES_OK) goto fail;
+    } else {
+      page.is_end = false;
+      s->confirm = true;
+    }
+  } else {
+    s->confirm = false;
+  }
 
   uint64_t prev = s->cursor - 1;
   for (size_t i = 0; i < page.count; i++) {

@@ -1074,4 +1074,60 @@ TEST_F(SubTest, ConcurrentWritersAndLiveSubscribers) {
   es_backend_set_notifier(b_, nullptr);
 }
 
+// A page source that lags the backend (like the server's live window, which
+// fills after the commit): it knows only positions up to `known`, answers
+// from the backend below that, and with an end page above it.
+struct LaggingSource {
+  es_backend_t *b;
+  uint64_t known;
+  int reads;
+  static int Read(void *ctx, const es_read_all_req_t *req, es_page_t *out, es_err_t *err) {
+    auto *src = static_cast<LaggingSource *>(ctx);
+    src->reads++;
+    if (req->from_position > src->known) {  // the source's end
+      *out = es_page_t{};
+      out->next = req->from_position;
+      out->is_end = true;
+      out->last = src->known;
+      es_err_clear(err);
+      return ES_OK;
+    }
+    es_read_all_req_t r = *req;
+    uint64_t room = src->known - req->from_position + 1;
+    if (r.max_count > room) r.max_count = static_cast<uint32_t>(room);
+    int rc = es_backend_read_all(src->b, &r, out, err);
+    if (rc == ES_OK && out->next > src->known) {
+      out->is_end = true;
+      out->last = src->known;
+    }
+    return rc;
+  }
+};
+
+// Events committed before the subscription started come before CaughtUp even
+// when the source's head lags: CaughtUp is confirmed by the backend. After
+// it, the source's end only means "wait".
+TEST_F(SubTest, CaughtUpWaitsForTheBackendsHeadNotALaggingSource) {
+  uint64_t head = Append("s", "T", 10);
+  for (uint64_t known : {uint64_t{0}, uint64_t{4}, uint64_t{10}}) {
+    SCOPED_TRACE("the source knows up to " + std::to_string(known));
+    LaggingSource src{b_, known, 0};
+    es_sub_opts_t opts{};
+    opts.from_position = head - 9;
+    opts.read = LaggingSource::Read;
+    opts.read_ctx = &src;
+    es_sub_t *s = Open(opts);
+    ASSERT_NE(s, nullptr);
+    std::vector<std::string> expected = Range(head - 9, head);
+    expected.push_back("U" + std::to_string(head));
+    EXPECT_EQ(Drain(s), expected);
+    head = Append("s", "T", 1);
+    src.known = head;
+    EXPECT_EQ(Drain(s), std::vector<std::string>{"E" + std::to_string(head)});
+    int before = src.reads;
+    EXPECT_TRUE(Drain(s).empty());
+    EXPECT_EQ(src.reads, before + 1);  // the source's end, no backend read behind it
+  }
+}
+
 }  // namespace

@@ -82,6 +82,10 @@ uint64_t es_sub_position(const es_sub_t *s);
 /* True when an item can be handed out without calling the backend. */
 bool es_sub_has_buffered(const es_sub_t *s);
 
+/* The position the next read will start from (everything below it has been
+ * read into the current page or handed out). */
+uint64_t es_sub_cursor(const es_sub_t *s);
+
 void es_sub_close(es_sub_t *s);
 
 #ifdef __cplusplus
