@@ -277,6 +277,51 @@ TEST_F(MetricsTest, StalledSubscriberShowsLag) {
   stalled.Join();
 }
 
+// Ten live subscribers: the live window reads each new event from the backend
+// once for all of them, and they read pages from the window, not storage.
+TEST_F(MetricsTest, LiveWindowReadsEachEventOnceForAllSubscribers) {
+  std::string body = Scrape(metrics_port_);
+  EXPECT_EQ(Value(body, "es_live_window_events_read_total"), 0.0) << body;
+  EXPECT_EQ(Value(body, "es_live_window_events"), 0.0) << body;
+  v1::SubscribeRequest req;
+  req.set_from_end(true);
+  req.set_max_batch(100);
+  std::vector<std::unique_ptr<SubscriptionReader>> subs;
+  for (int i = 0; i < 10; i++) {
+    subs.push_back(std::make_unique<SubscriptionReader>(Connect(server_->Address()), req));
+    subs.back()->StartReading();
+  }
+  for (auto &s : subs) ASSERT_TRUE(s->WaitForCaughtUp(10000));
+  const std::string stream = UniqueName("window");
+  for (int i = 0; i < 100; i++) {
+    client_->MustAppend(MakeAppend(stream, 2));
+    // Let the subscribers keep up, so that they read the window.
+    if (i % 10 == 9) ASSERT_TRUE(subs[0]->WaitForPosition(2 * (i + 1), 5000));
+  }
+  for (auto &s : subs) ASSERT_TRUE(s->WaitForPosition(200, 10000));
+  ASSERT_TRUE(ScrapeUntil(
+      metrics_port_,
+      [](const std::string &b) {
+        return Value(b, "es_subscription_events_total").value_or(0) >= 2000;
+      },
+      &body))
+      << body;
+  EXPECT_EQ(Value(body, "es_live_window_events_read_total"), 200.0) << body;
+  EXPECT_EQ(Value(body, "es_live_window_events"), 200.0) << body;
+  EXPECT_EQ(Value(body, "es_live_window_first_position"), 1.0) << body;
+  EXPECT_GT(Value(body, "es_live_window_bytes"), 200.0 * 40) << body;
+  EXPECT_EQ(Value(body, "es_subscription_events_total"), 2000.0) << body;
+  EXPECT_LE(Value(body, "es_subscription_messages_total"), 2000.0) << body;
+  double window = Value(body, "es_subscription_pages_total{source=\"window\"}").value_or(-1);
+  double backend = Value(body, "es_subscription_pages_total{source=\"backend\"}").value_or(-1);
+  EXPECT_GE(backend, 0.0) << body;
+  EXPECT_GT(window, 100.0) << body;
+  // Storage only where a subscription starts, or where it runs ahead of the
+  // window (reads from the end, before the window holds what it asks for).
+  EXPECT_LT(backend, window / 4) << body;
+  EXPECT_EQ(Value(body, "es_live_window_read_errors_total"), 0.0) << body;
+}
+
 TEST_F(MetricsTest, AnswersOnlyGetMetrics) {
   EXPECT_EQ(Http(metrics_port_, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").status, 404);
   EXPECT_EQ(Http(metrics_port_, "GET /metricsx HTTP/1.1\r\n\r\n").status, 404);
