@@ -1,0 +1,820 @@
+/*
+ * The LMDB backend: every semantic of API.md, durable in one data directory.
+ *
+ * Tables (LMDB named databases in DIR/data.mdb):
+ *   - log:     global position (native size_t, MDB_INTEGERKEY) -> the event's
+ *              record (lmdb_internal.h). Positions are written in order with
+ *              MDB_APPEND, so the log's pages fill completely.
+ *   - streams: stream id -> { number, last version, type \0 }; the number is
+ *              the position of the stream's first event (unique, no counter).
+ *   - index:   (number, version), both big-endian so that memcmp orders them
+ *              -> position: ReadStream walks it with a cursor.
+ *   - ids:     binary event id -> position, for idempotency and EEXIST.
+ *
+ * Writes: one committer thread. An append builds nothing itself: it queues
+ * an item (its request, where its answer goes) and waits. The committer takes
+ * every queued item, runs each through the core's append decision
+ * (es_append_decide) over a view read from its own write transaction - which
+ * already holds the earlier items of the group, so the view is exact - writes
+ * the ones that pass, commits once (LMDB syncs data and meta pages before
+ * mdb_txn_commit returns) and only then answers every item of the group.
+ * Appends that arrive while a commit syncs wait in the queue and form the
+ * next group: one fdatasync pays for all of them, which is what makes a
+ * durable store come close to the memory backend.
+ *
+ * Failures. MDB_MAP_FULL aborts the group's transaction, doubles the map and
+ * runs the group again (nothing of it was visible). Any other LMDB error
+ * while writing fails the group's appends with ES_EUNAVAIL and leaves the
+ * store as it was. A failed commit is different: whether the disk holds the
+ * transaction is unknown, and after a failed fsync the kernel may have
+ * dropped the dirty pages, so a later "successful" sync proves nothing. The
+ * store then refuses every further append (ES_EUNAVAIL naming the cause)
+ * until it is reopened; reads go on. Nothing is ever acknowledged unless its
+ * commit returned success.
+ *
+ * Reads run in read-only transactions (MDB_RDONLY on an environment opened
+ * with MDB_NOTLS, so any thread may begin one) on an MVCC snapshot, without
+ * waiting for the committer. The one lock they take is the read side of
+ * `resize`, which exists because LMDB allows mdb_env_set_mapsize only while
+ * no transaction is open in the process: the committer takes the write side
+ * for the few microseconds of a map resize. Pages are copied out of the
+ * snapshot (lmdb_record.c), so the transaction ends before the read returns.
+ *
+ * The published head (es__backend_publish, and the head method) moves after
+ * a commit returned, so a reader that sees a head finds its events.
+ *
+ * One opener per directory: DIR/lock is held with an exclusive flock for the
+ * life of the backend (the kernel drops it when the process dies, so a crash
+ * leaves nothing to clean up). LMDB's own lock file would let a second
+ * process open the store and write through it; that is not what a server
+ * started twice on one directory should do.
+ */
+#include "es/backend_lmdb.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "es/backend.h"
+#include "es/backend_impl.h"
+#include "es/error.h"
+#include "es/event.h"
+#include "lmdb_internal.h"
+
+#define DEFAULT_MAP_SIZE ((uint64_t)1 << 30)
+#define DEFAULT_MAX_READERS 1024
+#define STREAM_VAL_FIXED 16 /* number and last version */
+
+/* One queued append: the caller's request and where its answer goes. Lives
+ * on the caller's stack until `done`. */
+typedef struct append_item {
+  const es_append_req_t *req;
+  es_append_result_t *out;
+  es_err_t *err;
+  int rc;                   /* the answer, valid once done */
+  bool done;                /* under qlock */
+  bool wrote;               /* this group's transaction holds its events */
+  pthread_cond_t cond;      /* signalled when done */
+  struct append_item *next; /* queue link */
+} append_item_t;
+
+typedef struct es_lmdb {
+  es_backend_t base; /* first member: es_backend_t * <-> es_lmdb_t * */
+  char *dir;         /* owned; the data directory as given */
+  int lock_fd;       /* DIR/lock, flock'ed exclusively */
+  MDB_env *env;
+  MDB_dbi log, streams, index, ids;
+  pthread_rwlock_t resize; /* read side: any transaction; write side: set_mapsize */
+
+  /* The queue: under qlock. */
+  pthread_mutex_t qlock;
+  pthread_cond_t qcond; /* the committer waits here for work */
+  append_item_t *qhead, *qtail;
+  bool stopping;
+  pthread_t committer;
+  bool committer_started;
+
+  /* Committer only. */
+  uint64_t head;     /* last committed position */
+  uint64_t map_size; /* the map's current size */
+  int (*commit_hook)(void *);
+  void *commit_hook_ctx;
+
+  /* Read by anyone. */
+  _Atomic uint64_t published;      /* last committed position, after the commit */
+  _Atomic int failed;              /* a commit failed: no more writes */
+  char failed_msg[ES_ERR_MSG_MAX]; /* why; written once before `failed` is set */
+  _Atomic uint64_t st_commits;     /* transactions committed */
+  _Atomic uint64_t st_appends;     /* appends acknowledged by them */
+  _Atomic uint64_t st_group_max;   /* largest group of appends in one commit */
+  _Atomic uint64_t st_commit_us;   /* time in mdb_txn_commit, total */
+  _Atomic uint64_t st_map_grows;   /* map resizes */
+  _Atomic uint64_t st_map_size;    /* current map size */
+} es_lmdb_t;
+
+static const es_backend_methods_t lmdb_methods;
+
+static int lmdb_fail(es_err_t *err, int code, const char *what, int mrc) {
+  return es_err_set(err, code, "lmdb: %s: %s", what, mdb_strerror(mrc));
+}
+
+static uint64_t now_us(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void put_be64(uint8_t *p, uint64_t v) {
+  for (int i = 7; i >= 0; i--) {
+    p[i] = (uint8_t)v;
+    v >>= 8;
+  }
+}
+
+static uint64_t get_u64(const void *p) {
+  uint64_t v;
+  memcpy(&v, p, sizeof v);
+  return v;
+}
+
+/* ---- reading helpers (any transaction) -------------------------------- */
+
+/* What the streams table holds about one stream. */
+typedef struct stream_row {
+  uint64_t number;  /* position of its first event */
+  uint64_t last;    /* last version */
+  const char *type; /* NUL-terminated, in the transaction's memory */
+} stream_row_t;
+
+/* Looks up stream id: *found (OUT) and, when found, *out. Returns 0 or an
+ * LMDB error. */
+static int stream_get(es_lmdb_t *m, MDB_txn *txn, const char *id, size_t len, bool *found,
+                      stream_row_t *out) {
+  MDB_val k = {len, (void *)id}, v;
+  *found = false;
+  int rc = mdb_get(txn, m->streams, &k, &v);
+  if (rc == MDB_NOTFOUND) return 0;
+  if (rc) return rc;
+  if (v.mv_size <= STREAM_VAL_FIXED || ((const char *)v.mv_data)[v.mv_size - 1] != '\0')
+    return MDB_CORRUPTED;
+  out->number = get_u64(v.mv_data);
+  out->last = get_u64((const uint8_t *)v.mv_data + 8);
+  out->type = (const char *)v.mv_data + STREAM_VAL_FIXED;
+  *found = true;
+  return 0;
+}
+
+/* The record at position: 0, MDB_NOTFOUND or another LMDB error. */
+static int log_get(es_lmdb_t *m, MDB_txn *txn, uint64_t position, rec_view_t *out) {
+  size_t key = (size_t)position;
+  MDB_val k = {sizeof key, &key}, v;
+  int rc = mdb_get(txn, m->log, &k, &v);
+  if (rc) return rc;
+  return es__lmdb_rec_decode(v.mv_data, v.mv_size, out) ? 0 : MDB_CORRUPTED;
+}
+
+static int begin_read(es_lmdb_t *m, MDB_txn **txn, es_err_t *err) {
+  pthread_rwlock_rdlock(&m->resize);
+  int rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, txn);
+  if (rc) {
+    pthread_rwlock_unlock(&m->resize);
+    *txn = NULL;
+    return lmdb_fail(err, ES_EUNAVAIL, "beginning a read", rc);
+  }
+  return ES_OK;
+}
+
+static void end_read(es_lmdb_t *m, MDB_txn *txn) {
+  mdb_txn_abort(txn);
+  pthread_rwlock_unlock(&m->resize);
+}
+
+/* ---- the committer ---------------------------------------------------- */
+
+/* The append decision's view (backend_impl.h) of the write transaction. */
+typedef struct decide_ctx {
+  es_lmdb_t *m;
+  MDB_txn *txn;
+  const es_append_req_t *req;
+  int lmdb_rc; /* an LMDB error met by a lookup (the decision is then void) */
+} decide_ctx_t;
+
+static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
+  decide_ctx_t *d = ctx;
+  MDB_val k = {ES_UUID_LEN, (void *)d->req->events[index].id}, v;
+  int rc = mdb_get(d->txn, d->m->ids, &k, &v);
+  if (rc == MDB_NOTFOUND) return false;
+  rec_view_t r;
+  if (rc == 0 && v.mv_size == sizeof(uint64_t)) {
+    uint64_t pos = get_u64(v.mv_data);
+    rc = log_get(d->m, d->txn, pos, &r);
+    if (rc == 0) {
+      out->stream_id = r.stream_id;
+      out->stream_version = r.h.version;
+      out->global_position = pos;
+      out->recorded_at_unix_ms = r.h.recorded_at;
+      out->batch_first = (r.h.flags & REC_FIRST) != 0;
+      out->batch_last = (r.h.flags & REC_LAST) != 0;
+      out->own_attempt = false; /* an outcome is never unknown here */
+      return true;
+    }
+  } else if (rc == 0) {
+    rc = MDB_CORRUPTED;
+  }
+  if (!d->lmdb_rc) d->lmdb_rc = rc;
+  return false;
+}
+
+/* Decides item and writes its events into txn. Returns 0 with item->rc
+ * set (the decision's answer), or an LMDB error that voids the whole group. */
+static int append_one(es_lmdb_t *m, MDB_txn *txn, append_item_t *item, uint64_t *head) {
+  const es_append_req_t *req = item->req;
+  size_t n = req->event_count;
+  size_t id_len = strlen(req->stream_id);
+  stream_row_t s = {0, 0, ""};
+  bool exists;
+  int rc = stream_get(m, txn, req->stream_id, id_len, &exists, &s);
+  if (rc) return rc;
+
+  decide_ctx_t dctx = {m, txn, req, 0};
+  es_append_view_t view = {s.last, s.type, lookup_id, &dctx};
+  es_append_decision_t decision;
+  memset(item->out, 0, sizeof *item->out);
+  es_err_clear(item->err);
+  item->rc = es_append_decide(req, &view, &decision, item->out, item->err);
+  if (dctx.lmdb_rc) return dctx.lmdb_rc;
+  if (item->rc || decision == ES_APPEND_STORED) return 0;
+
+  /* The new stream row's type: the stored one, else the request's. Copied
+   * before the puts, which may move the page s.type points into. */
+  const char *req_type = req->stream_type ? req->stream_type : "";
+  const char *type = s.type[0] ? s.type : req_type;
+  size_t type_len = strlen(type);
+  size_t row_len = STREAM_VAL_FIXED + type_len + 1;
+  uint8_t small[STREAM_VAL_FIXED + 512];
+  uint8_t *row = row_len <= sizeof small ? small : malloc(row_len);
+  if (!row) return ENOMEM;
+  uint64_t last = s.last, first_pos = *head + 1;
+  uint64_t number = exists ? s.number : first_pos;
+  uint64_t new_last = last + n;
+  memcpy(row, &number, 8);
+  memcpy(row + 8, &new_last, 8);
+  memcpy(row + STREAM_VAL_FIXED, type, type_len + 1);
+
+  uint64_t recorded_at = es_now_unix_ms();
+  for (size_t i = 0; i < n && rc == 0; i++) {
+    const es_event_data_t *ev = &req->events[i];
+    uint64_t pos = first_pos + i, version = last + 1 + i;
+    size_t size;
+    /* The sizes were checked before the item was queued. */
+    es__lmdb_rec_size(ev, id_len, &size, NULL);
+    size_t key = (size_t)pos;
+    MDB_val k = {sizeof key, &key}, v = {size, NULL};
+    rc = mdb_put(txn, m->log, &k, &v, MDB_APPEND | MDB_RESERVE);
+    if (rc) break;
+    uint8_t flags = (uint8_t)((i == 0 ? REC_FIRST : 0) | (i == n - 1 ? REC_LAST : 0));
+    es__lmdb_rec_write(v.mv_data, ev, req->stream_id, id_len, version, recorded_at, flags);
+
+    MDB_val ik = {ES_UUID_LEN, (void *)ev->id}, iv = {sizeof pos, &pos};
+    rc = mdb_put(txn, m->ids, &ik, &iv, MDB_NOOVERWRITE);
+    if (rc) break;
+    uint8_t xkey[16];
+    put_be64(xkey, number);
+    put_be64(xkey + 8, version);
+    MDB_val xk = {sizeof xkey, xkey}, xv = {sizeof pos, &pos};
+    rc = mdb_put(txn, m->index, &xk, &xv, 0);
+  }
+  if (rc == 0) {
+    MDB_val k = {id_len, (void *)req->stream_id}, v = {row_len, row};
+    rc = mdb_put(txn, m->streams, &k, &v, 0);
+  }
+  if (row != small) free(row);
+  if (rc) return rc;
+
+  *head += n;
+  item->wrote = true;
+  item->out->first_version = last + 1;
+  item->out->last_version = new_last;
+  item->out->first_position = first_pos;
+  item->out->last_position = first_pos + n - 1;
+  item->out->recorded_at_unix_ms = recorded_at;
+  item->out->duplicate = false;
+  return 0;
+}
+
+/* Answers every item of the group with code and msg. */
+static void fail_group(append_item_t *group, int code, const char *msg) {
+  for (append_item_t *it = group; it; it = it->next) {
+    memset(it->out, 0, sizeof *it->out);
+    it->rc = es_err_set(it->err, code, "%s", msg);
+  }
+}
+
+static int grow_map(es_lmdb_t *m) {
+  uint64_t size = m->map_size * 2;
+  pthread_rwlock_wrlock(&m->resize);
+  int rc = mdb_env_set_mapsize(m->env, (size_t)size);
+  pthread_rwlock_unlock(&m->resize);
+  if (rc) return rc;
+  m->map_size = size;
+  atomic_store(&m->st_map_size, size);
+  atomic_fetch_add(&m->st_map_grows, 1);
+  return 0;
+}
+
+/* Commits one group: every item gets its answer in it->rc (and out/err). */
+static void commit_group(es_lmdb_t *m, append_item_t *group) {
+  char msg[ES_ERR_MSG_MAX];
+  if (atomic_load(&m->failed)) {
+    fail_group(group, ES_EUNAVAIL, m->failed_msg);
+    return;
+  }
+  for (;;) {
+    MDB_txn *txn;
+    uint64_t head = m->head;
+    int rc = mdb_txn_begin(m->env, NULL, 0, &txn);
+    if (rc) {
+      snprintf(msg, sizeof msg, "lmdb: beginning a write: %s", mdb_strerror(rc));
+      fail_group(group, ES_EUNAVAIL, msg);
+      return;
+    }
+    size_t wrote = 0, count = 0;
+    for (append_item_t *it = group; it && rc == 0; it = it->next) {
+      it->wrote = false;
+      rc = append_one(m, txn, it, &head);
+      wrote += it->wrote;
+      count++;
+    }
+    if (rc == 0 && wrote == 0) { /* duplicates and refusals only */
+      mdb_txn_abort(txn);
+      return;
+    }
+    if (rc == 0) {
+      uint64_t t0 = now_us();
+      if (m->commit_hook && m->commit_hook(m->commit_hook_ctx) != 0) {
+        mdb_txn_abort(txn);
+        rc = EIO;
+      } else {
+        rc = mdb_txn_commit(txn);
+      }
+      atomic_fetch_add(&m->st_commit_us, now_us() - t0);
+      if (rc == 0) {
+        m->head = head;
+        atomic_store(&m->published, head);
+        atomic_fetch_add(&m->st_commits, 1);
+        atomic_fetch_add(&m->st_appends, wrote);
+        uint64_t max = atomic_load(&m->st_group_max);
+        if (count > max) atomic_store(&m->st_group_max, count);
+        es__backend_publish(&m->base, head);
+        return;
+      }
+      if (rc == MDB_MAP_FULL && grow_map(m) == 0) continue;
+      /* The commit's outcome is unknown: never write again in this life. */
+      snprintf(m->failed_msg, sizeof m->failed_msg,
+               "lmdb: a commit in '%s' failed (%s): the store accepts no more appends until it "
+               "is reopened",
+               m->dir, mdb_strerror(rc));
+      atomic_store(&m->failed, 1);
+      fail_group(group, ES_EUNAVAIL, m->failed_msg);
+      return;
+    }
+    mdb_txn_abort(txn);
+    if (rc == MDB_MAP_FULL) {
+      int grc = grow_map(m);
+      if (grc == 0) continue;
+      rc = grc;
+    }
+    snprintf(msg, sizeof msg, "lmdb: writing to '%s': %s", m->dir, mdb_strerror(rc));
+    fail_group(group, rc == ENOMEM ? ES_ENOMEM : ES_EUNAVAIL, msg);
+    return;
+  }
+}
+
+static void *committer_main(void *arg) {
+  es_lmdb_t *m = arg;
+  pthread_mutex_lock(&m->qlock);
+  for (;;) {
+    while (!m->qhead && !m->stopping) pthread_cond_wait(&m->qcond, &m->qlock);
+    if (!m->qhead) break; /* stopping, and nothing left */
+    append_item_t *group = m->qhead;
+    m->qhead = m->qtail = NULL;
+    pthread_mutex_unlock(&m->qlock);
+    commit_group(m, group);
+    pthread_mutex_lock(&m->qlock);
+    for (append_item_t *it = group, *next; it; it = next) {
+      next = it->next; /* `it` may be gone once done is seen */
+      it->done = true;
+      pthread_cond_signal(&it->cond);
+    }
+  }
+  pthread_mutex_unlock(&m->qlock);
+  return NULL;
+}
+
+static int lmdb_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
+                       es_err_t *err) {
+  es_lmdb_t *m = (es_lmdb_t *)b;
+  size_t id_len = strlen(req->stream_id);
+  int maxkey = mdb_env_get_maxkeysize(m->env);
+  memset(out, 0, sizeof *out);
+  if (id_len == 0 || id_len > (size_t)maxkey)
+    return es_err_set(err, ES_ETOOBIG, "stream_id: %zu bytes, the lmdb backend holds 1 to %d",
+                      id_len, maxkey);
+  for (size_t i = 0; i < req->event_count; i++) {
+    size_t size;
+    int rc = es__lmdb_rec_size(&req->events[i], id_len, &size, err);
+    if (rc) return rc;
+  }
+  if (atomic_load(&m->failed)) return es_err_set(err, ES_EUNAVAIL, "%s", m->failed_msg);
+
+  es_err_t local;
+  append_item_t item = {req,   out,   err ? err : &local,       ES_OK,
+                        false, false, PTHREAD_COND_INITIALIZER, NULL};
+  pthread_mutex_lock(&m->qlock);
+  if (m->qtail)
+    m->qtail->next = &item;
+  else
+    m->qhead = &item;
+  m->qtail = &item;
+  pthread_cond_signal(&m->qcond);
+  while (!item.done) pthread_cond_wait(&item.cond, &m->qlock);
+  pthread_mutex_unlock(&m->qlock);
+  pthread_cond_destroy(&item.cond);
+  return item.rc;
+}
+
+/* ---- reads ------------------------------------------------------------ */
+
+static int read_failed(es_page_t *out, es_err_t *err, int code, const char *what, int mrc) {
+  es_page_free(out);
+  memset(out, 0, sizeof *out);
+  if (code == ES_ENOMEM) return es_err_set(err, code, "out of memory reading %s", what);
+  return es_err_set(err, code, "lmdb: reading %s: %s", what, mdb_strerror(mrc));
+}
+
+static int lmdb_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es_page_t *out,
+                            es_err_t *err) {
+  es_lmdb_t *m = (es_lmdb_t *)b;
+  size_t limit = req->max_count, max_bytes = req->max_bytes;
+  const char *id = req->stream_id ? req->stream_id : "";
+  size_t len = strlen(id);
+  MDB_txn *txn;
+  MDB_cursor *cur = NULL;
+  int rc = begin_read(m, &txn, err);
+  if (rc) return rc;
+  stream_row_t s = {0, 0, ""};
+  bool found = false;
+  int mrc = len ? stream_get(m, txn, id, len, &found, &s) : 0;
+  if (mrc) goto lmdb_error;
+  if (!found) {
+    end_read(m, txn);
+    return es_err_set(err, ES_ENOTFOUND, "stream '%s' not found", id);
+  }
+  es_lmdb_page_builder_t pb;
+  es__lmdb_page_start(&pb, out, limit, max_bytes);
+  uint64_t last = s.last, v;
+  int added = 1;
+  bool forward = req->direction == ES_FORWARD;
+  out->last = last;
+  if (forward)
+    v = req->from_version ? req->from_version : 1;
+  else
+    v = (req->from_version == 0 || req->from_version > last) ? last : req->from_version;
+  if ((mrc = mdb_cursor_open(txn, m->index, &cur))) goto lmdb_error;
+  /* The index holds versions 1..last of the stream densely: one step of the
+   * cursor per version. */
+  uint8_t key[16];
+  put_be64(key, s.number);
+  put_be64(key + 8, v);
+  MDB_val k = {sizeof key, key}, val;
+  MDB_cursor_op op = MDB_SET_KEY;
+  while (forward ? v <= last : v >= 1) {
+    if ((mrc = mdb_cursor_get(cur, &k, &val, op))) goto lmdb_error;
+    op = forward ? MDB_NEXT : MDB_PREV;
+    if (val.mv_size != sizeof(uint64_t)) {
+      mrc = MDB_CORRUPTED;
+      goto lmdb_error;
+    }
+    uint64_t pos = get_u64(val.mv_data);
+    rec_view_t r;
+    if ((mrc = log_get(m, txn, pos, &r))) goto lmdb_error;
+    if ((added = es__lmdb_page_add(&pb, &r, pos, s.type)) <= 0) break;
+    v = forward ? v + 1 : v - 1;
+  }
+  mdb_cursor_close(cur);
+  end_read(m, txn);
+  if (added < 0) return read_failed(out, err, ES_ENOMEM, "a stream", 0);
+  if (forward) {
+    if (v > last) v = last + 1; /* also from beyond the end */
+    out->is_end = v > last;
+  } else {
+    out->is_end = v == 0;
+  }
+  out->next = v;
+  return ES_OK;
+
+lmdb_error:
+  if (cur) mdb_cursor_close(cur);
+  end_read(m, txn);
+  return read_failed(out, err, ES_EUNAVAIL, "a stream", mrc);
+}
+
+/* The stream type of stream_id for a page, cached for a run of events of
+ * one stream. The cache holds pointers into the transaction's memory. */
+typedef struct type_cache {
+  const char *stream_id; /* of the last lookup, or NULL */
+  const char *type;
+} type_cache_t;
+
+static int type_of(es_lmdb_t *m, MDB_txn *txn, type_cache_t *c, const rec_view_t *r,
+                   const char **type) {
+  if (!c->stream_id || strcmp(c->stream_id, r->stream_id) != 0) {
+    stream_row_t s = {0, 0, ""};
+    bool found;
+    int rc = stream_get(m, txn, r->stream_id, r->h.stream_len, &found, &s);
+    if (rc) return rc;
+    if (!found) return MDB_CORRUPTED; /* an event of a stream that is not there */
+    c->stream_id = r->stream_id;
+    c->type = s.type;
+  }
+  *type = c->type;
+  return 0;
+}
+
+static int lmdb_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t *out,
+                         es_err_t *err) {
+  es_lmdb_t *m = (es_lmdb_t *)b;
+  size_t limit = req->max_count, max_bytes = req->max_bytes;
+  const es_filter_t *filter = es_filter_active(&req->filter) ? &req->filter : NULL;
+  uint64_t max_scan = filter && req->max_scan ? req->max_scan : UINT64_MAX;
+  uint64_t scanned = 0;
+  MDB_txn *txn;
+  MDB_cursor *cur = NULL;
+  type_cache_t tc = {NULL, NULL};
+  int added = 1, mrc;
+  int rc = begin_read(m, &txn, err);
+  if (rc) return rc;
+  es_lmdb_page_builder_t pb;
+  es__lmdb_page_start(&pb, out, limit, max_bytes);
+  if ((mrc = mdb_cursor_open(txn, m->log, &cur))) goto lmdb_error;
+
+  /* The head of this snapshot: the log's last key. */
+  uint64_t head = 0;
+  size_t key = 0;
+  MDB_val k = {sizeof key, &key}, val;
+  mrc = mdb_cursor_get(cur, &k, &val, MDB_LAST);
+  if (mrc == 0)
+    head = get_u64(k.mv_data);
+  else if (mrc != MDB_NOTFOUND)
+    goto lmdb_error;
+  out->last = head;
+  bool forward = req->direction == ES_FORWARD;
+  uint64_t p;
+  if (forward)
+    p = req->from_position ? req->from_position : 1;
+  else
+    p = (req->from_position == 0 || req->from_position > head) ? head : req->from_position;
+  MDB_cursor_op op = MDB_SET_KEY;
+  key = (size_t)p;
+  k.mv_size = sizeof key;
+  k.mv_data = &key;
+  while ((forward ? p <= head : p >= 1) && scanned < max_scan && out->count < pb.limit) {
+    /* Positions are dense: one cursor step per position. */
+    if ((mrc = mdb_cursor_get(cur, &k, &val, op))) goto lmdb_error;
+    op = forward ? MDB_NEXT : MDB_PREV;
+    rec_view_t r;
+    if (!es__lmdb_rec_decode(val.mv_data, val.mv_size, &r)) {
+      mrc = MDB_CORRUPTED;
+      goto lmdb_error;
+    }
+    if (!filter || es_filter_match(filter, r.stream_id, r.event_type)) {
+      const char *type;
+      if ((mrc = type_of(m, txn, &tc, &r, &type))) goto lmdb_error;
+      if ((added = es__lmdb_page_add(&pb, &r, p, type)) <= 0) break;
+    }
+    p = forward ? p + 1 : p - 1;
+    scanned++;
+  }
+  mdb_cursor_close(cur);
+  end_read(m, txn);
+  if (added < 0) return read_failed(out, err, ES_ENOMEM, "the log", 0);
+  if (forward) {
+    if (p > head) p = head + 1; /* also from beyond the end */
+    out->is_end = p > head;
+  } else {
+    out->is_end = p == 0;
+  }
+  out->next = p;
+  return ES_OK;
+
+lmdb_error:
+  if (cur) mdb_cursor_close(cur);
+  end_read(m, txn);
+  return read_failed(out, err, ES_EUNAVAIL, "the log", mrc);
+}
+
+static int lmdb_head(es_backend_t *b, uint64_t *out, es_err_t *err) {
+  *out = atomic_load(&((es_lmdb_t *)b)->published);
+  return ES_OK;
+}
+
+/* ---- open, close, stats ----------------------------------------------- */
+
+static void lmdb_close(es_backend_t *b) {
+  es_lmdb_t *m = (es_lmdb_t *)b;
+  if (!m) return;
+  if (m->committer_started) {
+    pthread_mutex_lock(&m->qlock);
+    m->stopping = true;
+    pthread_cond_signal(&m->qcond);
+    pthread_mutex_unlock(&m->qlock);
+    pthread_join(m->committer, NULL);
+  }
+  if (m->env) mdb_env_close(m->env);
+  if (m->lock_fd >= 0) close(m->lock_fd); /* drops the flock */
+  pthread_rwlock_destroy(&m->resize);
+  pthread_mutex_destroy(&m->qlock);
+  pthread_cond_destroy(&m->qcond);
+  free(m->dir);
+  free(m);
+}
+
+/* mkdir -p dir (mode 0700 for what it creates). */
+static int make_dirs(const char *dir) {
+  char path[4096];
+  size_t len = strlen(dir);
+  if (len == 0 || len >= sizeof path) return ENAMETOOLONG;
+  memcpy(path, dir, len + 1);
+  for (char *p = path + 1; *p; p++) {
+    if (*p != '/') continue;
+    *p = '\0';
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) return errno;
+    *p = '/';
+  }
+  if (mkdir(path, 0700) != 0 && errno != EEXIST) return errno;
+  return 0;
+}
+
+void es_lmdb_options_default(es_lmdb_options_t *opts) {
+  opts->map_size = DEFAULT_MAP_SIZE;
+  opts->max_readers = DEFAULT_MAX_READERS;
+}
+
+void es_lmdb_set_commit_hook(es_backend_t *b, int (*hook)(void *ctx), void *ctx) {
+  if (!b || b->methods != &lmdb_methods) return;
+  es_lmdb_t *m = (es_lmdb_t *)b;
+  m->commit_hook = hook;
+  m->commit_hook_ctx = ctx;
+}
+
+int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **out,
+                 es_err_t *err) {
+  es_lmdb_options_t defaults;
+  if (!opts) {
+    es_lmdb_options_default(&defaults);
+    opts = &defaults;
+  }
+  *out = NULL;
+  int rc = ES_OK, mrc;
+  MDB_txn *txn = NULL;
+  es_lmdb_t *m = calloc(1, sizeof *m);
+  if (!m || !(m->dir = strdup(dir))) {
+    free(m);
+    return es_err_set(err, ES_ENOMEM, "out of memory opening the lmdb backend");
+  }
+  m->base.methods = &lmdb_methods;
+  m->lock_fd = -1;
+  pthread_rwlockattr_t attr;
+  pthread_rwlockattr_init(&attr);
+  /* A resize is rare and short; preferring it keeps readers from starving
+   * the committer. */
+  pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+  pthread_rwlock_init(&m->resize, &attr);
+  pthread_rwlockattr_destroy(&attr);
+  pthread_mutex_init(&m->qlock, NULL);
+  pthread_cond_init(&m->qcond, NULL);
+
+  int e = make_dirs(dir);
+  if (e) {
+    rc =
+        es_err_set(err, ES_EUNAVAIL, "data directory '%s': cannot create it: %s", dir, strerror(e));
+    goto fail;
+  }
+  char lock_path[4200];
+  snprintf(lock_path, sizeof lock_path, "%s/lock", dir);
+  m->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (m->lock_fd < 0) {
+    rc = es_err_set(err, ES_EUNAVAIL, "data directory '%s': cannot open %s: %s", dir, lock_path,
+                    strerror(errno));
+    goto fail;
+  }
+  if (flock(m->lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    rc = errno == EWOULDBLOCK
+             ? es_err_set(err, ES_EUNAVAIL,
+                          "data directory '%s' is in use by another store (%s is locked): "
+                          "one server per data directory",
+                          dir, lock_path)
+             : es_err_set(err, ES_EUNAVAIL, "data directory '%s': cannot lock %s: %s", dir,
+                          lock_path, strerror(errno));
+    goto fail;
+  }
+
+  if ((mrc = mdb_env_create(&m->env))) goto lmdb_fail;
+  m->map_size = opts->map_size ? opts->map_size : DEFAULT_MAP_SIZE;
+  if ((mrc = mdb_env_set_mapsize(m->env, (size_t)m->map_size))) goto lmdb_fail;
+  if ((mrc = mdb_env_set_maxdbs(m->env, 4))) goto lmdb_fail;
+  if ((mrc = mdb_env_set_maxreaders(m->env,
+                                    opts->max_readers ? opts->max_readers : DEFAULT_MAX_READERS)))
+    goto lmdb_fail;
+  if ((mrc = mdb_env_open(m->env, dir, MDB_NOTLS, 0600))) goto lmdb_fail;
+  MDB_envinfo info;
+  mdb_env_info(m->env, &info);
+  m->map_size = info.me_mapsize; /* an existing larger file wins */
+  atomic_store(&m->st_map_size, m->map_size);
+
+  if ((mrc = mdb_txn_begin(m->env, NULL, 0, &txn))) goto lmdb_fail;
+  if ((mrc = mdb_dbi_open(txn, "log", MDB_CREATE | MDB_INTEGERKEY, &m->log))) goto lmdb_fail;
+  if ((mrc = mdb_dbi_open(txn, "streams", MDB_CREATE, &m->streams))) goto lmdb_fail;
+  if ((mrc = mdb_dbi_open(txn, "index", MDB_CREATE, &m->index))) goto lmdb_fail;
+  if ((mrc = mdb_dbi_open(txn, "ids", MDB_CREATE, &m->ids))) goto lmdb_fail;
+  MDB_cursor *cur;
+  if ((mrc = mdb_cursor_open(txn, m->log, &cur))) goto lmdb_fail;
+  MDB_val k, v;
+  mrc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+  mdb_cursor_close(cur);
+  if (mrc == 0 && k.mv_size == sizeof(size_t))
+    m->head = get_u64(k.mv_data);
+  else if (mrc != MDB_NOTFOUND)
+    goto lmdb_fail;
+  mrc = mdb_txn_commit(txn);
+  txn = NULL;
+  if (mrc) goto lmdb_fail;
+  atomic_store(&m->published, m->head);
+
+  if (pthread_create(&m->committer, NULL, committer_main, m) != 0) {
+    rc = es_err_set(err, ES_ENOMEM, "lmdb: cannot start the committer thread");
+    goto fail;
+  }
+  m->committer_started = true;
+  *out = &m->base;
+  return ES_OK;
+
+lmdb_fail:
+  if (mrc == 0) mrc = MDB_CORRUPTED; /* a log key that is not a position */
+  rc = es_err_set(err, mrc == MDB_INVALID || mrc == MDB_CORRUPTED ? ES_EINTERNAL : ES_EUNAVAIL,
+                  "data directory '%s': lmdb: %s", dir, mdb_strerror(mrc));
+fail:
+  if (txn) mdb_txn_abort(txn);
+  lmdb_close(&m->base);
+  return rc;
+}
+
+static size_t lmdb_stats(es_backend_t *b, es_backend_stat_t *out, size_t max) {
+  es_lmdb_t *m = (es_lmdb_t *)b;
+  MDB_envinfo info;
+  MDB_stat st;
+  mdb_env_info(m->env, &info);
+  mdb_env_stat(m->env, &st);
+  const es_backend_stat_t all[] = {
+      {"lmdb_events", "Events in the store (its head position).", 0, atomic_load(&m->published)},
+      {"lmdb_commits_total", "Write transactions committed (each one sync).", 1,
+       atomic_load(&m->st_commits)},
+      {"lmdb_committed_appends_total", "Appends made durable by those commits.", 1,
+       atomic_load(&m->st_appends)},
+      {"lmdb_commit_group_max", "Most appends committed by one transaction.", 0,
+       atomic_load(&m->st_group_max)},
+      {"lmdb_commit_microseconds_total", "Time spent committing (syncing), in microseconds.", 1,
+       atomic_load(&m->st_commit_us)},
+      {"lmdb_map_bytes", "Size of the memory map (grows by doubling).", 0,
+       atomic_load(&m->st_map_size)},
+      {"lmdb_map_used_bytes", "Bytes of the map in use (last page written).", 0,
+       (uint64_t)(info.me_last_pgno + 1) * st.ms_psize},
+      {"lmdb_map_grows_total", "Times the map was doubled.", 1, atomic_load(&m->st_map_grows)},
+      {"lmdb_writes_failed", "1 after a failed commit: appends are refused until a restart.", 0,
+       (uint64_t)atomic_load(&m->failed)},
+  };
+  size_t n = sizeof all / sizeof all[0];
+  if (n > max) n = max;
+  memcpy(out, all, n * sizeof *out);
+  return n;
+}
+
+static const es_backend_methods_t lmdb_methods = {
+    .name = "lmdb",
+    .blocking = 1, /* an append waits for its commit's sync */
+    .close = lmdb_close,
+    .append = lmdb_append,
+    .read_stream = lmdb_read_stream,
+    .read_all = lmdb_read_all,
+    .head = lmdb_head,
+    .stats = lmdb_stats,
+};

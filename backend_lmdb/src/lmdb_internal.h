@@ -1,0 +1,97 @@
+/*
+ * Internals of the LMDB backend shared by its source files: the stored
+ * record format (lmdb_record.c) and the page arena that reads copy into.
+ *
+ * A stored event (the value in the `log` database, key = its global
+ * position) is a 56-byte header followed by its variable parts:
+ *
+ *   header | payload | stream_id \0 | event_type \0 | content_type \0
+ *   (absent when it is the default) | correlation_id \0 | causation_id \0 |
+ *   metadata key \0 value \0 ...
+ *
+ * Integers are stored in the machine's byte order: a data directory belongs
+ * to the machine that wrote it, as LMDB's own files do. LMDB hands out values
+ * only 2-byte aligned, so the header is copied out with memcpy, never cast.
+ * The stream id sits in every record (not only in the streams table) so that
+ * a filtered ReadAll decides from the record alone and a decision's view of
+ * a stored id needs one lookup.
+ */
+#ifndef ES_LMDB_INTERNAL_H
+#define ES_LMDB_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "es/event.h"
+
+/* rec_hdr_t.flags */
+enum {
+  REC_FIRST = 1,      /* first event of its batch */
+  REC_LAST = 2,       /* last event of its batch */
+  REC_DEFAULT_CT = 4, /* content type is ES_DEFAULT_CONTENT_TYPE (not stored) */
+};
+
+typedef struct rec_hdr {
+  uint8_t id[ES_UUID_LEN]; /* binary event id */
+  uint64_t version;        /* stream version */
+  uint64_t recorded_at;    /* server clock at commit (ms), the same for a batch */
+  uint64_t occurred_at;    /* client clock (ms), as given */
+  uint32_t event_version;  /* schema version, as given */
+  uint32_t payload_len;    /* bytes of payload */
+  uint16_t stream_len;     /* bytes of the stream id (≤ LMDB's key size) */
+  uint16_t metadata_count; /* key/value pairs at the end */
+  uint8_t flags;           /* REC_* */
+  uint8_t unused[3];       /* zero */
+} rec_hdr_t;
+
+_Static_assert(sizeof(rec_hdr_t) == 56, "the stored header is meant to be 56 bytes");
+
+/* A stored record taken apart: pointers into the bytes it was decoded from. */
+typedef struct rec_view {
+  rec_hdr_t h;
+  const uint8_t *payload;
+  const char *stream_id;
+  const char *event_type;
+  const char *content_type;
+  const char *correlation_id;
+  const char *causation_id;
+  const char *metadata; /* metadata_count pairs of NUL-terminated strings */
+  size_t size;          /* bytes of the whole record */
+} rec_view_t;
+
+/* Bytes the record of ev in stream stream_id takes. ES_ETOOBIG when a field
+ * does not fit the format (err names it). */
+int es__lmdb_rec_size(const es_event_data_t *ev, size_t stream_len, size_t *size, es_err_t *err);
+
+/* Writes the record of ev into dst (es__lmdb_rec_size bytes). */
+void es__lmdb_rec_write(uint8_t *dst, const es_event_data_t *ev, const char *stream_id,
+                        size_t stream_len, uint64_t version, uint64_t recorded_at, uint8_t flags);
+
+/* Takes apart size bytes at data. false when they are not a well-formed
+ * record (a damaged store). */
+bool es__lmdb_rec_decode(const void *data, size_t size, rec_view_t *out);
+
+/* A page under construction. Events are copied into an arena of blocks
+ * owned by the page (page->owner), so that the page outlives the read
+ * transaction: a long-held page must not pin an old snapshot, which would
+ * keep LMDB from reusing pages and make the file grow. */
+typedef struct es_lmdb_page_builder {
+  es_page_t *page;  /* the page being filled */
+  size_t cap;       /* entries allocated in page->events */
+  size_t limit;     /* max events (≥ 1) */
+  size_t bytes;     /* sum of es_recorded_size_bound so far */
+  size_t max_bytes; /* budget; the first event always fits */
+} es_lmdb_page_builder_t;
+
+/* Starts pb on an empty (zeroed) page. */
+void es__lmdb_page_start(es_lmdb_page_builder_t *pb, es_page_t *page, size_t limit,
+                         size_t max_bytes);
+
+/* Tries to add the record r at position with the stream's type (NUL
+ * terminated, borrowed). Returns 1 when added (copied), 0 when the page is
+ * full by count or bytes (r is not added), ES_ENOMEM. */
+int es__lmdb_page_add(es_lmdb_page_builder_t *pb, const rec_view_t *r, uint64_t position,
+                      const char *stream_type);
+
+#endif /* ES_LMDB_INTERNAL_H */

@@ -1,0 +1,264 @@
+/*
+ * Stored records of the LMDB backend (format in lmdb_internal.h) and the
+ * pages that reads fill from them.
+ *
+ * A read copies each event it returns, once, into blocks owned by the page
+ * (the bytes it will send, nothing else: the header's integers go into the
+ * view, the variable part is copied as it is stored and the view points into
+ * the copy). The read transaction ends before the read returns, so a
+ * subscriber that holds a page while its client is slow pins no snapshot.
+ */
+#include <stdalign.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "es/error.h"
+#include "es/validate.h"
+#include "lmdb_internal.h"
+
+#define PAGE_MIN_CAPACITY 16
+#define BLOCK_MIN_BYTES ((size_t)64 << 10)
+
+static const char *str_or_empty(const char *s) {
+  return s ? s : "";
+}
+
+static bool is_default_ct(const char *ct) {
+  return ct[0] == '\0' || strcmp(ct, ES_DEFAULT_CONTENT_TYPE) == 0;
+}
+
+int es__lmdb_rec_size(const es_event_data_t *ev, size_t stream_len, size_t *size, es_err_t *err) {
+  const char *ct = str_or_empty(ev->content_type);
+  *size = 0;
+  if (ev->metadata_count > UINT16_MAX)
+    return es_err_set(err, ES_ETOOBIG, "metadata: %zu entries, the lmdb backend holds %u",
+                      ev->metadata_count, (unsigned)UINT16_MAX);
+  if (ev->payload_len > UINT32_MAX)
+    return es_err_set(err, ES_ETOOBIG, "payload: %zu bytes, the lmdb backend holds %u",
+                      ev->payload_len, (unsigned)UINT32_MAX);
+  /* Validation bounds every length far below overflow. */
+  size_t n = sizeof(rec_hdr_t) + ev->payload_len + stream_len + 1;
+  n += strlen(str_or_empty(ev->event_type)) + 1;
+  if (!is_default_ct(ct)) n += strlen(ct) + 1;
+  n += strlen(str_or_empty(ev->correlation_id)) + 1;
+  n += strlen(str_or_empty(ev->causation_id)) + 1;
+  for (size_t i = 0; i < ev->metadata_count; i++) {
+    n += strlen(str_or_empty(ev->metadata[i].key)) + 1;
+    n += strlen(str_or_empty(ev->metadata[i].value)) + 1;
+  }
+  *size = n;
+  return ES_OK;
+}
+
+static uint8_t *put_str(uint8_t *p, const char *s, size_t len) {
+  memcpy(p, s, len);
+  p[len] = '\0';
+  return p + len + 1;
+}
+
+void es__lmdb_rec_write(uint8_t *dst, const es_event_data_t *ev, const char *stream_id,
+                        size_t stream_len, uint64_t version, uint64_t recorded_at, uint8_t flags) {
+  const char *ct = str_or_empty(ev->content_type);
+  bool default_ct = is_default_ct(ct);
+  rec_hdr_t h;
+  memset(&h, 0, sizeof h);
+  memcpy(h.id, ev->id, ES_UUID_LEN);
+  h.version = version;
+  h.recorded_at = recorded_at;
+  h.occurred_at = ev->occurred_at_unix_ms;
+  h.event_version = ev->event_version;
+  h.payload_len = (uint32_t)ev->payload_len;
+  h.stream_len = (uint16_t)stream_len;
+  h.metadata_count = (uint16_t)ev->metadata_count;
+  h.flags = (uint8_t)(flags | (default_ct ? REC_DEFAULT_CT : 0));
+  memcpy(dst, &h, sizeof h);
+  uint8_t *p = dst + sizeof h;
+  if (ev->payload_len) memcpy(p, ev->payload, ev->payload_len);
+  p += ev->payload_len;
+  p = put_str(p, stream_id, stream_len);
+  const char *type = str_or_empty(ev->event_type);
+  p = put_str(p, type, strlen(type));
+  if (!default_ct) p = put_str(p, ct, strlen(ct));
+  const char *corr = str_or_empty(ev->correlation_id);
+  p = put_str(p, corr, strlen(corr));
+  const char *caus = str_or_empty(ev->causation_id);
+  p = put_str(p, caus, strlen(caus));
+  for (size_t i = 0; i < ev->metadata_count; i++) {
+    const char *k = str_or_empty(ev->metadata[i].key);
+    const char *v = str_or_empty(ev->metadata[i].value);
+    p = put_str(p, k, strlen(k));
+    p = put_str(p, v, strlen(v));
+  }
+}
+
+/* The next NUL-terminated string at *p before end, or NULL. */
+static const char *take_str(const uint8_t **p, const uint8_t *end) {
+  const uint8_t *nul = memchr(*p, '\0', (size_t)(end - *p));
+  if (!nul) return NULL;
+  const char *s = (const char *)*p;
+  *p = nul + 1;
+  return s;
+}
+
+bool es__lmdb_rec_decode(const void *data, size_t size, rec_view_t *out) {
+  if (size < sizeof(rec_hdr_t)) return false;
+  memcpy(&out->h, data, sizeof out->h);
+  const uint8_t *p = (const uint8_t *)data + sizeof out->h;
+  const uint8_t *end = (const uint8_t *)data + size;
+  if ((size_t)(end - p) < out->h.payload_len) return false;
+  out->payload = p;
+  p += out->h.payload_len;
+  if ((size_t)(end - p) <= out->h.stream_len || p[out->h.stream_len] != '\0') return false;
+  out->stream_id = (const char *)p;
+  p += out->h.stream_len + 1;
+  if (!(out->event_type = take_str(&p, end))) return false;
+  if (out->h.flags & REC_DEFAULT_CT) {
+    out->content_type = ES_DEFAULT_CONTENT_TYPE;
+  } else if (!(out->content_type = take_str(&p, end))) {
+    return false;
+  }
+  if (!(out->correlation_id = take_str(&p, end))) return false;
+  if (!(out->causation_id = take_str(&p, end))) return false;
+  out->metadata = (const char *)p;
+  for (size_t i = 0; i < (size_t)2 * out->h.metadata_count; i++)
+    if (!take_str(&p, end)) return false;
+  out->size = size;
+  return p == end;
+}
+
+/* ---- pages ------------------------------------------------------------ */
+
+/* One block of a page's arena; the page's owner is the newest block. */
+typedef struct block {
+  struct block *next; /* older block, or NULL */
+  size_t used, cap;   /* bytes of data[] */
+  alignas(max_align_t) unsigned char data[];
+} block_t;
+
+static void blocks_free(void *owner) {
+  for (block_t *b = owner, *next; b; b = next) {
+    next = b->next;
+    free(b);
+  }
+}
+
+/* n bytes aligned for es_kv_t from the page's arena, or NULL. */
+static void *arena_alloc(es_page_t *page, size_t n) {
+  block_t *b = page->owner;
+  n = (n + alignof(es_kv_t) - 1) & ~(alignof(es_kv_t) - 1);
+  if (!b || b->cap - b->used < n) {
+    size_t cap = n > BLOCK_MIN_BYTES ? n : BLOCK_MIN_BYTES;
+    block_t *nb = malloc(sizeof *nb + cap);
+    if (!nb) return NULL;
+    nb->next = b;
+    nb->used = 0;
+    nb->cap = cap;
+    page->owner = nb;
+    page->release = blocks_free;
+    b = nb;
+  }
+  void *p = b->data + b->used;
+  b->used += n;
+  return p;
+}
+
+void es__lmdb_page_start(es_lmdb_page_builder_t *pb, es_page_t *page, size_t limit,
+                         size_t max_bytes) {
+  pb->page = page;
+  pb->cap = 0;
+  pb->limit = limit;
+  pb->bytes = 0;
+  pb->max_bytes = max_bytes;
+}
+
+/* Points the view's fields at r (in LMDB's memory for the size check). */
+static void view_fill(es_recorded_t *v, const rec_view_t *r, uint64_t position,
+                      const char *stream_type) {
+  v->stream_id = r->stream_id;
+  v->stream_type = stream_type;
+  v->stream_version = r->h.version;
+  v->global_position = position;
+  es_uuid_format(r->h.id, v->event_id);
+  v->event_type = r->event_type;
+  v->event_version = r->h.event_version;
+  v->content_type = r->content_type;
+  v->payload = r->payload;
+  v->payload_len = r->h.payload_len;
+  v->metadata = NULL; /* es_recorded_size_bound reads metadata: set below */
+  v->metadata_count = 0;
+  v->correlation_id = r->correlation_id;
+  v->causation_id = r->causation_id;
+  v->occurred_at_unix_ms = r->h.occurred_at;
+  v->recorded_at_unix_ms = r->h.recorded_at;
+}
+
+int es__lmdb_page_add(es_lmdb_page_builder_t *pb, const rec_view_t *r, uint64_t position,
+                      const char *stream_type) {
+  es_page_t *page = pb->page;
+  if (page->count >= pb->limit) return 0;
+  if (page->count == pb->cap) {
+    size_t cap = pb->cap ? pb->cap * 2 : PAGE_MIN_CAPACITY;
+    if (cap > pb->limit) cap = pb->limit;
+    es_recorded_t *ev = realloc(page->events, cap * sizeof *ev);
+    if (!ev) return ES_ENOMEM;
+    page->events = ev;
+    pb->cap = cap;
+  }
+  size_t mcount = r->h.metadata_count;
+  size_t var = r->size - sizeof(rec_hdr_t); /* payload and strings, as stored */
+  size_t kv_bytes = mcount * sizeof(es_kv_t);
+  es_kv_t *kv = NULL;
+  unsigned char *copy = NULL;
+  /* One allocation: the metadata array first (aligned), then the bytes. */
+  unsigned char *mem = arena_alloc(page, kv_bytes + var);
+  if (!mem) return ES_ENOMEM;
+  kv = (es_kv_t *)(void *)mem;
+  copy = mem + kv_bytes;
+  memcpy(copy, r->payload, var);
+
+  /* The copy has the stored layout, so each pointer moves by one offset. */
+  const unsigned char *base = r->payload;
+#define MOVED(ptr) ((const char *)(copy + ((const unsigned char *)(ptr)-base)))
+  es_recorded_t *v = &page->events[page->count];
+  view_fill(v, r, position, stream_type);
+  v->payload = copy;
+  v->stream_id = MOVED(r->stream_id);
+  v->event_type = MOVED(r->event_type);
+  if (!(r->h.flags & REC_DEFAULT_CT)) v->content_type = MOVED(r->content_type);
+  v->correlation_id = MOVED(r->correlation_id);
+  v->causation_id = MOVED(r->causation_id);
+  const char *m = MOVED(r->metadata);
+#undef MOVED
+  for (size_t i = 0; i < mcount; i++) {
+    kv[i].key = m;
+    m += strlen(m) + 1;
+    kv[i].value = m;
+    m += strlen(m) + 1;
+  }
+  v->metadata = mcount ? kv : NULL;
+  v->metadata_count = mcount;
+
+  /* The stream's type: shared with the previous event when equal. */
+  const es_recorded_t *prev = page->count ? v - 1 : NULL;
+  if (stream_type[0] == '\0') {
+    v->stream_type = "";
+  } else if (prev && strcmp(prev->stream_type, stream_type) == 0) {
+    v->stream_type = prev->stream_type;
+  } else {
+    size_t len = strlen(stream_type);
+    char *t = arena_alloc(page, len + 1);
+    if (!t) return ES_ENOMEM;
+    memcpy(t, stream_type, len + 1);
+    v->stream_type = t;
+  }
+
+  size_t size = es_recorded_size_bound(v);
+  if (page->count > 0 && (size > pb->max_bytes || pb->bytes + size > pb->max_bytes)) {
+    /* Not added: its copy stays in the arena until the page is freed (at
+     * most one event per page). */
+    return 0;
+  }
+  pb->bytes += size;
+  page->count++;
+  return 1;
+}
