@@ -53,11 +53,13 @@ test-asan:
 # the core (notifier, subscriptions, append decisions), each backend's own tests
 # (the PostgreSQL ones against a throwaway real PostgreSQL: committer, listener,
 # connection pool, timeouts; libpq itself is not instrumented) and the
-# conformance suite, which runs on both backends; and the live window
+# conformance suite, which runs on every backend (liblmdb, like libpq, is not
+# instrumented); and the live window
 # (server/tail.c: filler, eviction, readers moving to storage), whose frees
 # its own atomic counter decides. The rest of the server and the end-to-end
 # tests (//server, //tests/e2e, //tests/pg, ...) run under ASan+UBSan only.
-TSAN_TARGETS = //core/... //backend_memory/... //backend_postgres/... //tests/conformance/... \
+TSAN_TARGETS = //core/... //backend_memory/... //backend_postgres/... //backend_lmdb/... \
+	//tests/conformance/... \
 	//server/tests:tail_test
 test-tsan:
 	$(BAZEL) test $(BAZEL_FLAGS) --config=tsan $(TSAN_TARGETS)

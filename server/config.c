@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "security.h"
 
@@ -42,9 +43,13 @@ typedef struct option_def {
 static const option_def_t OPTIONS[] = {
     STR(bind_addr, "bind", "BIND_ADDR",
         "address to listen on (default 127.0.0.1:50051; port 0 picks one)"),
-    STR(backend, "backend", "BACKEND", "storage backend: memory (default) or postgres"),
+    STR(backend, "backend", "BACKEND",
+        "storage backend: memory (default), lmdb (durable, in --data-dir) or postgres"),
     STR(database_url, "database-url", "DATABASE_URL",
         "PostgreSQL connection URL (backend postgres)"),
+    STR(data_dir, "data-dir", "ES_DATA_DIR",
+        "directory of the lmdb backend's files, created if missing (default ./data; relative to "
+        "the directory the command was run from, also under bazel run)"),
     STR(port_file, "port-file", NULL, "write the bound port to this file once serving"),
     NUM(OPT_INT, cq_threads, "threads", "ES_THREADS", "completion-queue threads (default 1)"),
     NUM(OPT_INT, workers, "workers", "ES_WORKERS",
@@ -205,10 +210,38 @@ static int set_option(es_config_t *cfg, const option_def_t *o, const char *value
   return 0;
 }
 
+/* Makes cfg->data_dir absolute. A relative path means relative to where the
+ * user ran the command: `bazel run` starts the binary in its runfiles tree
+ * and names the user's directory in BUILD_WORKING_DIRECTORY. */
+static int resolve_data_dir(es_config_t *cfg) {
+  if (cfg->data_dir[0] == '/') return 0;
+  char base[4096];
+  const char *bwd = getenv("BUILD_WORKING_DIRECTORY");
+  if (bwd && bwd[0]) {
+    snprintf(base, sizeof base, "%s", bwd);
+  } else if (!getcwd(base, sizeof base)) {
+    fprintf(stderr, "eventstore: cannot resolve --data-dir %s: %s\n", cfg->data_dir,
+            strerror(errno));
+    return -1;
+  }
+  const char *rel = cfg->data_dir;
+  if (strncmp(rel, "./", 2) == 0) rel += 2;
+  char abs[sizeof cfg->data_dir];
+  int n = rel[0] ? snprintf(abs, sizeof abs, "%s/%s", base, rel)
+                 : snprintf(abs, sizeof abs, "%s", base);
+  if (n < 0 || (size_t)n >= sizeof abs) {
+    fprintf(stderr, "eventstore: --data-dir %s: path too long\n", cfg->data_dir);
+    return -1;
+  }
+  memcpy(cfg->data_dir, abs, (size_t)n + 1);
+  return 0;
+}
+
 int es_config_load(es_config_t *cfg, int argc, char **argv) {
   memset(cfg, 0, sizeof *cfg);
   snprintf(cfg->bind_addr, sizeof cfg->bind_addr, "127.0.0.1:50051");
   snprintf(cfg->backend, sizeof cfg->backend, "memory");
+  snprintf(cfg->data_dir, sizeof cfg->data_dir, "./data");
   cfg->cq_threads = 1;
   cfg->workers = 0; /* default below, once the backend is known */
   cfg->pg_connections = 8;
@@ -290,10 +323,14 @@ int es_config_load(es_config_t *cfg, int argc, char **argv) {
             cfg->bind_addr);
     return ES_CONFIG_EXIT_USAGE;
   }
+  if (resolve_data_dir(cfg) != 0) return ES_CONFIG_EXIT_USAGE;
   cfg->limits.max_event_bytes = cfg->limits.max_request_bytes;
-  /* PostgreSQL appends block on the network: many in flight at once is what
-   * lets the backend commit them together (group commit). */
-  if (cfg->workers == 0) cfg->workers = strcmp(cfg->backend, "postgres") == 0 ? 64 : 2;
+  /* PostgreSQL appends block on the network and lmdb appends on their
+   * commit's sync: many in flight at once is what lets the backend commit
+   * them together (group commit). */
+  if (cfg->workers == 0)
+    cfg->workers =
+        strcmp(cfg->backend, "postgres") == 0 || strcmp(cfg->backend, "lmdb") == 0 ? 64 : 2;
   if (cfg->delivery_threads == 0)
     cfg->delivery_threads = strcmp(cfg->backend, "postgres") == 0 ? 8 : 2;
   return ES_CONFIG_RUN;

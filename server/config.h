@@ -13,8 +13,11 @@
 
 typedef struct es_config {
   char bind_addr[256];         /* BIND_ADDR / --bind */
-  char backend[32];            /* BACKEND / --backend: memory | postgres */
+  char backend[32];            /* BACKEND / --backend: memory | postgres | lmdb */
   char database_url[1024];     /* DATABASE_URL / --database-url */
+  char data_dir[4096];         /* ES_DATA_DIR / --data-dir (backend lmdb), made absolute:
+                                  a relative path is taken from BUILD_WORKING_DIRECTORY
+                                  when set (bazel run), else the current directory */
   char port_file[1024];        /* --port-file: written with the bound port once serving */
   int cq_threads;              /* ES_THREADS / --threads: completion-queue threads */
   int workers;                 /* ES_WORKERS / --workers: worker threads (0 until set: then

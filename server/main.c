@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "es/backend_lmdb.h"
 #include "es/backend_memory.h"
 #include "es/backend_postgres.h"
 #include "log.h"
@@ -63,7 +64,15 @@ static int open_backend(const es_config_t *cfg, es_backend_t **out) {
     }
     return 0;
   }
-  es_log(ES_LOG_ERROR, "unknown backend '%s' (supported: memory, postgres)", cfg->backend);
+  if (strcmp(cfg->backend, "lmdb") == 0) {
+    if (es_lmdb_open(cfg->data_dir, NULL, out, &err) != ES_OK) {
+      es_log(ES_LOG_ERROR, "cannot open the lmdb backend: %s", err.msg);
+      return -1;
+    }
+    es_log(ES_LOG_INFO, "data directory %s (backend lmdb)", cfg->data_dir);
+    return 0;
+  }
+  es_log(ES_LOG_ERROR, "unknown backend '%s' (supported: memory, lmdb, postgres)", cfg->backend);
   return -1;
 }
 

@@ -2,7 +2,7 @@
 # Static analysis of the project's own C code: clang-tidy (checks in
 # .clang-tidy) and cppcheck (suppressions in tools/cppcheck-suppressions.txt,
 # each with its reason). Exits non-zero when either tool reports anything.
-#   tools/lint.sh               core/, backend_memory/, backend_postgres/, server/
+#   tools/lint.sh               core/, backend_memory/, backend_postgres/, backend_lmdb/, server/
 #   tools/lint.sh DIR...        only those folders
 # Environment:
 #   BAZEL            bazel binary (default: bazel)
@@ -22,7 +22,7 @@ for t in clang-tidy cppcheck; do
 done
 
 dirs=("$@")
-[ ${#dirs[@]} -gt 0 ] || dirs=(core backend_memory backend_postgres server)
+[ ${#dirs[@]} -gt 0 ] || dirs=(core backend_memory backend_postgres backend_lmdb server)
 # Sources on disk (not only tracked ones, so new files are checked before they
 # are committed); tests/ folders are C++ test code and are not linted here.
 mapfile -t srcs < <(find "${dirs[@]%/}" -name '*.c' -not -path '*/tests/*' | sort)
@@ -36,7 +36,7 @@ BIN=$("$BAZEL" "${startup[@]}" info "${flags[@]}" bazel-bin 2>/dev/null)
 [ -f "$BIN/proto/eventstore/v1/eventstore.pb-c.h" ] || { echo "lint: no generated headers in $BIN/proto" >&2; exit 2; }
 
 defs=(-D_GNU_SOURCE)
-incs=(-Icore/include -Icore/src -Ibackend_memory/include -Ibackend_postgres/include
+incs=(-Icore/include -Icore/src -Ibackend_memory/include -Ibackend_postgres/include -Ibackend_lmdb/include
       -Iserver -Iproto -I"$BIN/proto" -I/usr/include/postgresql)
 
 status=0
@@ -48,7 +48,7 @@ tidy_out=$work/clang-tidy.txt
 # A compilation database in a scratch folder gives every file the same flags
 # as copts.bzl; -isystem for the generated code, whose warnings are protoc-c's.
 tidy_args=(-std=c11 "${defs[@]}" -Icore/include -Icore/src -Ibackend_memory/include
-           -Ibackend_postgres/include -Iserver -Iproto -isystem "$BIN/proto"
+           -Ibackend_postgres/include -Ibackend_lmdb/include -Iserver -Iproto -isystem "$BIN/proto"
            -isystem /usr/include/postgresql)
 {
   echo '['

@@ -8,7 +8,7 @@ PACKAGES=(
   build-essential pkg-config
   libgrpc-dev libgrpc++-dev protobuf-compiler protobuf-compiler-grpc grpc-proto
   protobuf-c-compiler libprotobuf-c-dev libprotobuf-dev
-  libgtest-dev libpq-dev postgresql
+  libgtest-dev libpq-dev postgresql liblmdb-dev
   clang clang-format libclang-rt-14-dev
   clang-tidy cppcheck gcovr
   python3 python3-venv openssl

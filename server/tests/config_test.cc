@@ -2,6 +2,7 @@
 // win), every kind of value and every refusal with its exit code.
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <string>
 #include <vector>
@@ -46,7 +47,9 @@ class ConfigTest : public ::testing::Test {
                                          "ES_PG_STATEMENT_TIMEOUT_MS",
                                          "ES_PG_LOCK_TIMEOUT_MS",
                                          "ES_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS",
-                                         "ES_PG_TCP_USER_TIMEOUT_MS"};
+                                         "ES_PG_TCP_USER_TIMEOUT_MS",
+                                         "ES_DATA_DIR",
+                                         "BUILD_WORKING_DIRECTORY"};
   es_config_t cfg_;
 };
 constexpr const char *ConfigTest::kEnv[];
@@ -92,6 +95,26 @@ TEST_F(ConfigTest, EveryKindOfValue) {
 TEST_F(ConfigTest, PostgresGetsMoreWorkersByDefault) {
   ASSERT_EQ(ES_CONFIG_RUN, Load({"--backend", "postgres"}));
   EXPECT_EQ(64, cfg_.workers);
+}
+
+// A relative data directory is taken from where the user ran the command:
+// BUILD_WORKING_DIRECTORY under `bazel run`, else the current directory.
+TEST_F(ConfigTest, DataDirIsResolvedFromWhereTheCommandRan) {
+  char cwd[4096];
+  ASSERT_NE(nullptr, getcwd(cwd, sizeof cwd));
+  ASSERT_EQ(ES_CONFIG_RUN, Load({}));
+  EXPECT_EQ(std::string(cwd) + "/data", cfg_.data_dir);
+  ASSERT_EQ(ES_CONFIG_RUN, Load({"--data-dir", "/var/lib/es"}));
+  EXPECT_STREQ("/var/lib/es", cfg_.data_dir);
+  setenv("BUILD_WORKING_DIRECTORY", "/home/user/project", 1);
+  ASSERT_EQ(ES_CONFIG_RUN, Load({}));
+  EXPECT_STREQ("/home/user/project/data", cfg_.data_dir);
+  setenv("ES_DATA_DIR", "store/events", 1);
+  ASSERT_EQ(ES_CONFIG_RUN, Load({}));
+  EXPECT_STREQ("/home/user/project/store/events", cfg_.data_dir);
+  ASSERT_EQ(ES_CONFIG_RUN, Load({"--data-dir", "./other", "--backend", "lmdb"}));
+  EXPECT_STREQ("/home/user/project/other", cfg_.data_dir);
+  EXPECT_EQ(64, cfg_.workers);  // appends wait for a sync: group commit wants company
 }
 
 TEST_F(ConfigTest, PostgresTimeouts) {
