@@ -10,11 +10,12 @@
  * hanging.
  *
  * Shutdown (es_server_stop): health turns NOT_SERVING (Watch streams see it),
- * the server stops accepting calls, waiting subscriptions are woken and end
- * with UNAVAILABLE, and we wait for the live-call count to reach zero —
- * cancelling whatever is left after the grace period — before the queue is
- * shut down and drained. The core's shutdown tag alone would not wait for
- * calls the application still holds.
+ * the server stops accepting calls (GOAWAY), and only then are subscriptions
+ * woken to end with UNAVAILABLE, so that no resubscription meets the core's
+ * CANCELLED for calls that arrive too late. We wait for the live-call count
+ * to reach zero — cancelling whatever is left after the grace period — before
+ * the queue is shut down and drained. The core's shutdown tag alone would not
+ * wait for calls the application still holds.
  *
  * Authentication (--auth-tokens-file) is checked in on_new, on arrival and
  * before any byte of the request is decoded; grpc.health.v1 stays open so
@@ -465,7 +466,9 @@ static void on_new(call_t *c, int ok) {
     call_finish_unary(c, NULL);
     return;
   }
-  if (atomic_load(&srv->draining) && c->method <= M_SUBSCRIBE) {
+  /* A Subscribe is not answered here: it opens as usual and ends with the
+   * other streams, once the GOAWAY is out (es_server_stop). */
+  if (atomic_load(&srv->draining) && c->method < M_SUBSCRIBE) {
     call_set_status(c, GRPC_STATUS_UNAVAILABLE, "server shutting down");
     call_finish_unary(c, NULL);
     return;
@@ -765,9 +768,10 @@ static void cancel_streams(es_server_t *srv) {
   pthread_mutex_unlock(&srv->mu);
 }
 
-/* How long the server keeps answering new EventStore calls with UNAVAILABLE
+/* How long the server keeps answering new Appends and reads with UNAVAILABLE
  * (and health with NOT_SERVING) before it stops accepting connections: clients
- * see a retryable status rather than a reset. */
+ * see a retryable status rather than a reset. Subscriptions keep streaming
+ * meanwhile, and new ones open. */
 #define DRAIN_MS 100
 /* How long parked or busy subscriptions get to end by themselves. */
 #define STREAM_END_MS 250
@@ -780,26 +784,35 @@ static void cancel_streams(es_server_t *srv) {
 bool es_server_stop(es_server_t *srv) {
   int grace = srv->cfg->shutdown_grace_ms;
   /* 1. Health first, so that watchers and load balancers see NOT_SERVING;
-   *    new EventStore calls are answered UNAVAILABLE from now on. */
+   *    new Appends and reads are answered UNAVAILABLE from now on. */
   atomic_store(&srv->serving, 0);
   atomic_store(&srv->draining, 1);
   unsigned long v = atomic_fetch_add(&srv->health_version, 1) + 1;
   es_notifier_publish(srv->health_notifier, v);
-
-  /* 2. Subscriptions end with UNAVAILABLE: parked ones are woken; ones stuck
-   *    on a send to a client that does not read are cancelled. */
-  atomic_store(&srv->shutting_down, 1);
-  es_notifier_wake_all(es_tail_notifier(srv->tail));
-  es_notifier_wake_all(srv->health_notifier);
   sleep_ms(grace < DRAIN_MS ? grace : DRAIN_MS);
-  if (!wait_until(srv, no_streams, grace < STREAM_END_MS ? grace : STREAM_END_MS))
-    cancel_streams(srv);
 
-  /* 3. Stop accepting; let unary calls in flight finish within the grace. */
+  /* 2. Stop accepting: the core sends every connection a GOAWAY, and from
+   *    now on cancels with CANCELLED any call it has not handed to us yet
+   *    (one a client sent before it read the GOAWAY); clients take CANCELLED
+   *    for their own doing, final. So no stream is ended before this point: a
+   *    subscriber resubscribes as soon as its stream ends, and a Subscribe
+   *    that followed an earlier end could land in that window. Ended after,
+   *    the client has read the GOAWAY first and connects anew, which the
+   *    closed listener refuses: UNAVAILABLE again. */
   srv->t_shutdown = (op_tag_t){on_shutdown, NULL};
   shutdown_owner = srv;
   atomic_store(&srv->closing, 1);
   grpc_server_shutdown_and_notify(srv->server, srv->cq, &srv->t_shutdown);
+
+  /* 3. Subscriptions end with UNAVAILABLE: parked ones are woken; ones stuck
+   *    on a send to a client that does not read are cancelled. */
+  atomic_store(&srv->shutting_down, 1);
+  es_notifier_wake_all(es_tail_notifier(srv->tail));
+  es_notifier_wake_all(srv->health_notifier);
+  if (!wait_until(srv, no_streams, grace < STREAM_END_MS ? grace : STREAM_END_MS))
+    cancel_streams(srv);
+
+  /* 4. Let unary calls in flight finish within the grace. */
   if (!wait_until(srv, no_unary_calls, grace)) {
     es_log(ES_LOG_WARN, "shutdown: calls still running after %d ms; cancelling them", grace);
     grpc_server_cancel_all_calls(srv->server);
@@ -813,7 +826,7 @@ bool es_server_stop(es_server_t *srv) {
     return false;
   }
 
-  /* 4. The core delivers the shutdown tag once every connection is closed. */
+  /* 5. The core delivers the shutdown tag once every connection is closed. */
   if (!wait_shutdown_tag(srv, CONNECTIONS_MS)) {
     es_log(ES_LOG_INFO, "shutdown: client connections still open after %d ms; not waiting",
            CONNECTIONS_MS);
