@@ -179,6 +179,19 @@ static call_t *call_new(es_server_t *srv, method_id_t m) {
 
 static void call_free(call_t *c, bool live) {
   es_server_t *srv = c->srv;
+  /* Out of the registry before the grpc_call goes: cancel_streams, under the
+   * same lock, may otherwise cancel a call whose last reference is gone. */
+  if (live && c->in_registry) {
+    pthread_mutex_lock(&srv->mu);
+    if (c->stream_prev)
+      c->stream_prev->stream_next = c->stream_next;
+    else
+      srv->streams = c->stream_next;
+    if (c->stream_next) c->stream_next->stream_prev = c->stream_prev;
+    c->in_registry = false;
+    srv->live_streams--;
+    pthread_mutex_unlock(&srv->mu);
+  }
   if (c->sub) es_sub_close(c->sub);
   if (c->attached) es_tail_detach(srv->tail);
   if (c->has_pending_event) grpc_slice_unref(c->pending_event);
@@ -198,14 +211,6 @@ static void call_free(call_t *c, bool live) {
   if (live) {
     es_metrics_call_done(c->method, c->status, es_metrics_now_ns() - c->arrival_ns);
     pthread_mutex_lock(&srv->mu);
-    if (c->in_registry) {
-      if (c->stream_prev)
-        c->stream_prev->stream_next = c->stream_next;
-      else
-        srv->streams = c->stream_next;
-      if (c->stream_next) c->stream_next->stream_prev = c->stream_prev;
-      srv->live_streams--;
-    }
     srv->live_calls--;
     pthread_cond_broadcast(&srv->cv);
     pthread_mutex_unlock(&srv->mu);
