@@ -135,6 +135,13 @@ static void usage(FILE *out, const char *argv0) {
   }
   fprintf(out, "  %-26s %s\n  %-26s %s\n", "--help", "print this help", "--version",
           "print the version");
+  fprintf(out,
+          "\nsubcommands:\n"
+          "  %s backup --data-dir DIR --out DIR2\n"
+          "      online backup of the lmdb store in DIR (default [ES_DATA_DIR] or ./data) while a\n"
+          "      server may be serving it: a compacted copy of the last commit, written to DIR2\n"
+          "      (new or empty). Restore: start a server with --data-dir DIR2.\n",
+          argv0);
 }
 
 static int set_option(es_config_t *cfg, const option_def_t *o, const char *value,
@@ -210,30 +217,29 @@ static int set_option(es_config_t *cfg, const option_def_t *o, const char *value
   return 0;
 }
 
-/* Makes cfg->data_dir absolute. A relative path means relative to where the
- * user ran the command: `bazel run` starts the binary in its runfiles tree
- * and names the user's directory in BUILD_WORKING_DIRECTORY. */
-static int resolve_data_dir(es_config_t *cfg) {
-  if (cfg->data_dir[0] == '/') return 0;
+/* A relative path means relative to where the user ran the command: `bazel
+ * run` starts the binary in its runfiles tree and names the user's directory
+ * in BUILD_WORKING_DIRECTORY. */
+int es_config_abs_path(char *path, size_t size) {
+  if (path[0] == '/') return 0;
   char base[4096];
   const char *bwd = getenv("BUILD_WORKING_DIRECTORY");
   if (bwd && bwd[0]) {
     snprintf(base, sizeof base, "%s", bwd);
   } else if (!getcwd(base, sizeof base)) {
-    fprintf(stderr, "eventstore: cannot resolve --data-dir %s: %s\n", cfg->data_dir,
-            strerror(errno));
+    fprintf(stderr, "eventstore: cannot resolve %s: %s\n", path, strerror(errno));
     return -1;
   }
-  const char *rel = cfg->data_dir;
+  const char *rel = path;
   if (strncmp(rel, "./", 2) == 0) rel += 2;
-  char abs[sizeof cfg->data_dir];
+  char abs[8192];
   int n = rel[0] ? snprintf(abs, sizeof abs, "%s/%s", base, rel)
                  : snprintf(abs, sizeof abs, "%s", base);
-  if (n < 0 || (size_t)n >= sizeof abs) {
-    fprintf(stderr, "eventstore: --data-dir %s: path too long\n", cfg->data_dir);
+  if (n < 0 || (size_t)n >= size) {
+    fprintf(stderr, "eventstore: %s: path too long\n", path);
     return -1;
   }
-  memcpy(cfg->data_dir, abs, (size_t)n + 1);
+  memcpy(path, abs, (size_t)n + 1);
   return 0;
 }
 
@@ -323,7 +329,7 @@ int es_config_load(es_config_t *cfg, int argc, char **argv) {
             cfg->bind_addr);
     return ES_CONFIG_EXIT_USAGE;
   }
-  if (resolve_data_dir(cfg) != 0) return ES_CONFIG_EXIT_USAGE;
+  if (es_config_abs_path(cfg->data_dir, sizeof cfg->data_dir) != 0) return ES_CONFIG_EXIT_USAGE;
   cfg->limits.max_event_bytes = cfg->limits.max_request_bytes;
   /* PostgreSQL appends block on the network and lmdb appends on their
    * commit's sync: many in flight at once is what lets the backend commit

@@ -57,6 +57,12 @@ int es_config_exposed_insecurely(const es_config_t *cfg);
  * ES_CONFIG_EXIT_USAGE after printing what was wrong to stderr. */
 int es_config_load(es_config_t *cfg, int argc, char **argv);
 
+/* Makes path (a buffer of size bytes) absolute, taking a relative path from
+ * the directory the command was run from (BUILD_WORKING_DIRECTORY under
+ * `bazel run`, else the current directory). 0, or -1 after printing why to
+ * stderr. */
+int es_config_abs_path(char *path, size_t size);
+
 /* The release version ("0.1.0"), from the file VERSION at the root of the
  * repository, which also sets the SDKs' versions: //server:version_c compiles
  * it into version.c. Static storage; never freed. */

@@ -648,8 +648,7 @@ static void lmdb_close(es_backend_t *b) {
   free(m);
 }
 
-/* mkdir -p dir (mode 0700 for what it creates). */
-static int make_dirs(const char *dir) {
+int es__lmdb_make_dirs(const char *dir) {
   char path[4096];
   size_t len = strlen(dir);
   if (len == 0 || len >= sizeof path) return ENAMETOOLONG;
@@ -703,7 +702,7 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
   pthread_mutex_init(&m->qlock, NULL);
   pthread_cond_init(&m->qcond, NULL);
 
-  int e = make_dirs(dir);
+  int e = es__lmdb_make_dirs(dir);
   if (e) {
     rc =
         es_err_set(err, ES_EUNAVAIL, "data directory '%s': cannot create it: %s", dir, strerror(e));

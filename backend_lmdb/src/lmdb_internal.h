@@ -94,4 +94,7 @@ void es__lmdb_page_start(es_lmdb_page_builder_t *pb, es_page_t *page, size_t lim
 int es__lmdb_page_add(es_lmdb_page_builder_t *pb, const rec_view_t *r, uint64_t position,
                       const char *stream_type);
 
+/* mkdir -p dir (mode 0700 for what it creates): 0 or an errno value. */
+int es__lmdb_make_dirs(const char *dir);
+
 #endif /* ES_LMDB_INTERNAL_H */

@@ -202,6 +202,7 @@ TEST_F(ConfigTest, HelpAndVersionExitZero) {
   std::string help = testing::internal::GetCapturedStdout();
   EXPECT_NE(std::string::npos, help.find("--max-append-events"));
   EXPECT_NE(std::string::npos, help.find("[BIND_ADDR]"));
+  EXPECT_NE(std::string::npos, help.find("backup --data-dir DIR --out DIR2"));
   testing::internal::CaptureStdout();
   EXPECT_EQ(ES_CONFIG_EXIT_OK, Load({"--version"}));
   EXPECT_NE(std::string::npos, testing::internal::GetCapturedStdout().find(ES_VERSION));

@@ -45,6 +45,24 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
  * before the backend is shared between threads. */
 void es_lmdb_set_commit_hook(es_backend_t *b, int (*hook)(void *ctx), void *ctx);
 
+/* What a backup copied. */
+typedef struct es_lmdb_backup_info {
+  uint64_t head;  /* the copy holds positions 1..head */
+  uint64_t bytes; /* size of the copy's data.mdb */
+} es_lmdb_backup_info_t;
+
+/* Online backup: writes a compacted copy of the store in dir to out_dir
+ * (created like mkdir -p when missing; an existing out_dir must be an empty
+ * directory). Works while a server has dir open: the copy is one read-only
+ * snapshot, the last commit before it began, and takes no lock that a
+ * server holds. A server started on out_dir serves exactly the events of
+ * that snapshot. *info (OUT) says what was copied. Errors: ES_ENOTFOUND (no
+ * store in dir), ES_EEXIST (out_dir is not empty or not a directory),
+ * ES_EUNAVAIL (reading or writing failed; err names the file and cause),
+ * ES_EINTERNAL (dir holds no store of this backend). */
+int es_lmdb_backup(const char *dir, const char *out_dir, es_lmdb_backup_info_t *info,
+                   es_err_t *err);
+
 #ifdef __cplusplus
 }
 #endif
