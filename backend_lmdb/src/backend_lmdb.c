@@ -32,6 +32,20 @@
  * until it is reopened; reads go on. Nothing is ever acknowledged unless its
  * commit returned success.
  *
+ * A full disk is the exception to that rule (no_space below): ENOSPC,
+ * EDQUOT or EFBIG (a file-size limit) while writing the group's pages, or
+ * EIO when LMDB met a short write and the file cannot grow by one page
+ * right now (LMDB reports a short write, "filesystem full?", as EIO). The
+ * group's pages went only to pages that no committed tree references (LMDB
+ * never overwrites the last commit's pages) and the meta page that would
+ * have referenced them was not written, so the last commit stands as synced
+ * and a later commit writes and syncs all of its own pages again. Those
+ * appends fail with ES_ENOSPACE naming the cause, reads go on, and appends
+ * work again as soon as there is space. An EIO that is not a full disk
+ * stays fatal, and so does a failed meta write: LMDB then marks the
+ * environment broken (MDB_PANIC), which this backend treats as a failed
+ * commit.
+ *
  * Reads run in read-only transactions (MDB_RDONLY on an environment opened
  * with MDB_NOTLS, so any thread may begin one) on an MVCC snapshot, without
  * waiting for the committer. The one lock they take is the read side of
@@ -119,6 +133,7 @@ typedef struct es_lmdb {
   _Atomic uint64_t st_commit_us;   /* time in mdb_txn_commit, total */
   _Atomic uint64_t st_map_grows;   /* map resizes */
   _Atomic uint64_t st_map_size;    /* current map size */
+  _Atomic uint64_t st_no_space;    /* write transactions failed for a full disk */
 } es_lmdb_t;
 
 static const es_backend_methods_t lmdb_methods;
@@ -331,6 +346,46 @@ static int grow_map(es_lmdb_t *m) {
   return 0;
 }
 
+/* Whether the data file can grow by one page now: 0, or the errno of the
+ * attempt. The page written is cut off again: the file keeps its size. */
+static int probe_growth(es_lmdb_t *m) {
+  static const char zeros[4096];
+  int fd;
+  struct stat st;
+  if (mdb_env_get_fd(m->env, &fd) != 0 || fstat(fd, &st) != 0) return 0;
+  ssize_t w = pwrite(fd, zeros, sizeof zeros, st.st_size);
+  int e = w == (ssize_t)sizeof zeros ? 0 : w < 0 ? errno : ENOSPC;
+  if (ftruncate(fd, st.st_size) != 0 && e == 0) e = errno;
+  return e;
+}
+
+/* Whether rc, met while writing a group, means the disk is full (then
+ * writing again later is safe; see the essay). Fills msg when it does. */
+static bool no_space(es_lmdb_t *m, int rc, char *msg, size_t size) {
+  int cause = rc;
+  if (rc == EIO) {
+    cause = probe_growth(m);
+    if (cause == 0) return false;
+  }
+  if (cause != ENOSPC && cause != EDQUOT && cause != EFBIG) return false;
+  snprintf(msg, size,
+           "lmdb: no space to write in '%s' (%s): the append was not stored; appends fail "
+           "until space is freed, reads go on",
+           m->dir, strerror(cause));
+  atomic_fetch_add(&m->st_no_space, 1);
+  return true;
+}
+
+/* Marks the store failed for good (after a commit of unknown outcome). */
+static void fail_store(es_lmdb_t *m, append_item_t *group, const char *what, int rc) {
+  snprintf(m->failed_msg, sizeof m->failed_msg,
+           "lmdb: %s in '%s' failed (%s): the store accepts no more appends until it is "
+           "reopened",
+           what, m->dir, mdb_strerror(rc));
+  atomic_store(&m->failed, 1);
+  fail_group(group, ES_EUNAVAIL, m->failed_msg);
+}
+
 /* Commits one group: every item gets its answer in it->rc (and out/err). */
 static void commit_group(es_lmdb_t *m, append_item_t *group) {
   char msg[ES_ERR_MSG_MAX];
@@ -342,6 +397,10 @@ static void commit_group(es_lmdb_t *m, append_item_t *group) {
     MDB_txn *txn;
     uint64_t head = m->head;
     int rc = mdb_txn_begin(m->env, NULL, 0, &txn);
+    if (rc == MDB_PANIC) { /* LMDB's verdict after a failed meta write */
+      fail_store(m, group, "a commit", rc);
+      return;
+    }
     if (rc) {
       snprintf(msg, sizeof msg, "lmdb: beginning a write: %s", mdb_strerror(rc));
       fail_group(group, ES_EUNAVAIL, msg);
@@ -360,9 +419,10 @@ static void commit_group(es_lmdb_t *m, append_item_t *group) {
     }
     if (rc == 0) {
       uint64_t t0 = now_us();
-      if (m->commit_hook && m->commit_hook(m->commit_hook_ctx) != 0) {
+      int hook_rc = m->commit_hook ? m->commit_hook(m->commit_hook_ctx) : 0;
+      if (hook_rc) {
         mdb_txn_abort(txn);
-        rc = EIO;
+        rc = hook_rc > 0 ? hook_rc : EIO;
       } else {
         rc = mdb_txn_commit(txn);
       }
@@ -378,13 +438,12 @@ static void commit_group(es_lmdb_t *m, append_item_t *group) {
         return;
       }
       if (rc == MDB_MAP_FULL && grow_map(m) == 0) continue;
+      if (no_space(m, rc, msg, sizeof msg)) {
+        fail_group(group, ES_ENOSPACE, msg);
+        return;
+      }
       /* The commit's outcome is unknown: never write again in this life. */
-      snprintf(m->failed_msg, sizeof m->failed_msg,
-               "lmdb: a commit in '%s' failed (%s): the store accepts no more appends until it "
-               "is reopened",
-               m->dir, mdb_strerror(rc));
-      atomic_store(&m->failed, 1);
-      fail_group(group, ES_EUNAVAIL, m->failed_msg);
+      fail_store(m, group, "a commit", rc);
       return;
     }
     mdb_txn_abort(txn);
@@ -392,6 +451,12 @@ static void commit_group(es_lmdb_t *m, append_item_t *group) {
       int grc = grow_map(m);
       if (grc == 0) continue;
       rc = grc;
+    }
+    /* LMDB writes pages out before the commit when a transaction holds too
+     * many of them: a full disk can show here too. */
+    if (no_space(m, rc, msg, sizeof msg)) {
+      fail_group(group, ES_ENOSPACE, msg);
+      return;
     }
     snprintf(msg, sizeof msg, "lmdb: writing to '%s': %s", m->dir, mdb_strerror(rc));
     fail_group(group, rc == ENOMEM ? ES_ENOMEM : ES_EUNAVAIL, msg);
@@ -800,6 +865,8 @@ static size_t lmdb_stats(es_backend_t *b, es_backend_stat_t *out, size_t max) {
       {"lmdb_map_grows_total", "Times the map was doubled.", 1, atomic_load(&m->st_map_grows)},
       {"lmdb_writes_failed", "1 after a failed commit: appends are refused until a restart.", 0,
        (uint64_t)atomic_load(&m->failed)},
+      {"lmdb_no_space_total", "Write transactions failed because the disk was full.", 1,
+       atomic_load(&m->st_no_space)},
   };
   size_t n = sizeof all / sizeof all[0];
   if (n > max) n = max;

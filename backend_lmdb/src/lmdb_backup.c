@@ -193,7 +193,8 @@ int es_lmdb_backup(const char *dir, const char *out_dir, es_lmdb_backup_info_t *
   return copy_head(out_dir, &info->head, err);
 
 lmdb_fail:
-  rc = es_err_set(err, mrc == MDB_INVALID || mrc == MDB_VERSION_MISMATCH ? ES_EINTERNAL : ES_EUNAVAIL,
+  rc = es_err_set(err,
+                  mrc == MDB_INVALID || mrc == MDB_VERSION_MISMATCH ? ES_EINTERNAL : ES_EUNAVAIL,
                   "backup of '%s': %s: %s", dir, what, mdb_strerror(mrc));
 out:
   if (fd >= 0) close(fd);

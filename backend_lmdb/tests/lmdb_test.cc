@@ -3,9 +3,12 @@
 // without a gap, a second opener of a directory is refused, the map grows by
 // itself, concurrent appends are committed in groups, and a failed commit
 // stops writes without acknowledging anything.
+#include <errno.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -288,7 +291,7 @@ TEST(LmdbBackend, ConcurrentAppendsAreCommittedInGroupsWhileReadersRead) {
 
 int fail_after;  // commits that succeed before the hook fails one
 int FailingCommit(void *) {
-  return fail_after-- > 0 ? 0 : 1;
+  return fail_after-- > 0 ? 0 : EIO;
 }
 
 TEST(LmdbBackend, AFailedCommitStopsWritesAndAcknowledgesNothing) {
@@ -323,6 +326,148 @@ TEST(LmdbBackend, AFailedCommitStopsWritesAndAcknowledgesNothing) {
   ASSERT_EQ(ES_OK, again.rc) << again.err.msg;
   EXPECT_FALSE(again.res.duplicate);
   EXPECT_EQ(4u, again.res.first_position);
+  es_backend_close(b);
+}
+
+int space_failures;  // commits the hook fails with ENOSPC, one after another
+int FullDiskCommit(void *) {
+  return space_failures-- > 0 ? ENOSPC : 0;
+}
+
+TEST(LmdbBackend, ACommitWithoutSpaceFailsOnlyItsAppends) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, Append(b, "s", 2).rc);
+  space_failures = 2;
+  es_lmdb_set_commit_hook(b, FullDiskCommit, nullptr);
+  for (int i = 0; i < 2; i++) {
+    Appended full = Append(b, "s", 1, {Uuid(5)});
+    EXPECT_EQ(ES_ENOSPACE, full.rc) << full.err.msg;
+    EXPECT_NE(nullptr, strstr(full.err.msg, "No space left on device")) << full.err.msg;
+    EXPECT_EQ(0u, full.res.last_position);
+  }
+  EXPECT_EQ(0u, Stat(b, "lmdb_writes_failed"));
+  EXPECT_EQ(2u, Stat(b, "lmdb_no_space_total"));
+  // Space again: the same append is stored, as new, right after the others.
+  Appended again = Append(b, "s", 1, {Uuid(5)});
+  ASSERT_EQ(ES_OK, again.rc) << again.err.msg;
+  EXPECT_FALSE(again.res.duplicate);
+  EXPECT_EQ(3u, again.res.first_position);
+  EXPECT_EQ(3u, again.res.first_version);
+  ExpectGapFree(WholeLog(b), 3);
+  es_backend_close(b);
+}
+
+// A real full disk: a child process whose files may not grow beyond the
+// store's size (RLIMIT_FSIZE, SIGXFSZ ignored, so writes fail with EFBIG or
+// come up short) appends until an append fails, then checks reads and
+// appends while full and after the limit is lifted, and reports each step
+// on a pipe. The parent checks the report and the reopened store.
+TEST(LmdbBackend, AFullDiskFailsAppendsUntilSpaceIsFreed) {
+  std::string dir = TempDir();
+  int fds[2];
+  ASSERT_EQ(0, pipe(fds));
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(fds[0]);
+    FILE *out = fdopen(fds[1], "w");
+    signal(SIGXFSZ, SIG_IGN);
+    es_backend_t *b = nullptr;
+    es_err_t err{};
+    if (es_lmdb_open(dir.c_str(), nullptr, &b, &err) != ES_OK) _exit(3);
+    uint64_t acked = 0;
+    for (int i = 0; i < 20; i++) {
+      Appended a = Append(b, "s" + std::to_string(i % 3), 5, {}, 1000);
+      if (a.rc != ES_OK) _exit(4);
+      acked = a.res.last_position;
+    }
+    struct stat st;
+    if (stat((dir + "/data.mdb").c_str(), &st) != 0) _exit(5);
+    struct rlimit lim;
+    getrlimit(RLIMIT_FSIZE, &lim);
+    struct rlimit small = lim;
+    /* Not at a page boundary: the write that crosses it comes up short,
+     * which LMDB reports as EIO. */
+    small.rlim_cur = (rlim_t)st.st_size + 10000;
+    if (setrlimit(RLIMIT_FSIZE, &small) != 0) _exit(6);
+    Appended full{};
+    int i = 0;
+    for (; i < 5000; i++) {
+      Appended a = Append(
+          b, "s" + std::to_string(i % 3), 5,
+          {Uuid(5 * i + 1), Uuid(5 * i + 2), Uuid(5 * i + 3), Uuid(5 * i + 4), Uuid(5 * i + 5)},
+          1000);
+      if (a.rc != ES_OK) {
+        full = a;
+        break;
+      }
+      acked = a.res.last_position;
+    }
+    fprintf(out, "acked %llu\n", (unsigned long long)acked);
+    fprintf(out, "full %d %s\n", full.rc, full.err.msg);
+    // The same append again, with nothing committed in between: still full.
+    Appended still = Append(
+        b, "s" + std::to_string(i % 3), 5,
+        {Uuid(5 * i + 1), Uuid(5 * i + 2), Uuid(5 * i + 3), Uuid(5 * i + 4), Uuid(5 * i + 5)},
+        1000);
+    fprintf(out, "still %d\n", still.rc);
+    uint64_t head = 0;
+    es_backend_head(b, &head, &err);
+    std::vector<Ev> log = WholeLog(b);
+    bool dense = true;
+    for (size_t k = 0; k < log.size(); k++) dense = dense && log[k].position == k + 1;
+    fprintf(out, "read %llu %zu %d\n", (unsigned long long)head, log.size(), dense ? 1 : 0);
+    fprintf(out, "writes_failed %llu\n", (unsigned long long)Stat(b, "lmdb_writes_failed"));
+    if (setrlimit(RLIMIT_FSIZE, &lim) != 0) _exit(7);
+    Appended freed = Append(
+        b, "s" + std::to_string(i % 3), 5,
+        {Uuid(5 * i + 1), Uuid(5 * i + 2), Uuid(5 * i + 3), Uuid(5 * i + 4), Uuid(5 * i + 5)},
+        1000);
+    fprintf(out, "freed %d %llu %d\n", freed.rc, (unsigned long long)freed.res.first_position,
+            freed.res.duplicate ? 1 : 0);
+    es_backend_close(b);
+    fflush(out);
+    _exit(0);
+  }
+  close(fds[1]);
+  std::string report;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fds[0], buf, sizeof buf)) > 0) report.append(buf, n);
+  close(fds[0]);
+  int status = 0;
+  ASSERT_EQ(pid, waitpid(pid, &status, 0));
+  ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status << "\n" << report;
+  printf("%s", report.c_str());
+
+  unsigned long long acked = 0, head = 0, count = 0, first = 0, writes_failed = 9;
+  int full_rc = 0, still_rc = 0, dense = 0, freed_rc = 0, dup = 1;
+  const char *r = report.c_str();
+  ASSERT_EQ(1, sscanf(strstr(r, "acked "), "acked %llu", &acked)) << report;
+  ASSERT_EQ(1, sscanf(strstr(r, "full "), "full %d", &full_rc)) << report;
+  ASSERT_EQ(1, sscanf(strstr(r, "still "), "still %d", &still_rc)) << report;
+  ASSERT_EQ(3, sscanf(strstr(r, "read "), "read %llu %llu %d", &head, &count, &dense)) << report;
+  ASSERT_EQ(1, sscanf(strstr(r, "writes_failed "), "writes_failed %llu", &writes_failed));
+  ASSERT_EQ(3, sscanf(strstr(r, "freed "), "freed %d %llu %d", &freed_rc, &first, &dup));
+  // Full: the failing append and the next are ES_ENOSPACE naming the cause.
+  EXPECT_EQ(ES_ENOSPACE, full_rc) << report;
+  EXPECT_NE(std::string::npos, report.find("File too large")) << report;
+  EXPECT_NE(std::string::npos, report.find(dir)) << report;
+  EXPECT_EQ(ES_ENOSPACE, still_rc) << report;
+  EXPECT_EQ(0u, writes_failed) << "a full disk is not a failed sync";
+  // Reads go on and see exactly what was acknowledged.
+  EXPECT_EQ(acked, head);
+  EXPECT_EQ(acked, count);
+  EXPECT_EQ(1, dense);
+  // Space again: the append that failed is stored as new, right after.
+  EXPECT_EQ(ES_OK, freed_rc) << report;
+  EXPECT_EQ(acked + 1, first);
+  EXPECT_EQ(0, dup);
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  ExpectGapFree(WholeLog(b), acked + 5);
   es_backend_close(b);
 }
 

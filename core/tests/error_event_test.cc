@@ -27,6 +27,7 @@ TEST(Error, EveryCodeHasANameAndAText) {
       {ES_EAGAIN, "ES_EAGAIN"},
       {ES_ECANCELLED, "ES_ECANCELLED"},
       {ES_EINTERNAL, "ES_EINTERNAL"},
+      {ES_ENOSPACE, "ES_ENOSPACE"},
   };
   for (const auto &c : cases) {
     EXPECT_STREQ(c.name, es_errname(c.code));
@@ -37,7 +38,7 @@ TEST(Error, EveryCodeHasANameAndAText) {
 }
 
 TEST(Error, UnknownCodesGetStaticStrings) {
-  for (int code : {1, -12, -1000, 12345}) {
+  for (int code : {1, -13, -1000, 12345}) {
     EXPECT_STREQ("unknown error", es_strerror(code));
     EXPECT_STREQ("ES_UNKNOWN", es_errname(code));
   }

@@ -60,9 +60,8 @@ TEST(LmdbBackup, CopyMadeUnderLoadServesEveryEventUpToTheCopy) {
       Client c(Connect(server->Address()));
       for (int i = 0; !stop.load(); i++) {
         v1::AppendResponse resp;
-        grpc::Status s =
-            c.Append(MakeAppend("w" + std::to_string(w) + "-" + std::to_string(i % 5), 1 + i % 3),
-                     &resp);
+        grpc::Status s = c.Append(
+            MakeAppend("w" + std::to_string(w) + "-" + std::to_string(i % 5), 1 + i % 3), &resp);
         if (!s.ok()) {
           failures++;
           continue;

@@ -8,6 +8,11 @@
  * backend holds with an exclusive flock for as long as it is open: a second
  * opener, in this process or another, is refused with an error naming the
  * directory.
+ *
+ * Appends fail with ES_ENOSPACE while the disk is full (nothing of them is
+ * stored; reads go on; appends work again once there is space), and with
+ * ES_EUNAVAIL for good after a commit whose outcome is unknown (a failed
+ * sync), until the store is reopened.
  */
 #ifndef ES_BACKEND_LMDB_H
 #define ES_BACKEND_LMDB_H
@@ -40,9 +45,10 @@ void es_lmdb_options_default(es_lmdb_options_t *opts);
 int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **out, es_err_t *err);
 
 /* Test hook: when set, called by the committer right before each commit
- * with ctx; a non-zero return is treated as a failed commit (the
- * transaction is aborted as if its sync had failed). NULL clears it. Call
- * before the backend is shared between threads. */
+ * with ctx; a non-zero return is treated as a failed commit with that errno
+ * value (EIO when it is not positive): the transaction is aborted as if its
+ * write or sync had failed. NULL clears it. Call before the backend is
+ * shared between threads. */
 void es_lmdb_set_commit_hook(es_backend_t *b, int (*hook)(void *ctx), void *ctx);
 
 /* What a backup copied. */

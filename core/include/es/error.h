@@ -30,7 +30,8 @@ extern "C" {
   X(ENOMEM, -8, "out of memory")                                      \
   X(EAGAIN, -9, "no data yet; wait for the log to grow")              \
   X(ECANCELLED, -10, "cancelled")                                     \
-  X(EINTERNAL, -11, "internal error")
+  X(EINTERNAL, -11, "internal error")                                 \
+  X(ENOSPACE, -12, "storage full")
 
 typedef enum es_status {
   ES_OK = 0,
