@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -469,6 +470,60 @@ TEST(LmdbBackend, AFullDiskFailsAppendsUntilSpaceIsFreed) {
   ASSERT_NE(nullptr, b);
   ExpectGapFree(WholeLog(b), acked + 5);
   es_backend_close(b);
+}
+
+// Backups while another process writes and keeps growing its map (from
+// 64 KiB): every copy is a gap-free prefix that opens as a store of its own,
+// at least as long as the previous one, while the writer goes on.
+TEST(LmdbBackend, BackupsWhileAnotherProcessWritesAndGrowsTheMap) {
+  std::string dir = TempDir();
+  int fds[2];
+  ASSERT_EQ(0, pipe(fds));
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(fds[0]);
+    es_backend_t *b = Open(dir, 64 << 10);
+    if (!b) _exit(3);
+    if (write(fds[1], "o", 1) != 1) _exit(4);  // open: backups may start
+    for (int i = 0; i < 100000; i++)
+      if (Append(b, "s" + std::to_string(i % 11), 1 + i % 4, {}, 300).rc != ES_OK) _exit(5);
+    _exit(0);
+  }
+  close(fds[1]);
+  char c;
+  ASSERT_EQ(1, read(fds[0], &c, 1));
+  close(fds[0]);
+  uint64_t previous = 0;
+  for (int round = 0; round < 15; round++) {
+    std::string out = TempDir() + "/copy";
+    es_lmdb_backup_info_t info{};
+    es_err_t err{};
+    ASSERT_EQ(ES_OK, es_lmdb_backup(dir.c_str(), out.c_str(), &info, &err)) << err.msg;
+    EXPECT_GE(info.head, previous);
+    previous = info.head;
+    es_backend_t *copy = Open(out);
+    ASSERT_NE(nullptr, copy);
+    uint64_t head = 0;
+    ASSERT_EQ(ES_OK, es_backend_head(copy, &head, &err));
+    EXPECT_EQ(info.head, head);
+    ExpectGapFree(WholeLog(copy), head);
+    es_backend_close(copy);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  kill(pid, SIGKILL);
+  int status = 0;
+  ASSERT_EQ(pid, waitpid(pid, &status, 0));
+  EXPECT_TRUE(WIFSIGNALED(status)) << "the writer stopped early: " << status;
+  EXPECT_GT(previous, 0u);
+  printf("last copy: %llu events\n", (unsigned long long)previous);
+  // A killed writer leaves a store a backup still copies.
+  std::string out = TempDir() + "/after";
+  es_lmdb_backup_info_t info{};
+  es_err_t err{};
+  ASSERT_EQ(ES_OK, es_lmdb_backup(dir.c_str(), out.c_str(), &info, &err)) << err.msg;
+  EXPECT_GE(info.head, previous);
+  EXPECT_GT(info.bytes, 0u);
 }
 
 // A child process appends from several threads and reports each
