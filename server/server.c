@@ -265,6 +265,7 @@ void call_set_error(call_t *c, const es_err_t *err, int rc) {
       code = GRPC_STATUS_UNAVAILABLE;
       break;
     case ES_ENOMEM:
+    case ES_ENOSPACE:
       code = GRPC_STATUS_RESOURCE_EXHAUSTED;
       break;
     case ES_ECANCELLED:
@@ -283,7 +284,8 @@ void call_set_error(call_t *c, const es_err_t *err, int rc) {
     c->trailer[0].value = grpc_slice_from_copied_string(buf);
     c->n_trailer = 1;
   }
-  if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNAVAILABLE || rc == ES_ENOMEM)
+  if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNAVAILABLE || rc == ES_ENOMEM ||
+      rc == ES_ENOSPACE)
     es_metrics_backend_error(rc);
   if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNAVAILABLE)
     es_log(ES_LOG_ERROR, "%s failed: %s (%s)", es__method_name(c->method), msg, es_errname(rc));
