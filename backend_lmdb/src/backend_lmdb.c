@@ -544,8 +544,8 @@ static int lmdb_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es
     end_read(m, txn);
     return es_err_set(err, ES_ENOTFOUND, "stream '%s' not found", id);
   }
-  es_lmdb_page_builder_t pb;
-  es__lmdb_page_start(&pb, out, limit, max_bytes);
+  es_page_builder_t pb;
+  es_page_builder_start(&pb, out, limit, max_bytes);
   uint64_t last = s.last, v;
   int added = 1;
   bool forward = req->direction == ES_FORWARD;
@@ -628,8 +628,8 @@ static int lmdb_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_
   int added = 1, mrc;
   int rc = begin_read(m, &txn, err);
   if (rc) return rc;
-  es_lmdb_page_builder_t pb;
-  es__lmdb_page_start(&pb, out, limit, max_bytes);
+  es_page_builder_t pb;
+  es_page_builder_start(&pb, out, limit, max_bytes);
   if ((mrc = mdb_cursor_open(txn, m->log, &cur))) goto lmdb_error;
 
   /* The head of this snapshot: the log's last key. */

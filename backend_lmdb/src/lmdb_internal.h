@@ -23,6 +23,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "es/backend_impl.h"
 #include "es/event.h"
 
 /* rec_hdr_t.flags */
@@ -72,26 +73,16 @@ void es__lmdb_rec_write(uint8_t *dst, const es_event_data_t *ev, const char *str
  * record (a damaged store). */
 bool es__lmdb_rec_decode(const void *data, size_t size, rec_view_t *out);
 
-/* A page under construction. Events are copied into an arena of blocks
- * owned by the page (page->owner), so that the page outlives the read
- * transaction: a long-held page must not pin an old snapshot, which would
- * keep LMDB from reusing pages and make the file grow. */
-typedef struct es_lmdb_page_builder {
-  es_page_t *page;  /* the page being filled */
-  size_t cap;       /* entries allocated in page->events */
-  size_t limit;     /* max events (≥ 1) */
-  size_t bytes;     /* sum of es_recorded_size_bound so far */
-  size_t max_bytes; /* budget; the first event always fits */
-} es_lmdb_page_builder_t;
-
-/* Starts pb on an empty (zeroed) page. */
-void es__lmdb_page_start(es_lmdb_page_builder_t *pb, es_page_t *page, size_t limit,
-                         size_t max_bytes);
+/* Pages are built with core's es_page_builder_t (backend_impl.h). Events
+ * are copied into an arena of blocks owned by the page (page->owner), so that
+ * the page outlives the read transaction: a long-held page must not pin an
+ * old snapshot, which would keep LMDB from reusing pages and make the file
+ * grow. */
 
 /* Tries to add the record r at position with the stream's type (NUL
  * terminated, borrowed). Returns 1 when added (copied), 0 when the page is
  * full by count or bytes (r is not added), ES_ENOMEM. */
-int es__lmdb_page_add(es_lmdb_page_builder_t *pb, const rec_view_t *r, uint64_t position,
+int es__lmdb_page_add(es_page_builder_t *pb, const rec_view_t *r, uint64_t position,
                       const char *stream_type);
 
 /* mkdir -p dir (mode 0700 for what it creates): 0 or an errno value. */

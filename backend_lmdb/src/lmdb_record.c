@@ -16,7 +16,6 @@
 #include "es/validate.h"
 #include "lmdb_internal.h"
 
-#define PAGE_MIN_CAPACITY 16
 #define BLOCK_MIN_BYTES ((size_t)64 << 10)
 
 static const char *str_or_empty(const char *s) {
@@ -162,15 +161,6 @@ static void *arena_alloc(es_page_t *page, size_t n) {
   return p;
 }
 
-void es__lmdb_page_start(es_lmdb_page_builder_t *pb, es_page_t *page, size_t limit,
-                         size_t max_bytes) {
-  pb->page = page;
-  pb->cap = 0;
-  pb->limit = limit;
-  pb->bytes = 0;
-  pb->max_bytes = max_bytes;
-}
-
 /* Points the view's fields at r (in LMDB's memory for the size check). */
 static void view_fill(es_recorded_t *v, const rec_view_t *r, uint64_t position,
                       const char *stream_type) {
@@ -192,18 +182,12 @@ static void view_fill(es_recorded_t *v, const rec_view_t *r, uint64_t position,
   v->recorded_at_unix_ms = r->h.recorded_at;
 }
 
-int es__lmdb_page_add(es_lmdb_page_builder_t *pb, const rec_view_t *r, uint64_t position,
+int es__lmdb_page_add(es_page_builder_t *pb, const rec_view_t *r, uint64_t position,
                       const char *stream_type) {
   es_page_t *page = pb->page;
-  if (page->count >= pb->limit) return 0;
-  if (page->count == pb->cap) {
-    size_t cap = pb->cap ? pb->cap * 2 : PAGE_MIN_CAPACITY;
-    if (cap > pb->limit) cap = pb->limit;
-    es_recorded_t *ev = realloc(page->events, cap * sizeof *ev);
-    if (!ev) return ES_ENOMEM;
-    page->events = ev;
-    pb->cap = cap;
-  }
+  int rc;
+  es_recorded_t *v = es_page_builder_slot(pb, &rc);
+  if (!v) return rc;
   size_t mcount = r->h.metadata_count;
   size_t var = r->size - sizeof(rec_hdr_t); /* payload and strings, as stored */
   size_t kv_bytes = mcount * sizeof(es_kv_t);
@@ -219,7 +203,6 @@ int es__lmdb_page_add(es_lmdb_page_builder_t *pb, const rec_view_t *r, uint64_t 
   /* The copy has the stored layout, so each pointer moves by one offset. */
   const unsigned char *base = r->payload;
 #define MOVED(ptr) ((const char *)(copy + ((const unsigned char *)(ptr)-base)))
-  es_recorded_t *v = &page->events[page->count];
   view_fill(v, r, position, stream_type);
   v->payload = copy;
   v->stream_id = MOVED(r->stream_id);
@@ -252,13 +235,7 @@ int es__lmdb_page_add(es_lmdb_page_builder_t *pb, const rec_view_t *r, uint64_t 
     v->stream_type = t;
   }
 
-  size_t size = es_recorded_size_bound(v);
-  if (page->count > 0 && (size > pb->max_bytes || pb->bytes + size > pb->max_bytes)) {
-    /* Not added: its copy stays in the arena until the page is freed (at
-     * most one event per page). */
-    return 0;
-  }
-  pb->bytes += size;
-  page->count++;
-  return 1;
+  /* Not taken when over the budget: its copy stays in the arena until the
+   * page is freed (at most one event per page). */
+  return es_page_builder_take(pb);
 }

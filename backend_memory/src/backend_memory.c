@@ -88,7 +88,6 @@
 #define CHUNK_MASK (CHUNK_SLOTS - 1)
 #define DIR_MIN_CAPACITY 16
 #define POSITIONS_MIN_CAPACITY 2
-#define PAGE_MIN_CAPACITY 16
 #define ES_MEM_MAX_EVENTS ((uint64_t)UINT32_MAX)
 
 /* es_mem_record_t.flags */
@@ -581,36 +580,14 @@ fail:
 
 /* ---- reads ---------------------------------------------------------- */
 
-/* A page under construction: the views array grows as events are added and
- * the byte budget is checked per event. */
-typedef struct page_builder {
-  es_page_t *page;  /* the page being filled */
-  size_t cap;       /* entries allocated in page->events */
-  size_t limit;     /* max events (≥ 1) */
-  size_t bytes;     /* sum of es_recorded_size_bound so far */
-  size_t max_bytes; /* budget; the first event always fits */
-} page_builder_t;
-
-/* Tries to add r. Returns 1 when added, 0 when the page is full (by count
- * or bytes; r is not added), ES_ENOMEM. */
-static int page_add(page_builder_t *pb, const es_mem_record_t *r, uint64_t position) {
-  es_page_t *page = pb->page;
-  if (page->count >= pb->limit) return 0;
-  if (page->count == pb->cap) {
-    size_t cap = pb->cap ? pb->cap * 2 : PAGE_MIN_CAPACITY;
-    if (cap > pb->limit) cap = pb->limit;
-    es_recorded_t *ev = realloc(page->events, cap * sizeof *ev);
-    if (!ev) return ES_ENOMEM;
-    page->events = ev;
-    pb->cap = cap;
-  }
-  es_recorded_t *v = &page->events[page->count];
+/* Adds the view of r to the page: 1 added, 0 the page is full (r is not
+ * added), ES_ENOMEM. */
+static int page_add(es_page_builder_t *pb, const es_mem_record_t *r, uint64_t position) {
+  int rc;
+  es_recorded_t *v = es_page_builder_slot(pb, &rc);
+  if (!v) return rc;
   record_view(r, position, v);
-  size_t size = es_recorded_size_bound(v);
-  if (page->count > 0 && (size > pb->max_bytes || pb->bytes + size > pb->max_bytes)) return 0;
-  pb->bytes += size;
-  page->count++;
-  return 1;
+  return es_page_builder_take(pb);
 }
 
 static int mem_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es_page_t *out,
@@ -620,7 +597,8 @@ static int mem_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es_
   const char *id = str_or_empty(req->stream_id);
   size_t len = strlen(id);
   uint64_t hash = es_mem_hash_str(id, len, m->seed);
-  page_builder_t pb = {out, 0, req->max_count, 0, req->max_bytes};
+  es_page_builder_t pb;
+  es_page_builder_start(&pb, out, req->max_count, req->max_bytes);
 
   pthread_rwlock_rdlock(&m->lock);
   const es_mem_stream_t *s = find_stream(m, id, len, hash);
@@ -665,7 +643,8 @@ static int mem_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t
                         es_err_t *err) {
   es_mem_t *m = (es_mem_t *)b;
   int rc = ES_OK;
-  page_builder_t pb = {out, 0, req->max_count, 0, req->max_bytes};
+  es_page_builder_t pb;
+  es_page_builder_start(&pb, out, req->max_count, req->max_bytes);
   const es_filter_t *filter = es_filter_active(&req->filter) ? &req->filter : NULL;
   uint64_t max_scan = filter && req->max_scan ? req->max_scan : UINT64_MAX;
   uint64_t scanned = 0;

@@ -16,6 +16,7 @@
 #include <assert.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "es/backend_impl.h"
@@ -96,4 +97,45 @@ size_t es_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t max) {
   if (!b->methods->stats) return 0;
   size_t n = b->methods->stats(b, out, max);
   return n < max ? n : max;
+}
+
+/* Entries of a page's first allocation; doubled as the page grows. */
+#define PAGE_MIN_CAPACITY 16
+
+void es_page_builder_start(es_page_builder_t *pb, es_page_t *page, size_t limit, size_t max_bytes) {
+  assert(pb != NULL && page != NULL);
+  pb->page = page;
+  pb->cap = 0;
+  pb->limit = limit ? limit : 1;
+  pb->bytes = 0;
+  pb->max_bytes = max_bytes;
+}
+
+es_recorded_t *es_page_builder_slot(es_page_builder_t *pb, int *rc) {
+  es_page_t *page = pb->page;
+  *rc = 0;
+  if (page->count >= pb->limit) return NULL;
+  if (page->count == pb->cap) {
+    size_t cap = pb->cap ? pb->cap * 2 : PAGE_MIN_CAPACITY;
+    if (cap > pb->limit) cap = pb->limit;
+    es_recorded_t *ev = realloc(page->events, cap * sizeof *ev);
+    if (!ev) {
+      *rc = ES_ENOMEM;
+      return NULL;
+    }
+    page->events = ev;
+    pb->cap = cap;
+  }
+  es_recorded_t *v = &page->events[page->count];
+  memset(v, 0, sizeof *v);
+  return v;
+}
+
+int es_page_builder_take(es_page_builder_t *pb) {
+  es_page_t *page = pb->page;
+  size_t size = es_recorded_size_bound(&page->events[page->count]);
+  if (page->count > 0 && (size > pb->max_bytes || pb->bytes + size > pb->max_bytes)) return 0;
+  pb->bytes += size;
+  page->count++;
+  return 1;
 }

@@ -86,6 +86,27 @@ int es_append_decide(const es_append_req_t *req, const es_append_view_t *view,
  * than the last one published is ignored. */
 void es__backend_publish(es_backend_t *b, uint64_t head);
 
+/* A page under construction: its events array grows as events are added,
+ * and the byte budget (es_recorded_size_bound of each event) is checked per
+ * event; the first event always fits. Every backend fills pages this way, so
+ * the paging rules of the contract are the same everywhere. */
+typedef struct es_page_builder {
+  es_page_t *page;  /* the page being filled (zeroed at start) */
+  size_t cap;       /* entries allocated in page->events */
+  size_t limit;     /* max events (>= 1) */
+  size_t bytes;     /* sum of the sizes of the events taken */
+  size_t max_bytes; /* the budget */
+} es_page_builder_t;
+
+void es_page_builder_start(es_page_builder_t *pb, es_page_t *page, size_t limit, size_t max_bytes);
+/* The slot of the next event, page->events[page->count], for the caller to
+ * fill; not counted until es_page_builder_take. NULL when the page holds
+ * `limit` events (*rc = 0) or out of memory (*rc = ES_ENOMEM). */
+es_recorded_t *es_page_builder_slot(es_page_builder_t *pb, int *rc);
+/* Counts the event filled into the slot when it fits the byte budget:
+ * 1, or 0 when it does not (the page is full; the event is not counted). */
+int es_page_builder_take(es_page_builder_t *pb);
+
 #ifdef __cplusplus
 }
 #endif
