@@ -155,6 +155,39 @@ static int backup_main(int argc, char **argv) {
   return 0;
 }
 
+/* How long exit waits for grpc_shutdown(). It returns once gRPC has released
+ * every connection, which its executor threads finish asynchronously; those
+ * threads may have been started by a subscription delivery thread and then
+ * run at its lower priority (server.c, DELIVERY_NICE), so on cores kept busy
+ * by other processes the release can take seconds. Every call has ended by
+ * then: past the bound the process leaves without waiting, as it does when
+ * clients keep connections open (es_server_stop). */
+#define GRPC_SHUTDOWN_MS 1500
+
+static void *grpc_shutdown_main(void *arg) {
+  (void)arg;
+  grpc_shutdown();
+  return NULL;
+}
+
+/* grpc_shutdown(), waiting at most ms; true when it returned. */
+static bool shutdown_grpc_within(int ms) {
+  pthread_t t;
+  if (pthread_create(&t, NULL, grpc_shutdown_main, NULL) != 0) {
+    grpc_shutdown();
+    return true;
+  }
+  struct timespec until;
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += ms / 1000;
+  until.tv_nsec += (long)(ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  return pthread_timedjoin_np(t, NULL, &until) == 0;
+}
+
 int main(int argc, char **argv) {
   if (argc > 1 && strcmp(argv[1], "backup") == 0) return backup_main(argc, argv);
   static es_config_t cfg;
@@ -242,7 +275,11 @@ int main(int argc, char **argv) {
     _exit(0);
   }
   es_backend_close(backend);
-  grpc_shutdown();
+  if (!shutdown_grpc_within(GRPC_SHUTDOWN_MS)) {
+    es_log(ES_LOG_INFO, "gRPC still releasing connections after %d ms; not waiting",
+           GRPC_SHUTDOWN_MS);
+    _exit(0);
+  }
   clock_gettime(CLOCK_MONOTONIC, &t1);
   es_log(ES_LOG_INFO, "stopped in %ld ms",
          (long)((t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000));
