@@ -168,8 +168,6 @@ void rpc_store_unary(call_t *c) {
 
 /* The largest max_batch a request may ask for (API.md, Extension 2). */
 #define MAX_BATCH 1000
-/* Tag of SubscribeResponse.batch: field 5, length-delimited. */
-#define BATCH_TAG 0x2a
 
 static void on_sub_sent(call_t *c, int ok);
 
@@ -232,6 +230,10 @@ static grpc_byte_buffer *encode_marker(const es_sub_item_t *item) {
   return es_pack(&r.base);
 }
 
+static void release_events(grpc_slice *ev, size_t n) {
+  for (size_t i = 1; i <= n; i++) grpc_slice_unref(ev[i]);
+}
+
 /* One message of n events: ev[1..n] each hold the bytes of field 1 with a
  * RecordedEvent (tail.h), which is a whole SubscribeResponse{event} and also
  * one element of EventBatch.events. With max_batch > 1, ev[0] becomes the
@@ -242,18 +244,11 @@ static grpc_byte_buffer *pack_events(call_t *c, grpc_slice *ev, size_t n, size_t
   if (c->max_batch <= 1) {
     bb = grpc_raw_byte_buffer_create(&ev[1], 1);
   } else {
-    uint8_t hdr[11];
-    size_t h = 0;
-    hdr[h++] = BATCH_TAG;
-    for (size_t v = bytes; h < sizeof hdr; v >>= 7) {
-      hdr[h++] = (uint8_t)(v >= 0x80 ? (v & 0x7f) | 0x80 : v);
-      if (v < 0x80) break;
-    }
-    ev[0] = grpc_slice_from_copied_buffer((const char *)hdr, h);
+    ev[0] = es_tail_batch_header(bytes);
     bb = grpc_raw_byte_buffer_create(ev, n + 1);
     grpc_slice_unref(ev[0]);
   }
-  for (size_t i = 1; i <= n; i++) grpc_slice_unref(ev[i]);
+  release_events(ev, n);
   return bb;
 }
 
@@ -269,10 +264,6 @@ static bool grow_batch(call_t *c) {
   c->batch = b;
   c->batch_cap = cap;
   return true;
-}
-
-static void release_events(grpc_slice *ev, size_t n) {
-  for (size_t i = 1; i <= n; i++) grpc_slice_unref(ev[i]);
 }
 
 /* One step: sends the next message (a batch of whatever events are ready, or

@@ -151,7 +151,7 @@ struct es_tail {
   bool fired;         /* the waiter's callback has run (set under mu) */
   bool registered;    /* the filler's own view: the waiter may be on `log` */
 
-  _Atomic uint64_t fills, filled_events, pages_window, pages_backend, fill_errors;
+  _Atomic uint64_t filled_events, pages_window, pages_backend, fill_errors;
 };
 
 /* ---------------------------------------------------------------- encoding */
@@ -179,8 +179,9 @@ static size_t put_varint(uint8_t *p, size_t v) {
  * EventBatch.events alike. */
 #define FIELD1_LEN_TAG 0x0a
 
-/* Packs ev as field 1 (tag, length, RecordedEvent) into a buffer from
- * alloc(ctx, size, &dst); returns the bytes written, or 0 when alloc failed. */
+/* Packs ev as field 1 (tag, length, RecordedEvent) into the buffer that
+ * alloc(ctx, size) returns; returns the bytes written, or 0 when alloc (or
+ * the metadata arrays) failed. */
 typedef uint8_t *(*wire_alloc_fn)(void *ctx, size_t size);
 
 static size_t pack_wire(const es_recorded_t *ev, wire_alloc_fn alloc, void *ctx) {
@@ -263,6 +264,16 @@ static entry_t *entry_new(const es_recorded_t *ev) {
   atomic_init(&a.entry->refs, 2);
   a.entry->wire = grpc_slice_new_with_user_data(a.wire, len, entry_slice_gone, a.entry);
   return a.entry;
+}
+
+/* Tag of SubscribeResponse.batch: field 5, length-delimited. */
+#define BATCH_TAG 0x2a
+
+grpc_slice es_tail_batch_header(size_t bytes) {
+  uint8_t hdr[1 + 10]; /* a tag, and a varint of at most 10 bytes */
+  hdr[0] = BATCH_TAG;
+  size_t h = 1 + put_varint(hdr + 1, bytes);
+  return grpc_slice_from_copied_buffer((const char *)hdr, h);
 }
 
 grpc_slice es_tail_wire(const void *encoded) {
@@ -370,7 +381,6 @@ static int fill(es_tail_t *t) {
     bool end = page.is_end;
     es_page_free(&page);
     if (added) {
-      atomic_fetch_add(&t->fills, 1);
       atomic_fetch_add(&t->filled_events, added);
       es_notifier_publish(t->subs, t->last);
     }
@@ -508,7 +518,6 @@ es_tail_t *es_tail_start(es_backend_t *b, es_notifier_t *log, const es_limits_t 
   t->subs = es_notifier_new();
   if (max_events) t->ring = calloc(max_events, sizeof *t->ring);
   if (!t->subs || (max_events && !t->ring)) goto fail;
-  t->first = 1;
   t->last = es_notifier_head(log);
   t->first = t->last + 1;
   es_notifier_publish(t->subs, t->last);
@@ -663,7 +672,6 @@ void es_tail_stats(es_tail_t *t, es_tail_stats_t *out) {
   out->events = t->count;
   out->bytes = t->bytes;
   pthread_rwlock_unlock(&t->rw);
-  out->fills = atomic_load(&t->fills);
   out->filled_events = atomic_load(&t->filled_events);
   out->pages_window = atomic_load(&t->pages_window);
   out->pages_backend = atomic_load(&t->pages_backend);

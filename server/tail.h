@@ -26,7 +26,6 @@ typedef struct es_tail_stats {
   bool active;            /* filled (some subscription is open, or was lately) */
   uint64_t first, last;   /* positions held: first..last; none when events == 0 */
   size_t events, bytes;   /* held now (bytes: the encoded events) */
-  uint64_t fills;         /* rounds of the filler that read new events */
   uint64_t filled_events; /* events read from the backend and encoded by the filler */
   uint64_t pages_window;  /* subscription pages answered from the window */
   uint64_t pages_backend; /* subscription pages read from the backend */
@@ -70,6 +69,10 @@ bool es_tail_holds(es_tail_t *t, uint64_t position);
  * element of EventBatch.events (field 1). Borrowed: valid while the page that
  * handed it out is held; take a grpc_slice_ref to keep it longer. */
 grpc_slice es_tail_wire(const void *encoded);
+
+/* The head of SubscribeResponse.batch (tag and length) for an EventBatch of
+ * `bytes` bytes: followed by the events' wire bytes, a whole message. */
+grpc_slice es_tail_batch_header(size_t bytes);
 
 /* The same bytes for an event that is not in the window. *out (OUT) is a new
  * slice. Returns false when out of memory. */
