@@ -9,7 +9,7 @@ export BIND_ADDR
 	fuzz docs-build docs-serve soak nix-check lint coverage qa clean sdk-dist
 
 help:
-	@echo "make run     start the server (BACKEND=memory, BIND_ADDR=$(BIND_ADDR))"
+	@echo "make run     start the server (durable in ./data; BACKEND=memory or postgres, ES_DATA_DIR, BIND_ADDR=$(BIND_ADDR))"
 	@echo "make test    build and run every test, then the suite under ASan+UBSan and TSan"
 	@echo "make bench   run the benchmarks against a fresh server"
 	@echo "make smoke   call a running server with a stock client (grpcurl)"

@@ -44,7 +44,8 @@ static const option_def_t OPTIONS[] = {
     STR(bind_addr, "bind", "BIND_ADDR",
         "address to listen on (default 127.0.0.1:50051; port 0 picks one)"),
     STR(backend, "backend", "BACKEND",
-        "storage backend: memory (default), lmdb (durable, in --data-dir) or postgres"),
+        "storage backend: lmdb (default; durable, in --data-dir), memory (kept in memory only, "
+        "lost when the server stops) or postgres (--database-url)"),
     STR(database_url, "database-url", "DATABASE_URL",
         "PostgreSQL connection URL (backend postgres)"),
     STR(data_dir, "data-dir", "ES_DATA_DIR",
@@ -53,7 +54,8 @@ static const option_def_t OPTIONS[] = {
     STR(port_file, "port-file", NULL, "write the bound port to this file once serving"),
     NUM(OPT_INT, cq_threads, "threads", "ES_THREADS", "completion-queue threads (default 1)"),
     NUM(OPT_INT, workers, "workers", "ES_WORKERS",
-        "worker threads for backend work and subscriptions (default 2; 64 with postgres)"),
+        "worker threads for backend work and subscriptions (default 64 with lmdb and postgres, "
+        "2 with memory)"),
     NUM(OPT_INT, delivery_threads, "delivery-threads", "ES_DELIVERY_THREADS",
         "threads that send events to subscribers, at a lower priority than appends (default 2; "
         "8 with postgres, where a subscriber behind the live window reads the database)"),
@@ -246,7 +248,7 @@ int es_config_abs_path(char *path, size_t size) {
 int es_config_load(es_config_t *cfg, int argc, char **argv) {
   memset(cfg, 0, sizeof *cfg);
   snprintf(cfg->bind_addr, sizeof cfg->bind_addr, "127.0.0.1:50051");
-  snprintf(cfg->backend, sizeof cfg->backend, "memory");
+  snprintf(cfg->backend, sizeof cfg->backend, "lmdb");
   snprintf(cfg->data_dir, sizeof cfg->data_dir, "./data");
   cfg->cq_threads = 1;
   cfg->workers = 0; /* default below, once the backend is known */

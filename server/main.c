@@ -46,6 +46,9 @@ static int open_backend(const es_config_t *cfg, es_backend_t **out) {
       es_log(ES_LOG_ERROR, "cannot open the memory backend: %s", err.msg);
       return -1;
     }
+    es_log(ES_LOG_INFO,
+           "backend memory: events are kept in memory only and are lost when the "
+           "server stops (--backend lmdb, the default, keeps them in --data-dir)");
     return 0;
   }
   if (strcmp(cfg->backend, "postgres") == 0) {

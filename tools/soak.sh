@@ -3,6 +3,7 @@
 #
 #   tools/soak.sh                       3 minutes, in-memory backend
 #   SOAK_SECONDS=600 tools/soak.sh      longer
+#   BACKEND=lmdb tools/soak.sh          on the durable backend, in a temporary directory
 #   BACKEND=postgres tools/soak.sh      on a throwaway PostgreSQL (tools/pg_temp.sh),
 #                                       restarted half-way through the run
 #
@@ -13,9 +14,10 @@
 # start + SOAK_RSS_PER_EVENT bytes per stored event + SOAK_RSS_SLACK_MB. It
 # prints the figures. Not part of `make test`.
 #
-# Environment: SOAK_SECONDS (180), BACKEND (memory|postgres), SOAK_ARGS (more
+# Environment: SOAK_SECONDS (180), BACKEND (memory|lmdb|postgres), SOAK_ARGS (more
 # essoak flags, e.g. "--appenders 8 --churn-subs 6"), SOAK_RSS_PER_EVENT
-# (memory: 1536 B, the store keeps every event; postgres: 0), SOAK_RSS_SLACK_MB
+# (memory and lmdb: 1536 B, the store keeps every event, lmdb's in mapped
+# pages; postgres: 0), SOAK_RSS_SLACK_MB
 # (64), BAZEL (bazel), BAZEL_STARTUP (bazel startup options).
 # Exit status: 0 when every check passed.
 set -euo pipefail
@@ -28,9 +30,11 @@ read -r -a startup <<<"${BAZEL_STARTUP:-}"
 read -r -a soak_args <<<"${SOAK_ARGS:-}"
 case "$BACKEND" in
   memory) per_event=${SOAK_RSS_PER_EVENT:-1536} ;;
+  # The store's file is mapped: pages the server touched count in its RSS.
+  lmdb) per_event=${SOAK_RSS_PER_EVENT:-1536} ;;
   postgres) per_event=${SOAK_RSS_PER_EVENT:-0} ;;
   *)
-    echo "soak: BACKEND must be memory or postgres" >&2
+    echo "soak: BACKEND must be memory, lmdb or postgres" >&2
     exit 2
     ;;
 esac
@@ -63,6 +67,7 @@ trap 'exit 130' INT TERM
 
 server_args=(--bind 127.0.0.1:0 --port-file "$tmp/port" --backend "$BACKEND" --log-level warn)
 [[ $BACKEND == postgres ]] && server_args+=(--database-url "$DATABASE_URL")
+[[ $BACKEND == lmdb ]] && server_args+=(--data-dir "$tmp/data")
 "$bin/server/eventstore" "${server_args[@]}" >"$tmp/server.log" 2>&1 &
 pid=$!
 port=

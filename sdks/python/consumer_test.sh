@@ -124,7 +124,7 @@ printf '[mypy]\nstrict = True\n' > mypy.ini
 "$dev_py" -m mypy --cache-dir=/dev/null --python-executable "$venv_py" quickstart.py quickstart_async.py
 
 echo "consumer_test: starting a server"
-"$server_bin" --bind 127.0.0.1:0 --port-file "$work/port" > "$work/server.log" 2>&1 &
+"$server_bin" --backend memory --bind 127.0.0.1:0 --port-file "$work/port" > "$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 300); do
   [ -s "$work/port" ] && break

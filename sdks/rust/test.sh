@@ -133,7 +133,7 @@ offline cargo build --offline --quiet --manifest-path "$work/app/Cargo.toml"
 offline cargo check --offline --locked --quiet --lib --no-default-features --features json \
   --manifest-path "$work/eventstore-client-$version/Cargo.toml"
 
-"$ES_SERVER_BIN" --bind 127.0.0.1:0 --port-file "$work/port" --log-level warn &
+"$ES_SERVER_BIN" --backend memory --bind 127.0.0.1:0 --port-file "$work/port" --log-level warn &
 server_pid=$!
 for _ in $(seq 1 500); do
   [ -s "$work/port" ] && break

@@ -57,9 +57,9 @@ constexpr const char *ConfigTest::kEnv[];
 TEST_F(ConfigTest, DefaultsFollowTheContract) {
   ASSERT_EQ(ES_CONFIG_RUN, Load({}));
   EXPECT_STREQ("127.0.0.1:50051", cfg_.bind_addr);
-  EXPECT_STREQ("memory", cfg_.backend);
+  EXPECT_STREQ("lmdb", cfg_.backend);  // durable by default, in ./data
   EXPECT_EQ(1, cfg_.cq_threads);
-  EXPECT_EQ(2, cfg_.workers);
+  EXPECT_EQ(64, cfg_.workers);
   EXPECT_EQ(5000, cfg_.shutdown_grace_ms);
   EXPECT_EQ(ES_LOG_INFO, cfg_.log_level);
   EXPECT_EQ(4u * 1024 * 1024, cfg_.limits.max_request_bytes);
@@ -95,6 +95,18 @@ TEST_F(ConfigTest, EveryKindOfValue) {
 TEST_F(ConfigTest, PostgresGetsMoreWorkersByDefault) {
   ASSERT_EQ(ES_CONFIG_RUN, Load({"--backend", "postgres"}));
   EXPECT_EQ(64, cfg_.workers);
+}
+
+// Nothing in the memory backend waits, so two workers keep both cores busy.
+TEST_F(ConfigTest, MemoryIsChosenByNameOrEnvironment) {
+  ASSERT_EQ(ES_CONFIG_RUN, Load({"--backend", "memory"}));
+  EXPECT_STREQ("memory", cfg_.backend);
+  EXPECT_EQ(2, cfg_.workers);
+  setenv("BACKEND", "memory", 1);
+  ASSERT_EQ(ES_CONFIG_RUN, Load({}));
+  EXPECT_STREQ("memory", cfg_.backend);
+  ASSERT_EQ(ES_CONFIG_RUN, Load({"--backend", "lmdb"}));
+  EXPECT_STREQ("lmdb", cfg_.backend);
 }
 
 // A relative data directory is taken from where the user ran the command:

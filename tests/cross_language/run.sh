@@ -111,7 +111,7 @@ prog() {
 check() { "$py" "$here/check.py" "$@"; }
 
 # ---- the server ---------------------------------------------------------------------------------
-"$server_bin" --bind 127.0.0.1:0 --port-file "$work/port" --log-level warn > "$work/server.log" 2>&1 &
+"$server_bin" --backend memory --bind 127.0.0.1:0 --port-file "$work/port" --log-level warn > "$work/server.log" 2>&1 &
 server_pid=$!
 port=""
 for _ in $(seq 1 500); do

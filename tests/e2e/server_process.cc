@@ -108,7 +108,17 @@ bool ServerProcess::Start(std::string *error, std::chrono::milliseconds timeout)
   std::vector<char *> cargv;
   for (std::string &a : argv_) cargv.push_back(&a[0]);
   cargv.push_back(nullptr);
-  // The environment: ours, with SetEnv()'s entries replacing or added.
+  // The environment: ours, with SetEnv()'s entries replacing or added. A test
+  // that names no backend gets the memory backend (BACKEND, which --backend
+  // overrides), not the durable default; any lmdb store it asks for without
+  // --data-dir lives in this server's own directory, never in the test's cwd.
+  auto defaulted = [this](const char *name, const std::string &value) {
+    for (const auto &kv : env_overrides_)
+      if (kv.first == name) return;
+    if (getenv(name) == nullptr) env_overrides_.emplace_back(name, value);
+  };
+  defaulted("BACKEND", "memory");
+  defaulted("ES_DATA_DIR", dir_ + "/data");
   std::vector<std::string> env_strings;
   for (char **e = environ; *e != nullptr; ++e) {
     std::string entry = *e;

@@ -128,7 +128,15 @@ class ServerProcess:
         port_file = self.workdir / f"port-{self.starts}"
         log = open(self.workdir / f"server-{self.starts}.log", "wb")
         self.proc = subprocess.Popen(
-            [str(self.binary), "--bind", f"127.0.0.1:{port}", "--port-file", str(port_file)],
+            [
+                str(self.binary),
+                "--backend",
+                "memory",
+                "--bind",
+                f"127.0.0.1:{port}",
+                "--port-file",
+                str(port_file),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

@@ -80,6 +80,8 @@ export class TestServer {
     const dir = mkdtempSync(path.join(tmpdir(), "es-ts-test-"));
     const portFile = path.join(dir, "port");
     const args = [
+      "--backend",
+      "memory",
       "--bind",
       `127.0.0.1:${port}`,
       "--port-file",

@@ -55,6 +55,8 @@ impl TestServer {
             let port_file = dir.join("port");
             let _ = std::fs::remove_file(&port_file);
             let mut child = Command::new(server_bin())
+                .arg("--backend")
+                .arg("memory")
                 .arg("--bind")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--port-file")
