@@ -777,18 +777,20 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
   snprintf(lock_path, sizeof lock_path, "%s/lock", dir);
   m->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (m->lock_fd < 0) {
-    rc = es_err_set(err, ES_EUNAVAIL, "data directory '%s': cannot open %s: %s", dir, lock_path,
+    /* The directory is named once: with a long path twice, the cause
+     * would not fit in the message. */
+    rc = es_err_set(err, ES_EUNAVAIL, "data directory '%s': cannot open its lock file: %s", dir,
                     strerror(errno));
     goto fail;
   }
   if (flock(m->lock_fd, LOCK_EX | LOCK_NB) != 0) {
     rc = errno == EWOULDBLOCK
              ? es_err_set(err, ES_EUNAVAIL,
-                          "data directory '%s' is in use by another store (%s is locked): "
-                          "one server per data directory",
-                          dir, lock_path)
-             : es_err_set(err, ES_EUNAVAIL, "data directory '%s': cannot lock %s: %s", dir,
-                          lock_path, strerror(errno));
+                          "data directory '%s' is in use by another store (its lock file is "
+                          "held): one server per data directory",
+                          dir)
+             : es_err_set(err, ES_EUNAVAIL, "data directory '%s': cannot lock its lock file: %s",
+                          dir, strerror(errno));
     goto fail;
   }
 
@@ -804,6 +806,24 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
   mdb_env_info(m->env, &info);
   m->map_size = info.me_mapsize; /* an existing larger file wins */
   atomic_store(&m->st_map_size, m->map_size);
+  /* LMDB reads pages through the map and trusts the meta page: a data file
+   * cut short (a copy that stopped half-way, a truncated restore) would
+   * fault with SIGBUS at the first read past its end. Every page up to the
+   * last committed one was synced before the meta page that names it, so a
+   * shorter file is damage: refused, never served. */
+  MDB_stat mst;
+  mdb_filehandle_t fd;
+  struct stat fst;
+  if ((mrc = mdb_env_stat(m->env, &mst)) || (mrc = mdb_env_get_fd(m->env, &fd))) goto lmdb_fail;
+  if (fstat(fd, &fst) == 0 &&
+      (uint64_t)fst.st_size < ((uint64_t)info.me_last_pgno + 1) * mst.ms_psize) {
+    rc = es_err_set(err, ES_EINTERNAL,
+                    "data directory '%s': data.mdb is truncated: %llu bytes, its last committed "
+                    "page ends at %llu",
+                    dir, (unsigned long long)fst.st_size,
+                    ((unsigned long long)info.me_last_pgno + 1) * mst.ms_psize);
+    goto fail;
+  }
 
   if ((mrc = mdb_txn_begin(m->env, NULL, 0, &txn))) goto lmdb_fail;
   if ((mrc = mdb_dbi_open(txn, "log", MDB_CREATE | MDB_INTEGERKEY, &m->log))) goto lmdb_fail;
