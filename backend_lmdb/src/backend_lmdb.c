@@ -713,6 +713,31 @@ static void lmdb_close(es_backend_t *b) {
   free(m);
 }
 
+/* LMDB reads pages through the map and trusts the meta page: a data file
+ * cut short (a copy that stopped half-way, a truncated restore) would fault
+ * with SIGBUS at the first read past its end. Every page up to the last
+ * committed one was synced before the meta page that names it, so a shorter
+ * file is damage: refused, never read. */
+int es__lmdb_check_size(MDB_env *env, const char *dir, es_err_t *err) {
+  MDB_envinfo info;
+  MDB_stat st;
+  mdb_filehandle_t fd;
+  struct stat fst;
+  int mrc;
+  if ((mrc = mdb_env_info(env, &info)) || (mrc = mdb_env_stat(env, &st)) ||
+      (mrc = mdb_env_get_fd(env, &fd)))
+    return es_err_set(err, ES_EUNAVAIL, "data directory '%s': lmdb: %s", dir, mdb_strerror(mrc));
+  if (fstat(fd, &fst) != 0)
+    return es_err_set(err, ES_EUNAVAIL, "data directory '%s': data.mdb: %s", dir, strerror(errno));
+  uint64_t needed = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+  if ((uint64_t)fst.st_size < needed)
+    return es_err_set(err, ES_EINTERNAL,
+                      "data directory '%s': data.mdb is truncated: %llu bytes, its last "
+                      "committed page ends at %llu",
+                      dir, (unsigned long long)fst.st_size, (unsigned long long)needed);
+  return ES_OK;
+}
+
 int es__lmdb_make_dirs(const char *dir) {
   char path[4096];
   size_t len = strlen(dir);
@@ -806,24 +831,7 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
   mdb_env_info(m->env, &info);
   m->map_size = info.me_mapsize; /* an existing larger file wins */
   atomic_store(&m->st_map_size, m->map_size);
-  /* LMDB reads pages through the map and trusts the meta page: a data file
-   * cut short (a copy that stopped half-way, a truncated restore) would
-   * fault with SIGBUS at the first read past its end. Every page up to the
-   * last committed one was synced before the meta page that names it, so a
-   * shorter file is damage: refused, never served. */
-  MDB_stat mst;
-  mdb_filehandle_t fd;
-  struct stat fst;
-  if ((mrc = mdb_env_stat(m->env, &mst)) || (mrc = mdb_env_get_fd(m->env, &fd))) goto lmdb_fail;
-  if (fstat(fd, &fst) == 0 &&
-      (uint64_t)fst.st_size < ((uint64_t)info.me_last_pgno + 1) * mst.ms_psize) {
-    rc = es_err_set(err, ES_EINTERNAL,
-                    "data directory '%s': data.mdb is truncated: %llu bytes, its last committed "
-                    "page ends at %llu",
-                    dir, (unsigned long long)fst.st_size,
-                    ((unsigned long long)info.me_last_pgno + 1) * mst.ms_psize);
-    goto fail;
-  }
+  if ((rc = es__lmdb_check_size(m->env, dir, err))) goto fail;
 
   if ((mrc = mdb_txn_begin(m->env, NULL, 0, &txn))) goto lmdb_fail;
   if ((mrc = mdb_dbi_open(txn, "log", MDB_CREATE | MDB_INTEGERKEY, &m->log))) goto lmdb_fail;

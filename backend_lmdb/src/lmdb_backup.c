@@ -151,6 +151,7 @@ int es_lmdb_backup(const char *dir, const char *out_dir, es_lmdb_backup_info_t *
   /* The server's reader table may hold many slots; a reader needs one. */
   if ((mrc = mdb_env_set_maxreaders(env, 4096))) goto lmdb_fail;
   if ((mrc = mdb_env_open(env, dir, MDB_RDONLY, 0600))) goto lmdb_fail;
+  if ((rc = es__lmdb_check_size(env, dir, err))) goto out;
   int dead = 0;
   mdb_reader_check(env, &dead); /* slots of killed readers, e.g. an earlier backup */
 

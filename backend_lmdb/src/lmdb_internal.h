@@ -19,6 +19,7 @@
 #ifndef ES_LMDB_INTERNAL_H
 #define ES_LMDB_INTERNAL_H
 
+#include <lmdb.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -87,5 +88,9 @@ int es__lmdb_page_add(es_page_builder_t *pb, const rec_view_t *r, uint64_t posit
 
 /* mkdir -p dir (mode 0700 for what it creates): 0 or an errno value. */
 int es__lmdb_make_dirs(const char *dir);
+
+/* ES_EINTERNAL (err names dir) when the data file of the open environment
+ * env ends before its last committed page: LMDB would fault reading it. */
+int es__lmdb_check_size(MDB_env *env, const char *dir, es_err_t *err);
 
 #endif /* ES_LMDB_INTERNAL_H */

@@ -71,12 +71,13 @@ struct Refusal {
 // set before exec), so that a mode of 000 refuses it whoever runs the test.
 // The server is forked here rather than through ServerProcess, which reports
 // a failed start as an error: here a failed start is the expected outcome.
-Refusal RunExpectingRefusal(const std::vector<std::string> &args, bool without_dac = false) {
+// Without `server`, `args` are the whole command line (a subcommand).
+Refusal RunCommand(const std::vector<std::string> &args, bool without_dac, bool server) {
   Refusal r;
   std::string dir = TempDir("refusal_run");
   std::string log_path = dir + "/server.log", port_path = dir + "/port";
-  std::vector<std::string> argv = {ServerProcess::BinaryPath(), "--bind", "127.0.0.1:0",
-                                   "--port-file", port_path};
+  std::vector<std::string> argv = {ServerProcess::BinaryPath()};
+  if (server) argv.insert(argv.end(), {"--bind", "127.0.0.1:0", "--port-file", port_path});
   argv.insert(argv.end(), args.begin(), args.end());
   std::vector<char *> cargv;
   for (auto &a : argv) cargv.push_back(&a[0]);
@@ -114,6 +115,10 @@ Refusal RunExpectingRefusal(const std::vector<std::string> &args, bool without_d
   }
   r.log = ReadFile(log_path);
   return r;
+}
+
+Refusal RunExpectingRefusal(const std::vector<std::string> &args, bool without_dac = false) {
+  return RunCommand(args, without_dac, /*server=*/true);
 }
 
 // The server refused: it exited by itself, non-zero, without a crash or a
@@ -206,6 +211,11 @@ TEST(LmdbRefusal, ATruncatedDataFileWithItsMetaPagesIsRefused) {
   ASSERT_EQ(0, truncate((dir + "/data.mdb").c_str(), size / 2));
   ExpectRefused(RunExpectingRefusal(LmdbArgs(dir)), dir, "truncated");
   EXPECT_EQ(size / 2, FileSize(dir + "/data.mdb"));
+  // `eventstore backup` reads the same pages: it refuses the store too.
+  std::string out = TempDir("backup_of_truncated") + "/copy";
+  Refusal backup = RunCommand({"backup", "--data-dir", dir, "--out", out}, false, false);
+  ExpectRefused(backup, dir, "truncated");
+  EXPECT_EQ(-1, FileSize(out + "/data.mdb"));
 }
 
 TEST(LmdbRefusal, ADirectoryTheServerMayNotReadIsRefused) {
