@@ -11,16 +11,32 @@
  *              -> position: ReadStream walks it with a cursor.
  *   - ids:     binary event id -> position, for idempotency and EEXIST.
  *
- * Writes: one committer thread. An append builds nothing itself: it queues
- * an item (its request, where its answer goes) and waits. The committer takes
- * every queued item, runs each through the core's append decision
+ * Writes: group commit by the appending threads themselves, one group at a
+ * time (leader and followers; there is no committer thread). An append
+ * queues an item (its request, where its answer goes). When no group is
+ * being committed, the appending thread commits at once: it takes every
+ * queued item, runs each through the core's append decision
  * (es_append_decide) over a view read from its own write transaction - which
  * already holds the earlier items of the group, so the view is exact - writes
  * the ones that pass, commits once (LMDB syncs data and meta pages before
  * mdb_txn_commit returns) and only then answers every item of the group.
  * Appends that arrive while a commit syncs wait in the queue and form the
- * next group: one fdatasync pays for all of them, which is what makes a
- * durable store come close to the memory backend.
+ * next group; the leader wakes the first of them to commit it. One commit's
+ * syncs pay for the whole group, which is what makes a durable store come
+ * close to the memory backend.
+ *
+ * Why no committer thread: it put two thread hand-offs (the caller wakes the
+ * committer, the committer wakes the caller) on the path of every append.
+ * At one append in flight, an append is now the caller's own commit: no
+ * wake-up at all. Under load there is one wake-up per group (the next
+ * leader), as there was with the thread.
+ *
+ * A commit costs two syncs, never fewer: LMDB writes the transaction's pages
+ * and fdatasyncs them, then writes the meta page that makes them the current
+ * tree through a descriptor opened O_DSYNC. A single sync of both would let
+ * a crash leave a meta page that points at pages the disk never got; that
+ * order is what makes LMDB crash-safe without a recovery step, so it is kept
+ * (no MDB_NOSYNC, MDB_NOMETASYNC or MDB_MAPASYNC).
  *
  * Failures. MDB_MAP_FULL aborts the group's transaction, doubles the map and
  * runs the group again (nothing of it was visible). Any other LMDB error
@@ -48,9 +64,9 @@
  *
  * Reads run in read-only transactions (MDB_RDONLY on an environment opened
  * with MDB_NOTLS, so any thread may begin one) on an MVCC snapshot, without
- * waiting for the committer. The one lock they take is the read side of
+ * waiting for a commit. The one lock they take is the read side of
  * `resize`, which exists because LMDB allows mdb_env_set_mapsize only while
- * no transaction is open in the process: the committer takes the write side
+ * no transaction is open in the process: the committing thread takes the write side
  * for the few microseconds of a map resize. Pages are copied out of the
  * snapshot (lmdb_record.c), so the transaction ends before the read returns.
  *
@@ -96,8 +112,9 @@ typedef struct append_item {
   es_err_t *err;
   int rc;                   /* the answer, valid once done */
   bool done;                /* under qlock */
+  bool lead;                /* under qlock: woken to commit the next group */
   bool wrote;               /* this group's transaction holds its events */
-  pthread_cond_t cond;      /* signalled when done */
+  pthread_cond_t cond;      /* signalled when done or lead is set */
   struct append_item *next; /* queue link */
 } append_item_t;
 
@@ -111,29 +128,29 @@ typedef struct es_lmdb {
 
   /* The queue: under qlock. */
   pthread_mutex_t qlock;
-  pthread_cond_t qcond; /* the committer waits here for work */
   append_item_t *qhead, *qtail;
-  bool stopping;
-  pthread_t committer;
-  bool committer_started;
+  bool committing; /* a thread is committing a group (it owns the fields below) */
 
-  /* Committer only. */
+  /* The committing thread only. */
   uint64_t head;     /* last committed position */
   uint64_t map_size; /* the map's current size */
   int (*commit_hook)(void *);
   void *commit_hook_ctx;
 
   /* Read by anyone. */
-  _Atomic uint64_t published;      /* last committed position, after the commit */
-  _Atomic int failed;              /* a commit failed: no more writes */
-  char failed_msg[ES_ERR_MSG_MAX]; /* why; written once before `failed` is set */
-  _Atomic uint64_t st_commits;     /* transactions committed */
-  _Atomic uint64_t st_appends;     /* appends acknowledged by them */
-  _Atomic uint64_t st_group_max;   /* largest group of appends in one commit */
-  _Atomic uint64_t st_commit_us;   /* time in mdb_txn_commit, total */
-  _Atomic uint64_t st_map_grows;   /* map resizes */
-  _Atomic uint64_t st_map_size;    /* current map size */
-  _Atomic uint64_t st_no_space;    /* write transactions failed for a full disk */
+  _Atomic uint64_t published;        /* last committed position, after the commit */
+  _Atomic int failed;                /* a commit failed: no more writes */
+  char failed_msg[ES_ERR_MSG_MAX];   /* why; written once before `failed` is set */
+  _Atomic uint64_t st_commits;       /* transactions committed */
+  _Atomic uint64_t st_appends;       /* appends acknowledged by them */
+  _Atomic uint64_t st_events;        /* events written by them */
+  _Atomic uint64_t st_grouped;       /* appends taken into committed groups (sum of sizes) */
+  _Atomic uint64_t st_group_max;     /* largest group of appends in one commit */
+  _Atomic uint64_t st_commit_us;     /* time in mdb_txn_commit, total */
+  _Atomic uint64_t st_commit_max_us; /* the longest commit */
+  _Atomic uint64_t st_map_grows;     /* map resizes */
+  _Atomic uint64_t st_map_size;      /* current map size */
+  _Atomic uint64_t st_no_space;      /* write transactions failed for a full disk */
 } es_lmdb_t;
 
 static const es_backend_methods_t lmdb_methods;
@@ -213,7 +230,7 @@ static void end_read(es_lmdb_t *m, MDB_txn *txn) {
   pthread_rwlock_unlock(&m->resize);
 }
 
-/* ---- the committer ---------------------------------------------------- */
+/* ---- committing --------------------------------------------------------- */
 
 /* The append decision's view (backend_impl.h) of the write transaction. */
 typedef struct decide_ctx {
@@ -413,6 +430,7 @@ static void commit_group(es_lmdb_t *m, append_item_t *group) {
       wrote += it->wrote;
       count++;
     }
+    uint64_t events = head - m->head;
     if (rc == 0 && wrote == 0) { /* duplicates and refusals only */
       mdb_txn_abort(txn);
       return;
@@ -426,14 +444,18 @@ static void commit_group(es_lmdb_t *m, append_item_t *group) {
       } else {
         rc = mdb_txn_commit(txn);
       }
-      atomic_fetch_add(&m->st_commit_us, now_us() - t0);
+      uint64_t took = now_us() - t0;
+      atomic_fetch_add(&m->st_commit_us, took);
+      /* Only the committing thread writes the maxima: load and store. */
+      if (took > atomic_load(&m->st_commit_max_us)) atomic_store(&m->st_commit_max_us, took);
       if (rc == 0) {
         m->head = head;
         atomic_store(&m->published, head);
         atomic_fetch_add(&m->st_commits, 1);
         atomic_fetch_add(&m->st_appends, wrote);
-        uint64_t max = atomic_load(&m->st_group_max);
-        if (count > max) atomic_store(&m->st_group_max, count);
+        atomic_fetch_add(&m->st_events, events);
+        atomic_fetch_add(&m->st_grouped, count);
+        if (count > atomic_load(&m->st_group_max)) atomic_store(&m->st_group_max, count);
         es__backend_publish(&m->base, head);
         return;
       }
@@ -464,25 +486,27 @@ static void commit_group(es_lmdb_t *m, append_item_t *group) {
   }
 }
 
-static void *committer_main(void *arg) {
-  es_lmdb_t *m = arg;
-  pthread_mutex_lock(&m->qlock);
-  for (;;) {
-    while (!m->qhead && !m->stopping) pthread_cond_wait(&m->qcond, &m->qlock);
-    if (!m->qhead) break; /* stopping, and nothing left */
-    append_item_t *group = m->qhead;
-    m->qhead = m->qtail = NULL;
-    pthread_mutex_unlock(&m->qlock);
-    commit_group(m, group);
-    pthread_mutex_lock(&m->qlock);
-    for (append_item_t *it = group, *next; it; it = next) {
-      next = it->next; /* `it` may be gone once done is seen */
-      it->done = true;
-      pthread_cond_signal(&it->cond);
-    }
-  }
+/* Commits everything queued as one group, on the calling thread, which
+ * holds `committing` and whose own item is in the queue. Called and returns
+ * with qlock held; hands `committing` on to the first item queued meanwhile
+ * (woken to lead the next group), or clears it. */
+static void lead_group(es_lmdb_t *m, append_item_t *self) {
+  append_item_t *group = m->qhead;
+  m->qhead = m->qtail = NULL;
   pthread_mutex_unlock(&m->qlock);
-  return NULL;
+  commit_group(m, group);
+  pthread_mutex_lock(&m->qlock);
+  for (append_item_t *it = group, *next; it; it = next) {
+    next = it->next; /* `it` may be gone once done is seen */
+    it->done = true;
+    if (it != self) pthread_cond_signal(&it->cond);
+  }
+  if (m->qhead) {
+    m->qhead->lead = true;
+    pthread_cond_signal(&m->qhead->cond);
+  } else {
+    m->committing = false;
+  }
 }
 
 static int lmdb_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
@@ -502,7 +526,7 @@ static int lmdb_append(es_backend_t *b, const es_append_req_t *req, es_append_re
   if (atomic_load(&m->failed)) return es_err_set(err, ES_EUNAVAIL, "%s", m->failed_msg);
 
   es_err_t local;
-  append_item_t item = {req,   out,   err ? err : &local,       ES_OK,
+  append_item_t item = {req,   out,   err ? err : &local,       ES_OK, false,
                         false, false, PTHREAD_COND_INITIALIZER, NULL};
   pthread_mutex_lock(&m->qlock);
   if (m->qtail)
@@ -510,8 +534,12 @@ static int lmdb_append(es_backend_t *b, const es_append_req_t *req, es_append_re
   else
     m->qhead = &item;
   m->qtail = &item;
-  pthread_cond_signal(&m->qcond);
-  while (!item.done) pthread_cond_wait(&item.cond, &m->qlock);
+  if (!m->committing) {
+    m->committing = true; /* nobody commits: this thread does, at once */
+    item.lead = true;
+  }
+  while (!item.done && !item.lead) pthread_cond_wait(&item.cond, &m->qlock);
+  if (!item.done) lead_group(m, &item); /* the group holds item */
   pthread_mutex_unlock(&m->qlock);
   pthread_cond_destroy(&item.cond);
   return item.rc;
@@ -697,18 +725,10 @@ static int lmdb_head(es_backend_t *b, uint64_t *out, es_err_t *err) {
 static void lmdb_close(es_backend_t *b) {
   es_lmdb_t *m = (es_lmdb_t *)b;
   if (!m) return;
-  if (m->committer_started) {
-    pthread_mutex_lock(&m->qlock);
-    m->stopping = true;
-    pthread_cond_signal(&m->qcond);
-    pthread_mutex_unlock(&m->qlock);
-    pthread_join(m->committer, NULL);
-  }
   if (m->env) mdb_env_close(m->env);
   if (m->lock_fd >= 0) close(m->lock_fd); /* drops the flock */
   pthread_rwlock_destroy(&m->resize);
   pthread_mutex_destroy(&m->qlock);
-  pthread_cond_destroy(&m->qcond);
   free(m->dir);
   free(m);
 }
@@ -785,12 +805,11 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
   pthread_rwlockattr_t attr;
   pthread_rwlockattr_init(&attr);
   /* A resize is rare and short; preferring it keeps readers from starving
-   * the committer. */
+   * the commit. */
   pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
   pthread_rwlock_init(&m->resize, &attr);
   pthread_rwlockattr_destroy(&attr);
   pthread_mutex_init(&m->qlock, NULL);
-  pthread_cond_init(&m->qcond, NULL);
 
   int e = es__lmdb_make_dirs(dir);
   if (e) {
@@ -851,12 +870,6 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
   txn = NULL;
   if (mrc) goto lmdb_fail;
   atomic_store(&m->published, m->head);
-
-  if (pthread_create(&m->committer, NULL, committer_main, m) != 0) {
-    rc = es_err_set(err, ES_ENOMEM, "lmdb: cannot start the committer thread");
-    goto fail;
-  }
-  m->committer_started = true;
   *out = &m->base;
   return ES_OK;
 
@@ -882,10 +895,18 @@ static size_t lmdb_stats(es_backend_t *b, es_backend_stat_t *out, size_t max) {
        atomic_load(&m->st_commits)},
       {"lmdb_committed_appends_total", "Appends made durable by those commits.", 1,
        atomic_load(&m->st_appends)},
+      {"lmdb_committed_events_total", "Events made durable by those commits.", 1,
+       atomic_load(&m->st_events)},
+      {"lmdb_commit_group_appends_total",
+       "Appends decided in committed groups (incl. duplicates, refusals); / commits = mean group.",
+       1, atomic_load(&m->st_grouped)},
       {"lmdb_commit_group_max", "Most appends committed by one transaction.", 0,
        atomic_load(&m->st_group_max)},
-      {"lmdb_commit_microseconds_total", "Time spent committing (syncing), in microseconds.", 1,
+      {"lmdb_commit_microseconds_total",
+       "Time spent committing (writing and syncing), in microseconds; / commits = mean.", 1,
        atomic_load(&m->st_commit_us)},
+      {"lmdb_commit_microseconds_max", "The longest commit (write and sync), in microseconds.", 0,
+       atomic_load(&m->st_commit_max_us)},
       {"lmdb_map_bytes", "Size of the memory map (grows by doubling).", 0,
        atomic_load(&m->st_map_size)},
       {"lmdb_map_used_bytes", "Bytes of the map in use (last page written).", 0,

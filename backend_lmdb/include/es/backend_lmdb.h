@@ -44,7 +44,7 @@ void es_lmdb_options_default(es_lmdb_options_t *opts);
  * ES_EINTERNAL (the files are not a store of this backend). */
 int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **out, es_err_t *err);
 
-/* Test hook: when set, called by the committer right before each commit
+/* Test hook: when set, called by the committing thread right before each commit
  * with ctx; a non-zero return is treated as a failed commit with that errno
  * value (EIO when it is not positive): the transaction is aborted as if its
  * write or sync had failed. NULL clears it. Call before the backend is
