@@ -135,9 +135,9 @@ void Usage(FILE *out) {
                "                          fanout\n"
                "  --fanout-subscribers L  fan-out: live subscriber counts, one run each,\n"
                "                          run in ascending order (default 0,10,100,1000)\n"
-               "  --max-batch N           fan-out: events per message the subscribers\n"
-               "                          ask for, 1..1000 (default 256; 1 = one event\n"
-               "                          per message)\n"
+               "  --max-batch N           catch-up and fan-out: events per message the\n"
+               "                          subscribers ask for, 1..1000 (default 256;\n"
+               "                          1 = one event per message)\n"
                "  --fanout-events N       fan-out: log size for the catch-up of 100\n"
                "                          subscribers (default 100000)\n"
                "  --fanout-rate R         fan-out: paced Appends per second (default 2000)\n"
@@ -667,6 +667,35 @@ class AppendSlot : public Slot {
   std::unique_ptr<grpc::ClientAsyncResponseReader<esv1::AppendResponse>> reader_;
 };
 
+// Reads pages of `page` events of the global log, forward, from the stretch
+// [first, first + length), cycling through it page by page.
+class ReadAllSlot : public Slot {
+ public:
+  ReadAllSlot(Worker *w, uint64_t first, uint64_t length, uint32_t page, uint64_t first_page)
+      : Slot(w), first_(first), length_(length), page_(page), next_page_(first_page) {
+    req_.set_max_count(page);
+    req_.set_direction(esv1::FORWARD);
+  }
+
+ protected:
+  void Start(grpc::ClientContext *ctx, grpc::CompletionQueue *cq) override {
+    uint64_t pages = length_ / page_;
+    req_.set_from_position(first_ + (next_page_++ % pages) * page_);
+    reader_ = worker_->es()->PrepareAsyncReadAll(ctx, req_, cq);
+    reader_->StartCall();
+    reader_->Finish(&resp_, &status_, this);
+  }
+  uint64_t Events() const override { return static_cast<uint64_t>(resp_.events_size()); }
+
+ private:
+  uint64_t first_, length_;
+  uint32_t page_;
+  uint64_t next_page_;
+  esv1::ReadAllRequest req_;
+  esv1::ReadAllResponse resp_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<esv1::ReadAllResponse>> reader_;
+};
+
 // Reads pages of `page` events from a pre-filled stream of `length` events,
 // cycling through the stream page by page.
 class ReadSlot : public Slot {
@@ -878,6 +907,11 @@ class Bench {
             return std::unique_ptr<Slot>(
                 new AppendSlot(w, base + "-" + std::to_string(i), 10, payload));
           });
+      add("Append batch of 100, distinct streams", 16, false, true,
+          [base, payload](Worker *w, int i) {
+            return std::unique_ptr<Slot>(
+                new AppendSlot(w, base + "-100-" + std::to_string(i), 100, payload));
+          });
     }
     if (Want("read")) {
       const uint64_t length = 1000;
@@ -891,6 +925,18 @@ class Bench {
               return std::unique_ptr<Slot>(
                   new ReadSlot(w, stream, length, page, static_cast<uint64_t>(i)));
             });
+      // ReadAll: pages of 1,000 (the server's most) over 20,000 events
+      // written for it, so that the pages come from the store, not from
+      // events the appends just wrote.
+      const uint64_t all_length = 20000;
+      const uint32_t all_page = 1000;
+      Stats all = Prefill(Stream("readall"), all_length, 16, &secs);
+      uint64_t first = all.min_first_position;
+      if (!broken_ && all.errors == 0 && all.max_last_position - first + 1 == all_length)
+        add("ReadAll page of 1,000", 16, false, true, [first](Worker *w, int i) {
+          return std::unique_ptr<Slot>(
+              new ReadAllSlot(w, first, all_length, all_page, static_cast<uint64_t>(i)));
+        });
     }
     return out;
   }
@@ -983,6 +1029,7 @@ class Bench {
   }
 
   void CatchUp();
+  void CatchUpBatched(uint64_t from, uint64_t to);
   void Live(int inflight);
   void FanOut();
   struct FanResult;
@@ -1176,6 +1223,7 @@ void Bench::CatchUp() {
   }
   r.notes = notes;
   PrintRow(r);
+  if (ok && contiguous && opt_.max_batch > 1) CatchUpBatched(from, from + n - 1);
 }
 
 // Live: a subscriber at the head while `inflight` appenders (one event per
@@ -2029,6 +2077,58 @@ std::string CheckSub(const FanSub &s, uint64_t first_want, uint64_t last_want) {
   if (!why.empty() && !s.status.ok() && s.status.error_code() != grpc::StatusCode::CANCELLED)
     why += " (call ended: " + StatusText(s.status) + ")";
   return why.empty() ? "" : "subscriber " + std::to_string(s.index()) + ": " + why;
+}
+
+// The catch-up again, over the same events, as a consumer that catches up
+// should ask: batches of --max-batch events per message. The subscription is
+// read the way the fan-out group reads its own (raw bytes, positions scanned,
+// see FanSub), so that decoding every event does not bound what one client
+// thread can take.
+void Bench::CatchUpBatched(uint64_t from, uint64_t to) {
+  if (broken_) return;
+  esv1::SubscribeRequest req;
+  req.set_from_position(from);
+  req.set_max_batch(opt_.max_batch);
+  FanSubscribers subs(channels_, 1, 0);
+  int64_t cpu0 = ServerCpuNs(opt_.server_pid);
+  int64_t t0 = NowNs();
+  subs.Start(1, req, from, to);
+  FanSub &sub = *subs.subs[0];
+  bool ok = FanSubscribers::WaitFor(
+      [&] {
+        return sub.reached_ns.load(std::memory_order_acquire) != 0 ||
+               sub.ended.load(std::memory_order_acquire);
+      },
+      t0 + kStreamTimeoutNs);
+  int64_t t1 = sub.reached_ns.load();
+  int64_t cpu1 = ServerCpuNs(opt_.server_pid);
+  subs.Stop();
+  std::string why = CheckSub(sub, from, to);
+  Histogram unused;
+  uint64_t in_window = 0, delivered = 0, messages = 0;
+  subs.Totals(&unused, &in_window, &delivered, &messages);
+
+  Row r;
+  uint64_t n = to - from + 1;
+  r.name = "Subscribe catch-up, " + std::to_string(n) + " events, max_batch " +
+           std::to_string(opt_.max_batch);
+  r.inflight = 1;
+  if (cpu0 >= 0 && cpu1 >= 0) r.server_us = CpuPer(cpu1 - cpu0, n);
+  char buf[200];
+  if (ok && t1 > 0 && why.empty()) {
+    double secs = static_cast<double>(t1 - t0) / kNsPerSec;
+    r.events_per_s = static_cast<double>(n) / secs;
+    std::snprintf(buf, sizeof buf,
+                  "the same events again, in order exactly once; %.2f s, %.1f events per message",
+                  secs,
+                  messages ? static_cast<double>(delivered) / static_cast<double>(messages) : 0.0);
+    r.notes = buf;
+  } else {
+    failed_ = true;
+    r.failed = true;
+    r.notes = "FAILED: " + (why.empty() ? std::string("timed out") : why);
+  }
+  PrintRow(r);
 }
 
 Bench::FanResult Bench::FanLive(int n, double rate) {
