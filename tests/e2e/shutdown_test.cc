@@ -83,10 +83,15 @@ TEST(ShutdownTest, SigtermEndsSubscriptionsWithUnavailableAndExitsZero) {
   std::atomic<int> ok{0}, unavailable{0};
   std::vector<std::string> odd;
   std::mutex odd_mu;
+  // Connected before the signal: a writer thread that the scheduler started
+  // late on a busy machine would otherwise connect after the server stopped
+  // listening, fail, and hold up the join below for Connect's 10 s.
+  std::vector<std::shared_ptr<grpc::Channel>> writer_channels;
+  for (int w = 0; w < 2; ++w) writer_channels.push_back(Connect(server->Address()));
   std::vector<std::thread> writers;
   for (int w = 0; w < 2; ++w) {
     writers.emplace_back([&, w] {
-      Client c(Connect(server->Address()));
+      Client c(writer_channels[w]);
       for (int i = 0; i < 100000; ++i) {
         v1::AppendResponse resp;
         grpc::Status st = c.Append(MakeAppend("sd-w" + std::to_string(w), 5), &resp);
@@ -231,10 +236,12 @@ void SubscribeAcrossShutdown(const std::vector<std::string> &args, int late) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_EQ(caught_up.load(), kSubscribers) << "subscribers not caught up within 10 s";
   std::atomic<bool> stop_writers{false};
+  std::vector<std::shared_ptr<grpc::Channel>> writer_channels;  // connected before the signal
+  for (int w = 0; w < 2; ++w) writer_channels.push_back(Connect(server->Address()));
   std::vector<std::thread> writers;
   for (int w = 0; w < 2; ++w) {
     writers.emplace_back([&, w] {
-      Client c(Connect(server->Address()));
+      Client c(writer_channels[w]);
       for (int i = 0; i < 1000000 && !stop_writers.load(); ++i) {
         v1::AppendResponse resp;
         if (!c.Append(MakeAppend("sx-w" + std::to_string(w), 3), &resp).ok()) return;
