@@ -21,7 +21,7 @@ ProtobufCMessage *fz_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *
 }
 
 /* The codec's allocator: every block is remembered in the fz_append_t. */
-static void *fz_alloc(void *ctx, size_t size) {
+void *fz_alloc(void *ctx, size_t size) {
   fz_append_t *a = ctx;
   void **grown = realloc(a->blocks, (a->n_blocks + 1) * sizeof *grown);
   if (!grown) return NULL;

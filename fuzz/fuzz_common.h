@@ -38,5 +38,8 @@ typedef struct fz_append {
 int fz_append_translate(const Eventstore__V1__AppendRequest *m, const es_limits_t *limits,
                         fz_append_t *out);
 void fz_append_free(fz_append_t *a);
+/* The codec's allocator (es_codec_alloc_fn) over ctx, an fz_append_t: blocks
+ * are freed by fz_append_free. */
+void *fz_alloc(void *ctx, size_t size);
 
 #endif

@@ -112,12 +112,19 @@ static void read_all(const uint8_t *data, size_t size) {
   ProtobufCMessage *msg = fz_unpack(&eventstore__v1__read_all_request__descriptor, data, size);
   if (!msg) return;
   es_read_all_req_t req;
-  es_codec_read_all((const Eventstore__V1__ReadAllRequest *)msg, &req);
+  fz_append_t blocks;
+  memset(&blocks, 0, sizeof blocks);
   es_err_t err;
   es_err_clear(&err);
   es_page_t page;
   memset(&page, 0, sizeof page);
-  int rc = es_read_all_prepare(&limits, &req, &err);
+  int rc = es_codec_read_all((const Eventstore__V1__ReadAllRequest *)msg, fz_alloc, &blocks, &req);
+  if (rc != ES_OK) {
+    fz_append_free(&blocks);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    return;
+  }
+  rc = es_read_all_prepare(&limits, &req, &err);
   if (rc == ES_OK) rc = es_backend_read_all(store, &req, &page, &err);
   if (rc == ES_OK) {
     FZ_CHECK(page.count <= req.max_count);
@@ -135,6 +142,7 @@ static void read_all(const uint8_t *data, size_t size) {
     FZ_CHECK(err.code == rc && memchr(err.msg, 0, sizeof err.msg));
   }
   es_page_free(&page);
+  fz_append_free(&blocks);
   protobuf_c_message_free_unpacked(msg, NULL);
 }
 
@@ -142,9 +150,15 @@ static void subscribe(const uint8_t *data, size_t size) {
   ProtobufCMessage *msg = fz_unpack(&eventstore__v1__subscribe_request__descriptor, data, size);
   if (!msg) return;
   es_sub_opts_t opts;
-  es_codec_subscribe((const Eventstore__V1__SubscribeRequest *)msg, &opts);
+  fz_append_t blocks;
+  memset(&blocks, 0, sizeof blocks);
   es_err_t err;
   es_err_clear(&err);
+  if (es_codec_subscribe((const Eventstore__V1__SubscribeRequest *)msg, fz_alloc, &blocks, &opts)) {
+    fz_append_free(&blocks);
+    protobuf_c_message_free_unpacked(msg, NULL);
+    return;
+  }
   /* rpc_subscribe_start validates the filter before the stream opens. */
   int rc = es_filter_validate(&limits, &opts.filter, "filter", &err);
   es_sub_t *sub = NULL;
@@ -187,6 +201,7 @@ static void subscribe(const uint8_t *data, size_t size) {
   } else {
     FZ_CHECK(err.code == rc && memchr(err.msg, 0, sizeof err.msg));
   }
+  fz_append_free(&blocks);
   protobuf_c_message_free_unpacked(msg, NULL);
 }
 

@@ -42,6 +42,39 @@ static size_t dedupe_metadata(es_kv_t *kv, size_t n) {
   return out;
 }
 
+/* Query items borrow the wire's string arrays; only the item array is new. */
+static int decode_items(Eventstore__V1__QueryItem *const *items, size_t n, es_codec_alloc_fn alloc,
+                        void *ctx, const es_query_item_t **out) {
+  *out = NULL;
+  if (!n) return ES_OK;
+  es_query_item_t *v = alloc(ctx, n * sizeof *v);
+  if (!v) return ES_ENOMEM;
+  for (size_t i = 0; i < n; i++) {
+    v[i].event_types = (const char *const *)items[i]->event_types;
+    v[i].event_type_count = items[i]->n_event_types;
+    v[i].tags = (const char *const *)items[i]->tags;
+    v[i].tag_count = items[i]->n_tags;
+  }
+  *out = v;
+  return ES_OK;
+}
+
+/* An absent condition is NULL; a present one, even without items (which
+ * validation refuses), is a condition. */
+static int decode_condition(const Eventstore__V1__AppendCondition *m, es_codec_alloc_fn alloc,
+                            void *ctx, const es_append_condition_t **out) {
+  *out = NULL;
+  if (!m) return ES_OK;
+  es_append_condition_t *c = alloc(ctx, sizeof *c);
+  if (!c) return ES_ENOMEM;
+  c->after = m->after;
+  c->item_count = m->n_fail_if_events_match;
+  if (decode_items(m->fail_if_events_match, m->n_fail_if_events_match, alloc, ctx, &c->items))
+    return ES_ENOMEM;
+  *out = c;
+  return ES_OK;
+}
+
 int es_codec_append(const Eventstore__V1__AppendRequest *m, const es_limits_t *limits,
                     es_codec_alloc_fn alloc, void *ctx, es_append_req_t *out) {
   memset(out, 0, sizeof *out);
@@ -50,6 +83,7 @@ int es_codec_append(const Eventstore__V1__AppendRequest *m, const es_limits_t *l
   out->expected_kind = (int)m->expected_kind;
   out->expected_version = m->expected_version;
   out->event_count = m->n_events;
+  if (decode_condition(m->condition, alloc, ctx, &out->condition)) return ES_ENOMEM;
   if (m->n_events) {
     out->events = alloc(ctx, m->n_events * sizeof *out->events);
     if (!out->events) return ES_ENOMEM;
@@ -66,6 +100,8 @@ int es_codec_append(const Eventstore__V1__AppendRequest *m, const es_limits_t *l
     d->correlation_id = e->correlation_id;
     d->causation_id = e->causation_id;
     d->occurred_at_unix_ms = e->occurred_at_unix_ms;
+    d->tags = (const char *const *)e->tags;
+    d->tag_count = e->n_tags;
     if (e->n_metadata) {
       es_kv_t *kv = alloc(ctx, e->n_metadata * sizeof *kv);
       if (!kv) return ES_ENOMEM;
@@ -82,13 +118,29 @@ int es_codec_append(const Eventstore__V1__AppendRequest *m, const es_limits_t *l
   return ES_OK;
 }
 
-/* An absent filter (NULL) is the empty filter: every event matches. */
-static void decode_filter(const Eventstore__V1__Filter *f, es_filter_t *out) {
+int es_codec_append_many(const Eventstore__V1__AppendManyRequest *m, const es_limits_t *limits,
+                         es_codec_alloc_fn alloc, void *ctx, es_append_many_req_t *out) {
   memset(out, 0, sizeof *out);
-  if (!f) return;
+  out->append_count = m->n_appends;
+  if (m->n_appends) {
+    out->appends = alloc(ctx, m->n_appends * sizeof *out->appends);
+    if (!out->appends) return ES_ENOMEM;
+  }
+  for (size_t i = 0; i < m->n_appends; i++)
+    if (es_codec_append(m->appends[i], limits, alloc, ctx, &out->appends[i])) return ES_ENOMEM;
+  return decode_condition(m->condition, alloc, ctx, &out->condition);
+}
+
+/* An absent filter (NULL) is the empty filter: every event matches. */
+static int decode_filter(const Eventstore__V1__Filter *f, es_codec_alloc_fn alloc, void *ctx,
+                         es_filter_t *out) {
+  memset(out, 0, sizeof *out);
+  if (!f) return ES_OK;
   out->stream_prefix = f->stream_prefix;
   out->event_types = (const char *const *)f->event_types;
   out->event_type_count = f->n_event_types;
+  out->item_count = f->n_items;
+  return decode_items(f->items, f->n_items, alloc, ctx, &out->items);
 }
 
 void es_codec_read_stream(const Eventstore__V1__ReadStreamRequest *m, es_read_stream_req_t *out) {
@@ -100,20 +152,22 @@ void es_codec_read_stream(const Eventstore__V1__ReadStreamRequest *m, es_read_st
   out->direction = (int)m->direction;
 }
 
-void es_codec_read_all(const Eventstore__V1__ReadAllRequest *m, es_read_all_req_t *out) {
+int es_codec_read_all(const Eventstore__V1__ReadAllRequest *m, es_codec_alloc_fn alloc, void *ctx,
+                      es_read_all_req_t *out) {
   memset(out, 0, sizeof *out);
   out->from_position = m->from_position;
   out->max_count = m->max_count;
   out->direction = (int)m->direction;
-  decode_filter(m->filter, &out->filter);
+  return decode_filter(m->filter, alloc, ctx, &out->filter);
 }
 
-void es_codec_subscribe(const Eventstore__V1__SubscribeRequest *m, es_sub_opts_t *out) {
+int es_codec_subscribe(const Eventstore__V1__SubscribeRequest *m, es_codec_alloc_fn alloc,
+                       void *ctx, es_sub_opts_t *out) {
   memset(out, 0, sizeof *out);
   out->from_position = m->from_position;
   out->from_end = m->from_end;
   out->checkpoint_interval = m->checkpoint_interval;
-  decode_filter(m->filter, &out->filter);
+  return decode_filter(m->filter, alloc, ctx, &out->filter);
 }
 
 void es_codec_recorded(const es_recorded_t *ev, Eventstore__V1__RecordedEvent *m,
@@ -142,4 +196,6 @@ void es_codec_recorded(const es_recorded_t *ev, Eventstore__V1__RecordedEvent *m
   }
   m->metadata = ev->metadata_count ? ptrs : NULL;
   m->n_metadata = ev->metadata_count;
+  m->tags = ev->tag_count ? (char **)ev->tags : NULL;
+  m->n_tags = ev->tag_count;
 }

@@ -34,14 +34,23 @@ typedef void *(*es_codec_alloc_fn)(void *ctx, size_t size);
 int es_codec_append(const Eventstore__V1__AppendRequest *m, const es_limits_t *limits,
                     es_codec_alloc_fn alloc, void *ctx, es_append_req_t *out);
 
+/* The same for an AppendManyRequest: each append as es_codec_append decodes
+ * it (its own condition included, which es_append_many_prepare refuses), and
+ * the request's condition. */
+int es_codec_append_many(const Eventstore__V1__AppendManyRequest *m, const es_limits_t *limits,
+                         es_codec_alloc_fn alloc, void *ctx, es_append_many_req_t *out);
+
 /* The read and subscribe requests: each fills *out (OUT) from m, borrowing its
  * strings (m must outlive *out) and leaving what the wire does not carry zero
- * (page byte and scan bounds: the prepare functions set them). Nothing is
- * allocated and nothing is checked: validation is es_read_stream_prepare's,
+ * (page byte and scan bounds: the prepare functions set them). Only the
+ * filter's query items are allocated (alloc(ctx, ...)); ES_ENOMEM when that
+ * fails. Nothing is checked: validation is es_read_stream_prepare's,
  * es_read_all_prepare's and es_filter_validate's job. */
 void es_codec_read_stream(const Eventstore__V1__ReadStreamRequest *m, es_read_stream_req_t *out);
-void es_codec_read_all(const Eventstore__V1__ReadAllRequest *m, es_read_all_req_t *out);
-void es_codec_subscribe(const Eventstore__V1__SubscribeRequest *m, es_sub_opts_t *out);
+int es_codec_read_all(const Eventstore__V1__ReadAllRequest *m, es_codec_alloc_fn alloc, void *ctx,
+                      es_read_all_req_t *out);
+int es_codec_subscribe(const Eventstore__V1__SubscribeRequest *m, es_codec_alloc_fn alloc,
+                       void *ctx, es_sub_opts_t *out);
 
 /* Fills m (initialised here) from ev for sending, borrowing ev's strings and
  * payload. entries and ptrs hold ev->metadata_count elements each (NULL when

@@ -93,6 +93,61 @@ done:
   return resp;
 }
 
+/* ---------------------------------------------------------------- AppendMany */
+
+static void fill_append_response(Eventstore__V1__AppendResponse *r, const es_append_result_t *res) {
+  eventstore__v1__append_response__init(r);
+  r->first_stream_version = res->first_version;
+  r->last_stream_version = res->last_version;
+  r->first_global_position = res->first_position;
+  r->last_global_position = res->last_position;
+  r->recorded_at_unix_ms = res->recorded_at_unix_ms;
+  r->duplicate = res->duplicate;
+}
+
+static grpc_byte_buffer *do_append_many(call_t *c, const es_config_t *cfg) {
+  Eventstore__V1__AppendManyRequest *m =
+      es_unpack(c, &eventstore__v1__append_many_request__descriptor, c->payload);
+  if (!m) return NULL;
+  grpc_byte_buffer *resp = NULL;
+  es_append_many_req_t req;
+  es_append_result_t *res = NULL;
+  Eventstore__V1__AppendResponse *rs = NULL, **ptrs = NULL;
+  if (es_codec_append_many(m, &cfg->limits, arena_alloc, c, &req) != ES_OK) goto oom;
+  es_err_t err;
+  es_err_clear(&err);
+  int rc = es_append_many_prepare(&cfg->limits, &req, &err);
+  if (rc == ES_OK) {
+    res = call_alloc(c, req.append_count * sizeof *res);
+    rs = call_alloc(c, req.append_count * sizeof *rs);
+    ptrs = call_alloc(c, req.append_count * sizeof *ptrs);
+    if (!res || !rs || !ptrs) goto oom;
+    rc = es_backend_append_many(c->srv->backend, &req, res, &err);
+  }
+  if (rc != ES_OK) {
+    call_set_error(c, &err, rc);
+    goto done;
+  }
+  size_t events = 0;
+  for (size_t i = 0; i < req.append_count; i++) {
+    events += req.appends[i].event_count;
+    fill_append_response(&rs[i], &res[i]);
+    ptrs[i] = &rs[i];
+  }
+  es_metrics_append_done(res[0].duplicate ? 0 : events, res[0].duplicate);
+  Eventstore__V1__AppendManyResponse r = EVENTSTORE__V1__APPEND_MANY_RESPONSE__INIT;
+  r.results = ptrs;
+  r.n_results = req.append_count;
+  resp = es_pack(&r.base);
+  if (!resp) oom(c);
+  goto done;
+oom:
+  oom(c);
+done:
+  protobuf_c_message_free_unpacked(&m->base, NULL);
+  return resp;
+}
+
 /* ---------------------------------------------------------------- reads */
 
 /* ReadStreamResponse and ReadAllResponse have the same shape: events, the
@@ -145,8 +200,11 @@ static grpc_byte_buffer *do_read(call_t *c, const es_config_t *cfg) {
     if (rc == ES_OK) rc = es_backend_read_stream(c->srv->backend, &req, &page, &err);
   } else {
     es_read_all_req_t req;
-    es_codec_read_all((const Eventstore__V1__ReadAllRequest *)msg, &req);
-    rc = es_read_all_prepare(&cfg->limits, &req, &err);
+    rc = es_codec_read_all((const Eventstore__V1__ReadAllRequest *)msg, arena_alloc, c, &req);
+    if (rc != ES_OK)
+      es_err_set(&err, rc, "out of memory decoding the request");
+    else
+      rc = es_read_all_prepare(&cfg->limits, &req, &err);
     if (rc == ES_OK) rc = es_backend_read_all(c->srv->backend, &req, &page, &err);
   }
   grpc_byte_buffer *resp = NULL;
@@ -161,7 +219,14 @@ static grpc_byte_buffer *do_read(call_t *c, const es_config_t *cfg) {
 
 void rpc_store_unary(call_t *c) {
   const es_config_t *cfg = c->srv->cfg;
-  call_finish_unary(c, c->method == M_APPEND ? do_append(c, cfg) : do_read(c, cfg));
+  grpc_byte_buffer *resp;
+  if (c->method == M_APPEND)
+    resp = do_append(c, cfg);
+  else if (c->method == M_APPEND_MANY)
+    resp = do_append_many(c, cfg);
+  else
+    resp = do_read(c, cfg);
+  call_finish_unary(c, resp);
 }
 
 /* ---------------------------------------------------------------- Subscribe */
@@ -196,12 +261,16 @@ static void on_wake(es_waiter_t *w) {
 static bool sub_open(call_t *c) {
   const es_config_t *cfg = c->srv->cfg;
   es_sub_opts_t opts;
-  es_codec_subscribe((const Eventstore__V1__SubscribeRequest *)c->request, &opts);
-  opts.read = es_tail_read;
-  opts.read_ctx = c->srv->tail;
   es_err_t err;
   es_err_clear(&err);
-  int rc = es_sub_open(c->srv->backend, &cfg->limits, &opts, &c->sub, &err);
+  int rc = es_codec_subscribe((const Eventstore__V1__SubscribeRequest *)c->request, arena_alloc, c,
+                              &opts);
+  opts.read = es_tail_read;
+  opts.read_ctx = c->srv->tail;
+  if (rc != ES_OK)
+    es_err_set(&err, rc, "out of memory decoding the request");
+  else
+    rc = es_sub_open(c->srv->backend, &cfg->limits, &opts, &c->sub, &err);
   protobuf_c_message_free_unpacked(c->request, NULL);
   c->request = NULL;
   if (rc != ES_OK) {
@@ -374,10 +443,16 @@ void rpc_subscribe_start(call_t *c) {
   }
   c->request = &m->base;
   es_sub_opts_t opts;
-  es_codec_subscribe(m, &opts);
   es_err_t err;
   es_err_clear(&err);
-  int rc = es_filter_validate(&c->srv->cfg->limits, &opts.filter, "filter", &err);
+  int rc = es_codec_subscribe(m, arena_alloc, c, &opts);
+  if (rc != ES_OK)
+    es_err_set(&err, rc, "out of memory decoding the request");
+  else
+    rc = es_filter_validate(&c->srv->cfg->limits, &opts.filter, "filter", &err);
+  /* A query the backend cannot serve is refused before the stream opens. */
+  if (rc == ES_OK)
+    rc = es_backend_check_filter(c->srv->backend, &opts.filter, "filter.items", &err);
   if (rc != ES_OK) {
     call_set_error(c, &err, rc);
     call_finish_unary(c, NULL);

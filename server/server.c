@@ -62,6 +62,8 @@ static const struct {
     [M_READ_STREAM] = {"/eventstore.v1.EventStore/ReadStream",
                        GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER},
     [M_READ_ALL] = {"/eventstore.v1.EventStore/ReadAll", GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER},
+    [M_APPEND_MANY] = {"/eventstore.v1.EventStore/AppendMany",
+                       GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER},
     [M_SUBSCRIBE] = {"/eventstore.v1.EventStore/Subscribe",
                      GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER},
     [M_HEALTH_CHECK] = {"/grpc.health.v1.Health/Check", GRPC_SRM_PAYLOAD_READ_INITIAL_BYTE_BUFFER},
@@ -271,18 +273,35 @@ void call_set_error(call_t *c, const es_err_t *err, int rc) {
     case ES_ECANCELLED:
       code = GRPC_STATUS_CANCELLED;
       break;
+    case ES_ECONDITION:
+      code = GRPC_STATUS_ABORTED;
+      break;
+    case ES_EUNSUPPORTED:
+      code = GRPC_STATUS_UNIMPLEMENTED;
+      break;
     default:
       code = GRPC_STATUS_INTERNAL;
       break;
   }
   const char *msg = (err && err->msg[0]) ? err->msg : es_strerror(rc);
   call_set_status(c, code, msg);
-  if (rc == ES_EVERSION && err && err->has_actual_version && c->n_trailer == 0) {
+  /* Trailers are decimal ASCII (API.md details 8, Extension 1); set once. */
+  if (err && c->n_trailer == 0) {
     char buf[24];
-    snprintf(buf, sizeof buf, "%" PRIu64, err->actual_version);
-    c->trailer[0].key = grpc_slice_from_static_string("es-actual-version");
-    c->trailer[0].value = grpc_slice_from_copied_string(buf);
-    c->n_trailer = 1;
+    if (err->has_append_index) {
+      snprintf(buf, sizeof buf, "%" PRIu64, err->append_index);
+      c->trailer[c->n_trailer].key = grpc_slice_from_static_string("es-append-index");
+      c->trailer[c->n_trailer++].value = grpc_slice_from_copied_string(buf);
+    }
+    if (rc == ES_EVERSION && err->has_actual_version) {
+      snprintf(buf, sizeof buf, "%" PRIu64, err->actual_version);
+      c->trailer[c->n_trailer].key = grpc_slice_from_static_string("es-actual-version");
+      c->trailer[c->n_trailer++].value = grpc_slice_from_copied_string(buf);
+    } else if (rc == ES_ECONDITION && err->has_condition_position) {
+      snprintf(buf, sizeof buf, "%" PRIu64, err->condition_position);
+      c->trailer[c->n_trailer].key = grpc_slice_from_static_string("es-condition-position");
+      c->trailer[c->n_trailer++].value = grpc_slice_from_copied_string(buf);
+    }
   }
   if (code == GRPC_STATUS_INTERNAL || code == GRPC_STATUS_UNAVAILABLE || rc == ES_ENOMEM ||
       rc == ES_ENOSPACE)
@@ -426,6 +445,7 @@ static void call_run_job(es_job_t *job) {
     case M_APPEND:
     case M_READ_STREAM:
     case M_READ_ALL:
+    case M_APPEND_MANY:
       rpc_store_unary(c);
       break;
     case M_SUBSCRIBE:
@@ -484,6 +504,7 @@ static void on_new(call_t *c, int ok) {
     case M_APPEND:
     case M_READ_STREAM:
     case M_READ_ALL:
+    case M_APPEND_MANY:
       if (es_backend_is_blocking(srv->backend))
         call_schedule(c);
       else

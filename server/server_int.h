@@ -40,6 +40,7 @@ typedef enum method_id {
   M_APPEND = 0,
   M_READ_STREAM,
   M_READ_ALL,
+  M_APPEND_MANY, /* before M_SUBSCRIBE: the unary calls that draining refuses */
   M_SUBSCRIBE,
   M_HEALTH_CHECK,
   M_HEALTH_WATCH,
@@ -86,7 +87,7 @@ struct call {
   grpc_status_code status;
   grpc_slice status_details;
   bool has_status_details;
-  grpc_metadata trailer[1];
+  grpc_metadata trailer[2]; /* es-append-index, then es-actual-version or -condition-position */
   size_t n_trailer;
   bool initial_md_sent;
 
@@ -190,7 +191,7 @@ void *es_unpack(call_t *c, const ProtobufCMessageDescriptor *d, grpc_byte_buffer
 grpc_byte_buffer *es_pack(const ProtobufCMessage *m);
 
 /* ---- RPCs ---- */
-void rpc_store_unary(call_t *c); /* Append, ReadStream, ReadAll */
+void rpc_store_unary(call_t *c); /* Append, ReadStream, ReadAll, AppendMany */
 void rpc_subscribe_start(call_t *c);
 void rpc_subscribe_pump(call_t *c);
 void rpc_subscribe_on_close(call_t *c, int ok);

@@ -27,15 +27,81 @@ void es_backend_close(es_backend_t *b) {
   b->methods->close(b);
 }
 
+/* Extension 1 as a capability (backend.h): what req needs that b lacks.
+ * `field` prefixes the names ("" or "appends[3]."). */
+static int check_append_features(const es_backend_t *b, const es_append_req_t *req,
+                                 const char *field, es_err_t *err) {
+  unsigned have = b->methods->features;
+  if (!(have & ES_BACKEND_TAGS)) {
+    for (size_t i = 0; i < req->event_count; i++)
+      if (req->events[i].tag_count > 0)
+        return es_err_set(err, ES_EUNSUPPORTED,
+                          "%sevents[%zu].tags: tags are not supported by the %s backend", field, i,
+                          b->methods->name);
+  }
+  if (req->condition != NULL && !(have & ES_BACKEND_CONDITION))
+    return es_err_set(err, ES_EUNSUPPORTED,
+                      "%scondition: append conditions are not supported by the %s backend", field,
+                      b->methods->name);
+  return ES_OK;
+}
+
+static bool append_prepared(const es_append_req_t *req) {
+  return req->event_count > 0 && req->events != NULL && req->stream_id != NULL &&
+         req->stream_id[0] != '\0';
+}
+
 int es_backend_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
                       es_err_t *err) {
   assert(b != NULL && b->methods != NULL && req != NULL && out != NULL);
   memset(out, 0, sizeof *out);
   es_err_clear(err);
-  if (req->event_count == 0 || req->events == NULL || req->stream_id == NULL ||
-      req->stream_id[0] == '\0')
+  if (!append_prepared(req))
     return es_err_set(err, ES_EINVAL, "append: no events or no stream_id (request not prepared)");
-  return b->methods->append(b, req, out, err);
+  int rc = check_append_features(b, req, "", err);
+  return rc ? rc : b->methods->append(b, req, out, err);
+}
+
+int es_backend_append_many(es_backend_t *b, const es_append_many_req_t *req,
+                           es_append_result_t *results, es_err_t *err) {
+  assert(b != NULL && b->methods != NULL && req != NULL);
+  assert(results != NULL || req->append_count == 0);
+  if (req->append_count) memset(results, 0, req->append_count * sizeof *results);
+  es_err_clear(err);
+  if (req->append_count == 0 || req->appends == NULL)
+    return es_err_set(err, ES_EINVAL, "appends: none (request not prepared)");
+  if (b->methods->append_many == NULL)
+    return es_err_set(err, ES_EUNSUPPORTED, "AppendMany: not supported by the %s backend",
+                      b->methods->name);
+  for (size_t i = 0; i < req->append_count; i++) {
+    const es_append_req_t *a = &req->appends[i];
+    if (!append_prepared(a) || a->condition != NULL)
+      return es_err_set(err, ES_EINVAL,
+                        "appends[%zu]: no events, no stream_id or a condition of its own "
+                        "(request not prepared)",
+                        i);
+    char field[40];
+    snprintf(field, sizeof field, "appends[%zu].", i);
+    int rc = check_append_features(b, a, field, err);
+    if (rc) return rc;
+  }
+  if (req->condition != NULL && !(b->methods->features & ES_BACKEND_CONDITION))
+    return es_err_set(err, ES_EUNSUPPORTED,
+                      "condition: append conditions are not supported by the %s backend",
+                      b->methods->name);
+  int rc = b->methods->append_many(b, req, results, err);
+  if (rc && req->append_count) memset(results, 0, req->append_count * sizeof *results);
+  return rc;
+}
+
+int es_backend_check_filter(const es_backend_t *b, const es_filter_t *filter, const char *field,
+                            es_err_t *err) {
+  assert(b != NULL && b->methods != NULL);
+  if (filter == NULL || filter->item_count == 0 || (b->methods->features & ES_BACKEND_QUERY))
+    return ES_OK;
+  return es_err_set(err, ES_EUNSUPPORTED,
+                    "%s: queries by type and tag are not supported by the %s backend",
+                    field ? field : "filter.items", b->methods->name);
 }
 
 /* The checks es_read_stream_prepare / es_read_all_prepare guarantee; a
@@ -47,13 +113,25 @@ static int check_read(uint32_t max_count, int direction, es_err_t *err) {
   return ES_OK;
 }
 
+/* A backend without tags may leave the tag fields of its events unset
+ * (es_recorded_tags_size): every reader above gets them cleared. */
+static int clear_tags(const es_backend_t *b, int rc, es_page_t *page) {
+  if (rc == ES_OK && !(b->methods->features & ES_BACKEND_TAGS)) {
+    for (size_t i = 0; i < page->count; i++) {
+      page->events[i].tags = NULL;
+      page->events[i].tag_count = 0;
+    }
+  }
+  return rc;
+}
+
 int es_backend_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es_page_t *out,
                            es_err_t *err) {
   assert(b != NULL && b->methods != NULL && req != NULL && out != NULL);
   memset(out, 0, sizeof *out);
   es_err_clear(err);
   int rc = check_read(req->max_count, req->direction, err);
-  return rc ? rc : b->methods->read_stream(b, req, out, err);
+  return rc ? rc : clear_tags(b, b->methods->read_stream(b, req, out, err), out);
 }
 
 int es_backend_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t *out,
@@ -62,7 +140,8 @@ int es_backend_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t
   memset(out, 0, sizeof *out);
   es_err_clear(err);
   int rc = check_read(req->max_count, req->direction, err);
-  return rc ? rc : b->methods->read_all(b, req, out, err);
+  if (rc == ES_OK) rc = es_backend_check_filter(b, &req->filter, "filter.items", err);
+  return rc ? rc : clear_tags(b, b->methods->read_all(b, req, out, err), out);
 }
 
 int es_backend_head(es_backend_t *b, uint64_t *out, es_err_t *err) {
@@ -133,7 +212,8 @@ es_recorded_t *es_page_builder_slot(es_page_builder_t *pb, int *rc) {
 
 int es_page_builder_take(es_page_builder_t *pb) {
   es_page_t *page = pb->page;
-  size_t size = es_recorded_size_bound(&page->events[page->count]);
+  const es_recorded_t *ev = &page->events[page->count];
+  size_t size = es_recorded_size_bound(ev) + es_recorded_tags_size(ev);
   if (page->count > 0 && (size > pb->max_bytes || pb->bytes + size > pb->max_bytes)) return 0;
   pb->bytes += size;
   page->count++;

@@ -49,6 +49,10 @@ void es_err_clear(es_err_t *err) {
   err->has_actual_version = 0;
   err->actual_version = 0;
   err->msg[0] = '\0';
+  err->has_condition_position = 0;
+  err->condition_position = 0;
+  err->has_append_index = 0;
+  err->append_index = 0;
 }
 
 /* has_actual_version / actual_version are left alone: a backend may fill them

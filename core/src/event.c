@@ -9,6 +9,12 @@
  *
  * The filter rules are those of API.md: a stream prefix (byte-wise prefix of
  * stream_id) and a set of exact event type names; both given, both must match.
+ * Extension 1 adds query items (es_query_match): an item matches an event
+ * whose type is one of its types (or it has none) and whose tags include all
+ * of its tags; items are OR'ed, and a filter with items passes an event when
+ * its prefix and types pass it AND an item matches. Lists are short (at most
+ * 32 types and tags per item, 32 tags per event, validate.h), so matching is
+ * plain nested loops of strcmp: no allocation, no sorting, any thread.
  *
  * es_recorded_size_bound() must never underestimate: pages are trimmed with it
  * to stay under the gRPC message limit, and one byte too few there means a
@@ -28,7 +34,40 @@ void es_page_free(es_page_t *page) {
   memset(page, 0, sizeof *page);
 }
 
+static bool has_tag(const char *const *tags, size_t n, const char *tag) {
+  for (size_t i = 0; i < n; i++)
+    if (tags[i] != NULL && strcmp(tags[i], tag) == 0) return true;
+  return false;
+}
+
+static bool item_match(const es_query_item_t *item, const char *event_type, const char *const *tags,
+                       size_t tag_count) {
+  if (item->event_type_count > 0) {
+    size_t i;
+    for (i = 0; i < item->event_type_count; i++)
+      if (item->event_types[i] != NULL && strcmp(item->event_types[i], event_type) == 0) break;
+    if (i == item->event_type_count) return false;
+  }
+  for (size_t i = 0; i < item->tag_count; i++)
+    if (!has_tag(tags, tag_count, item->tags[i] ? item->tags[i] : "")) return false;
+  return true;
+}
+
+bool es_query_match(const es_query_item_t *items, size_t n, const char *event_type,
+                    const char *const *tags, size_t tag_count) {
+  if (event_type == NULL) event_type = "";
+  if (tags == NULL) tag_count = 0;
+  for (size_t i = 0; i < n; i++)
+    if (item_match(&items[i], event_type, tags, tag_count)) return true;
+  return false;
+}
+
 bool es_filter_match(const es_filter_t *filter, const char *stream_id, const char *event_type) {
+  return es_filter_match_tags(filter, stream_id, event_type, NULL, 0);
+}
+
+bool es_filter_match_tags(const es_filter_t *filter, const char *stream_id, const char *event_type,
+                          const char *const *tags, size_t tag_count) {
   if (filter == NULL) return true;
   if (stream_id == NULL) stream_id = "";
   if (event_type == NULL) event_type = "";
@@ -37,18 +76,22 @@ bool es_filter_match(const es_filter_t *filter, const char *stream_id, const cha
     /* strncmp stops at stream_id's NUL, so a shorter stream_id cannot match. */
     if (strncmp(stream_id, prefix, strlen(prefix)) != 0) return false;
   }
-  if (filter->event_type_count == 0) return true;
-  for (size_t i = 0; i < filter->event_type_count; i++) {
-    const char *t = filter->event_types[i];
-    if (t != NULL && strcmp(t, event_type) == 0) return true;
+  if (filter->event_type_count > 0) {
+    size_t i;
+    for (i = 0; i < filter->event_type_count; i++) {
+      const char *t = filter->event_types[i];
+      if (t != NULL && strcmp(t, event_type) == 0) break;
+    }
+    if (i == filter->event_type_count) return false;
   }
-  return false;
+  return filter->item_count == 0 ||
+         es_query_match(filter->items, filter->item_count, event_type, tags, tag_count);
 }
 
 bool es_filter_active(const es_filter_t *filter) {
   if (filter == NULL) return false;
   return (filter->stream_prefix != NULL && filter->stream_prefix[0] != '\0') ||
-         filter->event_type_count > 0;
+         filter->event_type_count > 0 || filter->item_count > 0;
 }
 
 /* A length-delimited field: 1 tag byte (field numbers are all ≤ 15), a length
@@ -82,6 +125,12 @@ size_t es_recorded_size_bound(const es_recorded_t *ev) {
     n += kv->key != NULL ? strlen(kv->key) : 0;
     n += kv->value != NULL ? strlen(kv->value) : 0;
   }
+  return n;
+}
+
+size_t es_recorded_tags_size(const es_recorded_t *ev) {
+  size_t n = 0;
+  for (size_t i = 0; i < ev->tag_count; i++) n += str_field(ev->tags[i]);
   return n;
 }
 

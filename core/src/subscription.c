@@ -89,25 +89,57 @@ struct es_sub {
 };
 
 /* Deep-copies f into s->filter, so that the caller's strings may go away
- * after es_sub_open(). */
+ * after es_sub_open(). One allocation: the query items, then every pointer
+ * array (types, then per item its types and tags), then the strings. */
+static size_t strings_bytes(const char *const *v, size_t n) {
+  size_t bytes = 0;
+  for (size_t i = 0; i < n; i++) bytes += strlen(v[i] ? v[i] : "") + 1;
+  return bytes;
+}
+
+/* Copies v[0..n) into the pointer slots at *slots and the bytes at *text,
+ * advancing both. */
+static const char *const *copy_strings(const char *const *v, size_t n, char ***slots, char **text) {
+  char **out = *slots;
+  for (size_t i = 0; i < n; i++) {
+    const char *src = v[i] ? v[i] : "";
+    size_t len = strlen(src) + 1;
+    memcpy(*text, src, len);
+    out[i] = *text;
+    *text += len;
+  }
+  *slots += n;
+  return (const char *const *)out;
+}
+
 static int copy_filter(es_sub_t *s, const es_filter_t *f) {
   const char *prefix = f->stream_prefix != NULL ? f->stream_prefix : "";
-  size_t bytes = f->event_type_count * sizeof(char *) + strlen(prefix) + 1;
-  for (size_t i = 0; i < f->event_type_count; i++) bytes += strlen(f->event_types[i]) + 1;
-  char **types = malloc(bytes);
-  if (types == NULL) return ES_ENOMEM;
-  char *p = (char *)(types + f->event_type_count);
-  for (size_t i = 0; i < f->event_type_count; i++) {
-    size_t len = strlen(f->event_types[i]) + 1;
-    memcpy(p, f->event_types[i], len);
-    types[i] = p;
-    p += len;
+  size_t n_items = f->items != NULL ? f->item_count : 0;
+  size_t n_ptrs = f->event_type_count;
+  size_t text = strlen(prefix) + 1 + strings_bytes(f->event_types, f->event_type_count);
+  for (size_t i = 0; i < n_items; i++) {
+    n_ptrs += f->items[i].event_type_count + f->items[i].tag_count;
+    text += strings_bytes(f->items[i].event_types, f->items[i].event_type_count);
+    text += strings_bytes(f->items[i].tags, f->items[i].tag_count);
   }
-  memcpy(p, prefix, strlen(prefix) + 1);
-  s->filter_mem = types;
-  s->filter.stream_prefix = p;
-  s->filter.event_types = (const char *const *)types;
+  es_query_item_t *items = malloc(n_items * sizeof *items + n_ptrs * sizeof(char *) + text);
+  if (items == NULL) return ES_ENOMEM;
+  char **slots = (char **)(items + n_items);
+  char *p = (char *)(slots + n_ptrs);
+  s->filter_mem = items;
+  s->filter.event_types = copy_strings(f->event_types, f->event_type_count, &slots, &p);
   s->filter.event_type_count = f->event_type_count;
+  for (size_t i = 0; i < n_items; i++) {
+    const es_query_item_t *it = &f->items[i];
+    items[i].event_types = copy_strings(it->event_types, it->event_type_count, &slots, &p);
+    items[i].event_type_count = it->event_type_count;
+    items[i].tags = copy_strings(it->tags, it->tag_count, &slots, &p);
+    items[i].tag_count = it->tag_count;
+  }
+  s->filter.items = n_items ? items : NULL;
+  s->filter.item_count = n_items;
+  memcpy(p, prefix, strlen(prefix) + 1);
+  s->filter.stream_prefix = p;
   return ES_OK;
 }
 
@@ -117,6 +149,7 @@ int es_sub_open(es_backend_t *b, const es_limits_t *limits, const es_sub_opts_t 
   *out = NULL;
   es_sub_t *s = NULL;
   int rc = es_filter_validate(limits, &opts->filter, "filter", err);
+  if (rc == ES_OK) rc = es_backend_check_filter(b, &opts->filter, "filter.items", err);
   if (rc != ES_OK) goto fail;
 
   s = calloc(1, sizeof *s);

@@ -56,6 +56,12 @@ void es_limits_default(es_limits_t *limits) {
   limits->max_filter_event_types = 64;
   limits->max_scan = 10000;
   limits->default_checkpoint_interval = 1000;
+  limits->max_event_tags = 32;
+  limits->max_tag_bytes = 256;
+  limits->max_query_items = 16;
+  limits->max_query_item_types = 32;
+  limits->max_query_item_tags = 32;
+  limits->max_many_appends = 100;
 }
 
 /* ---- text rules ---------------------------------------------------------- */
@@ -407,6 +413,25 @@ static int check_event(const es_limits_t *limits, es_event_data_t *ev, size_t i,
   if (rc != ES_OK) return rc;
   total += len;
 
+  /* 10 tags: count, then each tag's text, then repeats (at most 32 each, so
+   * the quadratic comparison is at most 496 strcmp). */
+  if (ev->tag_count > limits->max_event_tags) {
+    return es_err_set(err, ES_EINVAL, "events[%zu].tags: %zu given, limit %u", i, ev->tag_count,
+                      limits->max_event_tags);
+  }
+  assert(ev->tag_count == 0 || ev->tags != NULL);
+  for (size_t k = 0; k < ev->tag_count; k++) {
+    rc = check_text(err, ev->tags[k], 1, limits->max_tag_bytes, true, &len, "events[%zu].tags[%zu]",
+                    i, k);
+    if (rc != ES_OK) return rc;
+    total += len;
+    for (size_t j = 0; j < k; j++) {
+      if (strcmp(ev->tags[j], ev->tags[k]) == 0)
+        return es_err_set(err, ES_EINVAL, "events[%zu].tags[%zu]: repeats events[%zu].tags[%zu]", i,
+                          k, i, j);
+    }
+  }
+
   if (total > limits->max_event_bytes) {
     return es_err_set(err, ES_ETOOBIG, "events[%zu]: %zu bytes, limit %zu (max event size)", i,
                       total, limits->max_event_bytes);
@@ -414,7 +439,37 @@ static int check_event(const es_limits_t *limits, es_event_data_t *ev, size_t i,
   return ES_OK;
 }
 
-int es_append_prepare(const es_limits_t *limits, es_append_req_t *req, es_err_t *err) {
+/* The counts of a list of query items (field names start with `field`). */
+static int check_items(const es_limits_t *limits, const es_query_item_t *items, size_t n,
+                       const char *field, es_err_t *err) {
+  if (n > limits->max_query_items)
+    return es_err_set(err, ES_EINVAL, "%s: %zu given, limit %u", field, n, limits->max_query_items);
+  for (size_t i = 0; i < n; i++) {
+    if (items[i].event_type_count > limits->max_query_item_types)
+      return es_err_set(err, ES_EINVAL, "%s[%zu].event_types: %zu given, limit %u", field, i,
+                        items[i].event_type_count, limits->max_query_item_types);
+    if (items[i].tag_count > limits->max_query_item_tags)
+      return es_err_set(err, ES_EINVAL, "%s[%zu].tags: %zu given, limit %u", field, i,
+                        items[i].tag_count, limits->max_query_item_tags);
+  }
+  return ES_OK;
+}
+
+int es_condition_validate(const es_limits_t *limits, const es_append_condition_t *cond,
+                          const char *field, es_err_t *err) {
+  assert(limits != NULL);
+  if (cond == NULL) return ES_OK;
+  char name[FIELD_NAME_MAX];
+  snprintf(name, sizeof name, "%s.fail_if_events_match", field ? field : "condition");
+  if (cond->item_count == 0)
+    return es_err_set(err, ES_EINVAL, "%s: 0 given, 1..%u required", name, limits->max_query_items);
+  return check_items(limits, cond->items, cond->item_count, name, err);
+}
+
+/* es_append_prepare; inside an AppendMany (!own_condition) the append's own
+ * condition must be unset. */
+static int append_prepare(const es_limits_t *limits, es_append_req_t *req, bool own_condition,
+                          es_err_t *err) {
   assert(limits != NULL && req != NULL);
   uint32_t stack_slots[ID_SET_STACK_SLOTS];
   id_set_t ids = {NULL, 0};
@@ -468,10 +523,107 @@ int es_append_prepare(const es_limits_t *limits, es_append_req_t *req, es_err_t 
     rc = check_event(limits, &req->events[i], i, &ids, req->events, err);
     if (rc != ES_OK) goto fail;
   }
-  rc = ES_OK;
+
+  /* 6 condition */
+  if (req->condition != NULL && !own_condition) {
+    rc = es_err_set(err, ES_EINVAL,
+                    "condition: must be unset inside AppendMany (the request's condition "
+                    "applies to all of its appends)");
+    goto fail;
+  }
+  rc = es_condition_validate(limits, req->condition, "condition", err);
 
 fail:
   if (ids.slots != NULL && ids.slots != stack_slots) free(ids.slots);
+  return rc;
+}
+
+int es_append_prepare(const es_limits_t *limits, es_append_req_t *req, es_err_t *err) {
+  return append_prepare(limits, req, true, err);
+}
+
+/* ---- AppendMany ------------------------------------------------------------ */
+
+/* Puts "appends[i]." before the message of a failed append and names it. */
+static int name_append(es_err_t *err, int rc, size_t i) {
+  if (err == NULL) return rc;
+  char prefix[40];
+  int len = snprintf(prefix, sizeof prefix, "appends[%zu].", i);
+  size_t keep = strlen(err->msg);
+  if (keep + (size_t)len >= sizeof err->msg) keep = sizeof err->msg - 1 - (size_t)len;
+  memmove(err->msg + len, err->msg, keep);
+  memcpy(err->msg, prefix, (size_t)len);
+  err->msg[len + keep] = '\0';
+  err->has_append_index = 1;
+  err->append_index = i;
+  return rc;
+}
+
+int es_append_many_prepare(const es_limits_t *limits, es_append_many_req_t *req, es_err_t *err) {
+  assert(limits != NULL && req != NULL);
+  int rc = ES_OK;
+  id_set_t ids = {NULL, 0};
+  size_t *where = NULL; /* flat event index -> append index */
+  es_event_data_t *flat = NULL;
+
+  /* 1 appends: request-wide limits first, so that nothing is decoded past them. */
+  if (req->append_count == 0) return es_err_set(err, ES_EINVAL, "appends: 0 given, at least 1");
+  if (req->append_count > limits->max_many_appends)
+    return es_err_set(err, ES_EINVAL, "appends: %zu given, limit %u", req->append_count,
+                      limits->max_many_appends);
+  assert(req->appends != NULL);
+  size_t total = 0;
+  for (size_t i = 0; i < req->append_count; i++) total += req->appends[i].event_count;
+  if (total > limits->max_append_events)
+    return es_err_set(err, ES_EINVAL, "appends: %zu events in all, limit %u", total,
+                      limits->max_append_events);
+
+  /* Ids across appends: one set over a flat copy of the parsed ids. */
+  size_t slots = 16;
+  while (slots < 2 * total) slots *= 2;
+  ids.slots = calloc(slots, sizeof ids.slots[0]);
+  flat = calloc(total ? total : 1, sizeof *flat);
+  where = calloc(total ? total : 1, sizeof *where);
+  if (ids.slots == NULL || flat == NULL || where == NULL) {
+    rc = es_err_set(err, ES_ENOMEM, "appends: out of memory checking %zu ids", total);
+    goto out;
+  }
+  ids.mask = slots - 1;
+
+  size_t seen = 0;
+  for (size_t i = 0; i < req->append_count; i++) {
+    es_append_req_t *a = &req->appends[i];
+    rc = append_prepare(limits, a, false, err);
+    if (rc != ES_OK) {
+      name_append(err, rc, i);
+      goto out;
+    }
+    for (size_t k = 0; k < a->event_count; k++, seen++) {
+      memcpy(flat[seen].id, a->events[k].id, ES_UUID_LEN);
+      where[seen] = i;
+      size_t dup = id_set_insert(&ids, flat, seen);
+      if (dup != SIZE_MAX) {
+        /* A repeat within one append was refused by append_prepare. */
+        size_t j = where[dup], first = 0;
+        for (size_t x = 0; x < j; x++) first += req->appends[x].event_count;
+        char text[ES_UUID_STR_LEN + 1];
+        es_uuid_format(a->events[k].id, text);
+        rc = es_err_set(err, ES_EINVAL,
+                        "events[%zu].event_id: %s duplicates appends[%zu].events[%zu]", k, text, j,
+                        dup - first);
+        name_append(err, rc, i);
+        goto out;
+      }
+    }
+  }
+
+  /* 2 condition */
+  rc = es_condition_validate(limits, req->condition, "condition", err);
+
+out:
+  free(ids.slots);
+  free(flat);
+  free(where);
   return rc;
 }
 
@@ -506,7 +658,9 @@ int es_filter_validate(const es_limits_t *limits, const es_filter_t *filter, con
     rc = check_text(err, t, 1, limits->max_id_bytes, false, NULL, "%s.event_types[%zu]", field, i);
     if (rc != ES_OK) return rc;
   }
-  return ES_OK;
+  char name[FIELD_NAME_MAX];
+  snprintf(name, sizeof name, "%s.items", field);
+  return check_items(limits, filter->items, filter->item_count, name, err);
 }
 
 int es_read_all_prepare(const es_limits_t *limits, es_read_all_req_t *req, es_err_t *err) {

@@ -28,6 +28,8 @@ TEST(Error, EveryCodeHasANameAndAText) {
       {ES_ECANCELLED, "ES_ECANCELLED"},
       {ES_EINTERNAL, "ES_EINTERNAL"},
       {ES_ENOSPACE, "ES_ENOSPACE"},
+      {ES_ECONDITION, "ES_ECONDITION"},
+      {ES_EUNSUPPORTED, "ES_EUNSUPPORTED"},
   };
   for (const auto &c : cases) {
     EXPECT_STREQ(c.name, es_errname(c.code));
@@ -38,7 +40,7 @@ TEST(Error, EveryCodeHasANameAndAText) {
 }
 
 TEST(Error, UnknownCodesGetStaticStrings) {
-  for (int code : {1, -13, -1000, 12345}) {
+  for (int code : {1, -15, -1000, 12345}) {
     EXPECT_STREQ("unknown error", es_strerror(code));
     EXPECT_STREQ("ES_UNKNOWN", es_errname(code));
   }

@@ -20,6 +20,14 @@
  * the notifier it was given (es_backend_set_notifier), so that waiting
  * subscriptions wake up; a backend shared by several processes also publishes
  * the commits of the others.
+ *
+ * Extension 1 (tags, queries, conditions, AppendMany) is a capability: a
+ * backend declares what it implements in `features` and `append_many`, and
+ * the wrappers refuse every request that needs something it has not declared
+ * with ES_EUNSUPPORTED, naming the feature and the backend. A backend that
+ * predates the extension leaves those members out of its (designated)
+ * initializer and so refuses all of it: a tag, a query or a condition is
+ * never silently dropped.
  */
 #ifndef ES_BACKEND_H
 #define ES_BACKEND_H
@@ -43,6 +51,13 @@ typedef struct es_backend_stat {
   int counter;      /* 1: only grows (a total); 0: a gauge */
   uint64_t value;
 } es_backend_stat_t;
+
+/* es_backend_methods_t.features (Extension 1). */
+enum {
+  ES_BACKEND_TAGS = 1,      /* stores EventData.tags and returns them (es_recorded_t.tags) */
+  ES_BACKEND_QUERY = 2,     /* read_all honours es_filter_t.items (index-backed) */
+  ES_BACKEND_CONDITION = 4, /* append (and append_many) check es_append_req_t.condition */
+};
 
 typedef struct es_backend_methods {
   const char *name; /* "memory", "postgres" */
@@ -76,6 +91,17 @@ typedef struct es_backend_methods {
    * usage, commits, memory). Fills at most max entries of out (OUT) and
    * returns how many. Never fails; cheap enough to call on every scrape. */
   size_t (*stats)(es_backend_t *b, struct es_backend_stat *out, size_t max);
+
+  /* Extension 1: ES_BACKEND_* bits; 0 = none of it (see the top). */
+  unsigned features;
+
+  /* Optional (NULL = AppendMany is refused): appends req->appends atomically
+   * (backend_impl.h: es_append_many_decide) in one contiguous run of
+   * positions. On success fills results[0..append_count) (OUT). Errors as
+   * for append, plus ES_ECONDITION (err carries condition_position); an error
+   * of one append carries err->append_index. */
+  int (*append_many)(es_backend_t *b, const es_append_many_req_t *req, es_append_result_t *results,
+                     es_err_t *err);
 } es_backend_methods_t;
 
 /* The common head of every backend handle. */
@@ -93,6 +119,14 @@ int es_backend_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es_
 int es_backend_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t *out,
                         es_err_t *err);
 int es_backend_head(es_backend_t *b, uint64_t *out, es_err_t *err);
+/* results holds req->append_count entries. */
+int es_backend_append_many(es_backend_t *b, const es_append_many_req_t *req,
+                           es_append_result_t *results, es_err_t *err);
+/* ES_OK when b can serve filter (Filter.items need ES_BACKEND_QUERY), else
+ * ES_EUNSUPPORTED naming `field` (e.g. "filter.items") and the backend. The
+ * read wrappers check this themselves; a subscription checks it at open. */
+int es_backend_check_filter(const es_backend_t *b, const es_filter_t *filter, const char *field,
+                            es_err_t *err);
 int es_backend_is_blocking(const es_backend_t *b);
 const char *es_backend_name(const es_backend_t *b);
 /* The backend's monitoring figures (0 when it has none); see `stats`. */

@@ -31,7 +31,9 @@ extern "C" {
   X(EAGAIN, -9, "no data yet; wait for the log to grow")              \
   X(ECANCELLED, -10, "cancelled")                                     \
   X(EINTERNAL, -11, "internal error")                                 \
-  X(ENOSPACE, -12, "storage full")
+  X(ENOSPACE, -12, "storage full")                                    \
+  X(ECONDITION, -13, "append condition failed")                       \
+  X(EUNSUPPORTED, -14, "not supported by this backend")
 
 typedef enum es_status {
   ES_OK = 0,
@@ -50,10 +52,14 @@ const char *es_errname(int code);
 
 /* Details of a failure, filled by the function that failed. */
 typedef struct es_err {
-  int code;                 /* the same value the function returned */
-  int has_actual_version;   /* 1 when actual_version is meaningful (EVERSION) */
-  uint64_t actual_version;  /* the stream's last version (0 = no stream) */
-  char msg[ES_ERR_MSG_MAX]; /* human-readable: names the field, limit or id */
+  int code;                    /* the same value the function returned */
+  int has_actual_version;      /* 1 when actual_version is meaningful (EVERSION) */
+  uint64_t actual_version;     /* the stream's last version (0 = no stream) */
+  char msg[ES_ERR_MSG_MAX];    /* human-readable: names the field, limit or id */
+  int has_condition_position;  /* 1 when condition_position is meaningful (ECONDITION) */
+  uint64_t condition_position; /* the first event after `after` matching the condition */
+  int has_append_index;        /* 1 when the failure is one append's of an AppendMany */
+  uint64_t append_index;       /* that append, 0-based */
 } es_err_t;
 
 /* Clears err (code ES_OK, empty message). err may be NULL. */

@@ -44,6 +44,8 @@ typedef struct es_event_data {
   /* Filled by es_append_prepare(): the parsed or assigned id. Backends use
    * this, never event_id. */
   uint8_t id[ES_UUID_LEN];
+  const char *const *tags; /* tag_count tags, in the order given (Extension 1) */
+  size_t tag_count;
 } es_event_data_t;
 
 typedef enum es_expected_kind {
@@ -58,6 +60,23 @@ typedef enum es_direction {
   ES_BACKWARD = 1,
 } es_direction_t;
 
+/* Wire: QueryItem (Extension 1). An event matches when its type is one of
+ * event_types (or there are none) AND it carries every one of tags. */
+typedef struct es_query_item {
+  const char *const *event_types; /* event_type_count exact names; 0 = any type */
+  size_t event_type_count;
+  const char *const *tags; /* tag_count tags the event must all carry; 0 = any */
+  size_t tag_count;
+} es_query_item_t;
+
+/* Wire: AppendCondition. The append fails (ES_ECONDITION) when an event with
+ * global_position > after matches one of the items. */
+typedef struct es_append_condition {
+  const es_query_item_t *items; /* item_count entries, OR'ed (1..16 once prepared) */
+  size_t item_count;
+  uint64_t after; /* 0 = the whole log */
+} es_append_condition_t;
+
 /* Wire: AppendRequest. expected_kind / events are validated by
  * es_append_prepare() before a backend sees the request. */
 typedef struct es_append_req {
@@ -67,7 +86,17 @@ typedef struct es_append_req {
   uint64_t expected_version; /* only with ES_EXPECT_EXACT */
   es_event_data_t *events;   /* event_count entries; prepare fills their id */
   size_t event_count;
+  const es_append_condition_t *condition; /* NULL = none (Extension 1) */
 } es_append_req_t;
+
+/* Wire: AppendManyRequest (Extension 1): all appends or none, one contiguous
+ * run of positions in request order. The appends' own `condition` is NULL;
+ * the request's condition is checked once, against the log before it. */
+typedef struct es_append_many_req {
+  es_append_req_t *appends; /* append_count entries */
+  size_t append_count;
+  const es_append_condition_t *condition; /* NULL = none */
+} es_append_many_req_t;
 
 /* Wire: AppendResponse. */
 typedef struct es_append_result {
@@ -79,11 +108,13 @@ typedef struct es_append_result {
   bool duplicate;
 } es_append_result_t;
 
-/* Wire: Filter. Both parts given: both must match. */
+/* Wire: Filter. Every part given must match. */
 typedef struct es_filter {
   const char *stream_prefix;      /* NULL or "" = all streams */
   const char *const *event_types; /* event_type_count exact names */
   size_t event_type_count;        /* 0 = all types */
+  const es_query_item_t *items;   /* item_count items, OR'ed (Extension 1) */
+  size_t item_count;              /* 0 = no tag/type query */
 } es_filter_t;
 
 /* Wire: ReadStreamRequest, after es_read_stream_prepare(): max_count is the
@@ -124,6 +155,8 @@ typedef struct es_recorded {
   const char *causation_id;
   uint64_t occurred_at_unix_ms;
   uint64_t recorded_at_unix_ms;
+  const char *const *tags; /* tag_count tags as appended (NULL when 0) */
+  size_t tag_count;
 } es_recorded_t;
 
 /* One page of a read. `next` is next_version (ReadStream) or next_position
@@ -147,15 +180,31 @@ typedef struct es_page {
  * leaves the page zeroed. */
 void es_page_free(es_page_t *page);
 
-/* True when the event matches the filter (NULL filter = everything). */
+/* True when the event matches the filter (NULL filter = everything). The
+ * event is taken to carry no tags: see es_filter_match_tags. */
 bool es_filter_match(const es_filter_t *filter, const char *stream_id, const char *event_type);
 
-/* True when the filter selects a subset (prefix or types given). */
+/* The same with the event's tags, which Filter.items look at. */
+bool es_filter_match_tags(const es_filter_t *filter, const char *stream_id, const char *event_type,
+                          const char *const *tags, size_t tag_count);
+
+/* True when the event (its type and tags) matches one of items[0..n): its
+ * type is one of the item's types (or the item has none) AND its tags
+ * include every tag of the item. n == 0 matches nothing. */
+bool es_query_match(const es_query_item_t *items, size_t n, const char *event_type,
+                    const char *const *tags, size_t tag_count);
+
+/* True when the filter selects a subset (prefix, types or items given). */
 bool es_filter_active(const es_filter_t *filter);
 
 /* An upper bound of the protobuf encoding of ev as a RecordedEvent inside a
  * repeated field, used to keep pages under the message size limit. */
 size_t es_recorded_size_bound(const es_recorded_t *ev);
+/* What ev's tags add to that bound. Kept apart because a backend without
+ * tags (ES_BACKEND_TAGS, backend.h) may leave the two tag fields unset in the
+ * events it builds; the page builder (backend_impl.h) counts both, and the
+ * read wrappers clear the tag fields of such a backend's pages. */
+size_t es_recorded_tags_size(const es_recorded_t *ev);
 
 /* Milliseconds since the Unix epoch (CLOCK_REALTIME). */
 uint64_t es_now_unix_ms(void);

@@ -37,6 +37,13 @@ typedef struct es_limits {
   uint32_t max_filter_event_types; /* entries of Filter.event_types */
   uint64_t max_scan;               /* events a filtered ReadAll examines per page */
   uint32_t default_checkpoint_interval;
+  /* Extension 1. */
+  uint32_t max_event_tags;       /* EventData.tags entries per event */
+  size_t max_tag_bytes;          /* one tag */
+  uint32_t max_query_items;      /* QueryItems of a condition or a filter */
+  uint32_t max_query_item_types; /* event_types of one QueryItem */
+  uint32_t max_query_item_tags;  /* tags of one QueryItem */
+  uint32_t max_many_appends;     /* appends of one AppendMany (events: max_append_events) */
 } es_limits_t;
 
 /* Fills the defaults of API.md: 4 MiB request, 1000 events per Append, 64
@@ -46,8 +53,25 @@ void es_limits_default(es_limits_t *limits);
 
 /* Validates an Append and assigns ids: each event's `id` is parsed from
  * event_id, or a fresh UUIDv7 when event_id is empty. The same id twice in one
- * request is ES_EINVAL. */
+ * request is ES_EINVAL. Tags: at most max_event_tags per event, each 1..
+ * max_tag_bytes of UTF-8 without control characters, none twice in an event.
+ * A condition, when given, as es_condition_validate. */
 int es_append_prepare(const es_limits_t *limits, es_append_req_t *req, es_err_t *err);
+
+/* Validates an AppendMany (Extension 1) in field order: 1..max_many_appends
+ * appends with at most max_append_events events in all (request-wide limits:
+ * err->has_append_index stays 0); each append as es_append_prepare, but
+ * without a condition of its own; no event id twice in the whole request;
+ * then the request's condition. A failure of one append names it in the
+ * message ("appends[2].events[0].tags[1]: ...") and in err->append_index. */
+int es_append_many_prepare(const es_limits_t *limits, es_append_many_req_t *req, es_err_t *err);
+
+/* Validates an append condition (field names start with `field`): 1..
+ * max_query_items items, each with at most max_query_item_types types and
+ * max_query_item_tags tags. Only counts are checked: a query's strings are
+ * matched as given (API.md, Extension 1, settled detail 7). */
+int es_condition_validate(const es_limits_t *limits, const es_append_condition_t *cond,
+                          const char *field, es_err_t *err);
 
 /* Validates a ReadStream and resolves max_count and max_bytes. */
 int es_read_stream_prepare(const es_limits_t *limits, es_read_stream_req_t *req, es_err_t *err);
@@ -56,7 +80,9 @@ int es_read_stream_prepare(const es_limits_t *limits, es_read_stream_req_t *req,
  * max_scan. */
 int es_read_all_prepare(const es_limits_t *limits, es_read_all_req_t *req, es_err_t *err);
 
-/* Validates a subscription filter (the same rules as ReadAll's). */
+/* Validates a subscription filter (the same rules as ReadAll's): the stream
+ * prefix, at most max_filter_event_types types, at most max_query_items items
+ * (counted like a condition's, es_condition_validate). */
 int es_filter_validate(const es_limits_t *limits, const es_filter_t *filter, const char *field,
                        es_err_t *err);
 

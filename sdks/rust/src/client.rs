@@ -385,6 +385,7 @@ impl Client {
             expected_kind: kind as i32,
             expected_version: version,
             events: events.into_iter().map(EventData::into_wire).collect(),
+            condition: None,
         };
         let idempotent = message.events.iter().all(|e| !e.event_id.is_empty());
         self.unary(

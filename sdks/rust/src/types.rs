@@ -199,6 +199,7 @@ impl EventData {
             correlation_id: self.correlation_id.unwrap_or_default(),
             causation_id: self.causation_id.unwrap_or_default(),
             occurred_at_unix_ms: self.occurred_at_unix_ms.unwrap_or(0),
+            tags: Vec::new(),
         }
     }
 }
@@ -437,6 +438,7 @@ impl Filter {
         proto::Filter {
             stream_prefix: self.stream_prefix.clone(),
             event_types: self.event_types.clone(),
+            items: Vec::new(),
         }
     }
 }

@@ -245,6 +245,7 @@ export class EventStoreClient {
       streamType: options.streamType ?? "",
       ...expected.toProto(),
       events: list.map(eventToProto),
+      condition: undefined,
     };
     const ctx: CallContext = { stream, expected, streamType: options.streamType };
     const r = await this.unary<pb.AppendRequest, pb.AppendResponse>(

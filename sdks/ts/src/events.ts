@@ -117,6 +117,7 @@ export function eventToProto(e: EventInput): pb.EventData {
     correlationId: e.correlationId ?? "",
     causationId: e.causationId ?? "",
     occurredAtUnixMs: toUnixMs(e.occurredAt),
+    tags: [],
   };
 }
 

@@ -12,5 +12,5 @@ export interface Filter {
 /** @internal */
 export function filterToProto(f: Filter | undefined): pb.Filter | undefined {
   if (f === undefined) return undefined;
-  return { streamPrefix: f.streamPrefix ?? "", eventTypes: [...(f.eventTypes ?? [])] };
+  return { streamPrefix: f.streamPrefix ?? "", eventTypes: [...(f.eventTypes ?? [])], items: [] };
 }

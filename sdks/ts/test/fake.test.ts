@@ -51,6 +51,7 @@ class FakeServer {
         this.subscribeRequests.push(call.request);
         this.subscribeScript(call, this.subscribeRequests.length);
       },
+      appendMany: (_call, cb) => cb({ code: grpc.status.UNIMPLEMENTED, details: "not in this fake" }),
     };
     this.server.addService(proto.EventStoreService, impl);
   }

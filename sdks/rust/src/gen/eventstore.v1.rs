@@ -32,6 +32,11 @@ pub struct EventData {
     /// When the event happened by the client's clock, in Unix milliseconds; 0 = not given.
     #[prost(uint64, tag="9")]
     pub occurred_at_unix_ms: u64,
+    /// What the event is about, e.g. "course:c1", "student:s7": queries and
+    /// append conditions select events by them. 0..32 per event, each 1..256
+    /// bytes of UTF-8 without control characters, no tag twice in one event.
+    #[prost(string, repeated, tag="10")]
+    pub tags: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// An event as the store returns it.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -78,6 +83,9 @@ pub struct RecordedEvent {
     /// Server clock at commit, Unix milliseconds.
     #[prost(uint64, tag="14")]
     pub recorded_at_unix_ms: u64,
+    /// As appended, in the same order.
+    #[prost(string, repeated, tag="15")]
+    pub tags: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AppendRequest {
@@ -97,6 +105,57 @@ pub struct AppendRequest {
     /// 1..1000 events, committed together or not at all.
     #[prost(message, repeated, tag="5")]
     pub events: ::prost::alloc::vec::Vec<EventData>,
+    /// Optional: commit only if no event matching the condition was committed
+    /// after condition.after; checked last (after the expected version). Inside
+    /// an AppendManyRequest it must be unset (the request has one condition).
+    #[prost(message, optional, tag="6")]
+    pub condition: ::core::option::Option<AppendCondition>,
+}
+/// Selects events by type and tag: an event matches when its event_type is one
+/// of event_types (or event_types is empty) AND it carries every one of tags.
+/// Both lists empty: every event matches. Strings are matched as given.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct QueryItem {
+    /// Event types, exact names; empty = any type. At most 32.
+    #[prost(string, repeated, tag="1")]
+    pub event_types: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Tags the event must all carry; empty = any tags. At most 32.
+    #[prost(string, repeated, tag="2")]
+    pub tags: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// Fails an append (ABORTED, trailer es-condition-position = the global
+/// position of the first matching event) when an event with global_position >
+/// after matches any of fail_if_events_match. Evaluated atomically with the
+/// commit.
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AppendCondition {
+    /// 1..16 items, OR'ed.
+    #[prost(message, repeated, tag="1")]
+    pub fail_if_events_match: ::prost::alloc::vec::Vec<QueryItem>,
+    /// Only events after this global position count; 0 = the whole log. Usually
+    /// the head position the client's decision was based on.
+    #[prost(uint64, tag="2")]
+    pub after: u64,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AppendManyRequest {
+    /// 1..100 appends (at most 1000 events in all), committed together or not
+    /// at all; each keeps its own stream_id, stream_type and expected version
+    /// (which sees the earlier appends of this request). Their own condition
+    /// fields must be unset.
+    #[prost(message, repeated, tag="1")]
+    pub appends: ::prost::alloc::vec::Vec<AppendRequest>,
+    /// Optional, checked once for the whole request against the log as it was
+    /// before the request (its own events never match).
+    #[prost(message, optional, tag="2")]
+    pub condition: ::core::option::Option<AppendCondition>,
+}
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct AppendManyResponse {
+    /// One per append, in request order. A retry of a committed request has
+    /// every result with duplicate = true.
+    #[prost(message, repeated, tag="1")]
+    pub results: ::prost::alloc::vec::Vec<AppendResponse>,
 }
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct AppendResponse {
@@ -151,8 +210,8 @@ pub struct ReadStreamResponse {
     #[prost(uint64, tag="4")]
     pub stream_version: u64,
 }
-/// Selects events of the global log. Both parts given: both must match.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+/// Selects events of the global log. Every part given must match.
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Filter {
     /// Only streams whose id starts with this; empty = all streams.
     #[prost(string, tag="1")]
@@ -160,8 +219,12 @@ pub struct Filter {
     /// Only these event types (exact names); empty = all types.
     #[prost(string, repeated, tag="2")]
     pub event_types: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Only events matching one of these items (OR); empty = no tag/type query.
+    /// At most 16 items.
+    #[prost(message, repeated, tag="3")]
+    pub items: ::prost::alloc::vec::Vec<QueryItem>,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ReadAllRequest {
     /// Inclusive start. FORWARD: 0 or 1 = start of the log. BACKWARD: 0 = end.
     #[prost(uint64, tag="1")]
@@ -191,7 +254,7 @@ pub struct ReadAllResponse {
     #[prost(uint64, tag="4")]
     pub head_position: u64,
 }
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct SubscribeRequest {
     /// Deliver events with global_position >= this; 0 or 1 = from the beginning.
     #[prost(uint64, tag="1")]

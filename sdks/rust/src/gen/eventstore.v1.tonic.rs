@@ -183,5 +183,29 @@ pub mod event_store_client {
                 .insert(GrpcMethod::new("eventstore.v1.EventStore", "Subscribe"));
             self.inner.server_streaming(req, path, codec).await
         }
+        pub async fn append_many(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AppendManyRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::AppendManyResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/eventstore.v1.EventStore/AppendMany",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("eventstore.v1.EventStore", "AppendMany"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }

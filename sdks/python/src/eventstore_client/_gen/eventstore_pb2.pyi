@@ -25,7 +25,7 @@ FORWARD: Direction
 BACKWARD: Direction
 
 class EventData(_message.Message):
-    __slots__ = ("event_id", "event_type", "event_version", "content_type", "payload", "metadata", "correlation_id", "causation_id", "occurred_at_unix_ms")
+    __slots__ = ("event_id", "event_type", "event_version", "content_type", "payload", "metadata", "correlation_id", "causation_id", "occurred_at_unix_ms", "tags")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class EventData(_message.Message):
     CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
     CAUSATION_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     event_type: str
     event_version: int
@@ -51,10 +52,11 @@ class EventData(_message.Message):
     correlation_id: str
     causation_id: str
     occurred_at_unix_ms: int
-    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., event_version: _Optional[int] = ..., content_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., occurred_at_unix_ms: _Optional[int] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., event_version: _Optional[int] = ..., content_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., occurred_at_unix_ms: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RecordedEvent(_message.Message):
-    __slots__ = ("stream_id", "stream_type", "stream_version", "global_position", "event_id", "event_type", "event_version", "content_type", "payload", "metadata", "correlation_id", "causation_id", "occurred_at_unix_ms", "recorded_at_unix_ms")
+    __slots__ = ("stream_id", "stream_type", "stream_version", "global_position", "event_id", "event_type", "event_version", "content_type", "payload", "metadata", "correlation_id", "causation_id", "occurred_at_unix_ms", "recorded_at_unix_ms", "tags")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +78,7 @@ class RecordedEvent(_message.Message):
     CAUSATION_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
     RECORDED_AT_UNIX_MS_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     stream_type: str
     stream_version: int
@@ -90,21 +93,54 @@ class RecordedEvent(_message.Message):
     causation_id: str
     occurred_at_unix_ms: int
     recorded_at_unix_ms: int
-    def __init__(self, stream_id: _Optional[str] = ..., stream_type: _Optional[str] = ..., stream_version: _Optional[int] = ..., global_position: _Optional[int] = ..., event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., event_version: _Optional[int] = ..., content_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., occurred_at_unix_ms: _Optional[int] = ..., recorded_at_unix_ms: _Optional[int] = ...) -> None: ...
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, stream_id: _Optional[str] = ..., stream_type: _Optional[str] = ..., stream_version: _Optional[int] = ..., global_position: _Optional[int] = ..., event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., event_version: _Optional[int] = ..., content_type: _Optional[str] = ..., payload: _Optional[bytes] = ..., metadata: _Optional[_Mapping[str, str]] = ..., correlation_id: _Optional[str] = ..., causation_id: _Optional[str] = ..., occurred_at_unix_ms: _Optional[int] = ..., recorded_at_unix_ms: _Optional[int] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AppendRequest(_message.Message):
-    __slots__ = ("stream_id", "stream_type", "expected_kind", "expected_version", "events")
+    __slots__ = ("stream_id", "stream_type", "expected_kind", "expected_version", "events", "condition")
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     STREAM_TYPE_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_KIND_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_VERSION_FIELD_NUMBER: _ClassVar[int]
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
     stream_id: str
     stream_type: str
     expected_kind: ExpectedVersionKind
     expected_version: int
     events: _containers.RepeatedCompositeFieldContainer[EventData]
-    def __init__(self, stream_id: _Optional[str] = ..., stream_type: _Optional[str] = ..., expected_kind: _Optional[_Union[ExpectedVersionKind, str]] = ..., expected_version: _Optional[int] = ..., events: _Optional[_Iterable[_Union[EventData, _Mapping]]] = ...) -> None: ...
+    condition: AppendCondition
+    def __init__(self, stream_id: _Optional[str] = ..., stream_type: _Optional[str] = ..., expected_kind: _Optional[_Union[ExpectedVersionKind, str]] = ..., expected_version: _Optional[int] = ..., events: _Optional[_Iterable[_Union[EventData, _Mapping]]] = ..., condition: _Optional[_Union[AppendCondition, _Mapping]] = ...) -> None: ...
+
+class QueryItem(_message.Message):
+    __slots__ = ("event_types", "tags")
+    EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    event_types: _containers.RepeatedScalarFieldContainer[str]
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, event_types: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AppendCondition(_message.Message):
+    __slots__ = ("fail_if_events_match", "after")
+    FAIL_IF_EVENTS_MATCH_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    fail_if_events_match: _containers.RepeatedCompositeFieldContainer[QueryItem]
+    after: int
+    def __init__(self, fail_if_events_match: _Optional[_Iterable[_Union[QueryItem, _Mapping]]] = ..., after: _Optional[int] = ...) -> None: ...
+
+class AppendManyRequest(_message.Message):
+    __slots__ = ("appends", "condition")
+    APPENDS_FIELD_NUMBER: _ClassVar[int]
+    CONDITION_FIELD_NUMBER: _ClassVar[int]
+    appends: _containers.RepeatedCompositeFieldContainer[AppendRequest]
+    condition: AppendCondition
+    def __init__(self, appends: _Optional[_Iterable[_Union[AppendRequest, _Mapping]]] = ..., condition: _Optional[_Union[AppendCondition, _Mapping]] = ...) -> None: ...
+
+class AppendManyResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AppendResponse]
+    def __init__(self, results: _Optional[_Iterable[_Union[AppendResponse, _Mapping]]] = ...) -> None: ...
 
 class AppendResponse(_message.Message):
     __slots__ = ("first_stream_version", "last_stream_version", "first_global_position", "last_global_position", "recorded_at_unix_ms", "duplicate")
@@ -147,12 +183,14 @@ class ReadStreamResponse(_message.Message):
     def __init__(self, events: _Optional[_Iterable[_Union[RecordedEvent, _Mapping]]] = ..., next_version: _Optional[int] = ..., is_end: bool = ..., stream_version: _Optional[int] = ...) -> None: ...
 
 class Filter(_message.Message):
-    __slots__ = ("stream_prefix", "event_types")
+    __slots__ = ("stream_prefix", "event_types", "items")
     STREAM_PREFIX_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPES_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
     stream_prefix: str
     event_types: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, stream_prefix: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ...) -> None: ...
+    items: _containers.RepeatedCompositeFieldContainer[QueryItem]
+    def __init__(self, stream_prefix: _Optional[str] = ..., event_types: _Optional[_Iterable[str]] = ..., items: _Optional[_Iterable[_Union[QueryItem, _Mapping]]] = ...) -> None: ...
 
 class ReadAllRequest(_message.Message):
     __slots__ = ("from_position", "max_count", "direction", "filter")

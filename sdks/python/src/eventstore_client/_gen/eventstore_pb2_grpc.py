@@ -36,6 +36,11 @@ class EventStoreStub(object):
                 request_serializer=eventstore_dot_v1_dot_eventstore__pb2.SubscribeRequest.SerializeToString,
                 response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.SubscribeResponse.FromString,
                 )
+        self.AppendMany = channel.unary_unary(
+                '/eventstore.v1.EventStore/AppendMany',
+                request_serializer=eventstore_dot_v1_dot_eventstore__pb2.AppendManyRequest.SerializeToString,
+                response_deserializer=eventstore_dot_v1_dot_eventstore__pb2.AppendManyResponse.FromString,
+                )
 
 
 class EventStoreServicer(object):
@@ -72,6 +77,15 @@ class EventStoreServicer(object):
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AppendMany(self, request, context):
+        """Atomically appends to several streams, each under its own expected-version
+        check, with one optional condition for the whole request: all or nothing,
+        one contiguous run of global positions in request order.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_EventStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -94,6 +108,11 @@ def add_EventStoreServicer_to_server(servicer, server):
                     servicer.Subscribe,
                     request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.SubscribeRequest.FromString,
                     response_serializer=eventstore_dot_v1_dot_eventstore__pb2.SubscribeResponse.SerializeToString,
+            ),
+            'AppendMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.AppendMany,
+                    request_deserializer=eventstore_dot_v1_dot_eventstore__pb2.AppendManyRequest.FromString,
+                    response_serializer=eventstore_dot_v1_dot_eventstore__pb2.AppendManyResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -172,5 +191,22 @@ class EventStore(object):
         return grpc.experimental.unary_stream(request, target, '/eventstore.v1.EventStore/Subscribe',
             eventstore_dot_v1_dot_eventstore__pb2.SubscribeRequest.SerializeToString,
             eventstore_dot_v1_dot_eventstore__pb2.SubscribeResponse.FromString,
+            options, channel_credentials,
+            insecure, call_credentials, compression, wait_for_ready, timeout, metadata)
+
+    @staticmethod
+    def AppendMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(request, target, '/eventstore.v1.EventStore/AppendMany',
+            eventstore_dot_v1_dot_eventstore__pb2.AppendManyRequest.SerializeToString,
+            eventstore_dot_v1_dot_eventstore__pb2.AppendManyResponse.FromString,
             options, channel_credentials,
             insecure, call_credentials, compression, wait_for_ready, timeout, metadata)

@@ -143,6 +143,12 @@ export interface EventData {
   causationId: string;
   /** When the event happened by the client's clock, in Unix milliseconds; 0 = not given. */
   occurredAtUnixMs: bigint;
+  /**
+   * What the event is about, e.g. "course:c1", "student:s7": queries and
+   * append conditions select events by them. 0..32 per event, each 1..256
+   * bytes of UTF-8 without control characters, no tag twice in one event.
+   */
+  tags: string[];
 }
 
 export interface EventData_MetadataEntry {
@@ -180,6 +186,8 @@ export interface RecordedEvent {
   occurredAtUnixMs: bigint;
   /** Server clock at commit, Unix milliseconds. */
   recordedAtUnixMs: bigint;
+  /** As appended, in the same order. */
+  tags: string[];
 }
 
 export interface RecordedEvent_MetadataEntry {
@@ -201,6 +209,63 @@ export interface AppendRequest {
   expectedVersion: bigint;
   /** 1..1000 events, committed together or not at all. */
   events: EventData[];
+  /**
+   * Optional: commit only if no event matching the condition was committed
+   * after condition.after; checked last (after the expected version). Inside
+   * an AppendManyRequest it must be unset (the request has one condition).
+   */
+  condition: AppendCondition | undefined;
+}
+
+/**
+ * Selects events by type and tag: an event matches when its event_type is one
+ * of event_types (or event_types is empty) AND it carries every one of tags.
+ * Both lists empty: every event matches. Strings are matched as given.
+ */
+export interface QueryItem {
+  /** Event types, exact names; empty = any type. At most 32. */
+  eventTypes: string[];
+  /** Tags the event must all carry; empty = any tags. At most 32. */
+  tags: string[];
+}
+
+/**
+ * Fails an append (ABORTED, trailer es-condition-position = the global
+ * position of the first matching event) when an event with global_position >
+ * after matches any of fail_if_events_match. Evaluated atomically with the
+ * commit.
+ */
+export interface AppendCondition {
+  /** 1..16 items, OR'ed. */
+  failIfEventsMatch: QueryItem[];
+  /**
+   * Only events after this global position count; 0 = the whole log. Usually
+   * the head position the client's decision was based on.
+   */
+  after: bigint;
+}
+
+export interface AppendManyRequest {
+  /**
+   * 1..100 appends (at most 1000 events in all), committed together or not
+   * at all; each keeps its own stream_id, stream_type and expected version
+   * (which sees the earlier appends of this request). Their own condition
+   * fields must be unset.
+   */
+  appends: AppendRequest[];
+  /**
+   * Optional, checked once for the whole request against the log as it was
+   * before the request (its own events never match).
+   */
+  condition: AppendCondition | undefined;
+}
+
+export interface AppendManyResponse {
+  /**
+   * One per append, in request order. A retry of a committed request has
+   * every result with duplicate = true.
+   */
+  results: AppendResponse[];
 }
 
 export interface AppendResponse {
@@ -246,12 +311,17 @@ export interface ReadStreamResponse {
   streamVersion: bigint;
 }
 
-/** Selects events of the global log. Both parts given: both must match. */
+/** Selects events of the global log. Every part given must match. */
 export interface Filter {
   /** Only streams whose id starts with this; empty = all streams. */
   streamPrefix: string;
   /** Only these event types (exact names); empty = all types. */
   eventTypes: string[];
+  /**
+   * Only events matching one of these items (OR); empty = no tag/type query.
+   * At most 16 items.
+   */
+  items: QueryItem[];
 }
 
 export interface ReadAllRequest {
@@ -361,6 +431,7 @@ function createBaseEventData(): EventData {
     correlationId: "",
     causationId: "",
     occurredAtUnixMs: 0n,
+    tags: [],
   };
 }
 
@@ -395,6 +466,9 @@ export const EventData: MessageFns<EventData> = {
         throw new globalThis.Error("value provided for field message.occurredAtUnixMs of type uint64 too large");
       }
       writer.uint32(72).uint64(message.occurredAtUnixMs);
+    }
+    for (const v of message.tags) {
+      writer.uint32(82).string(v!);
     }
     return writer;
   },
@@ -487,6 +561,14 @@ export const EventData: MessageFns<EventData> = {
             message.occurredAtUnixMs = reader.uint64() as bigint;
             continue;
           }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.tags.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -546,6 +628,9 @@ export const EventData: MessageFns<EventData> = {
         : isSet(object.occurred_at_unix_ms)
         ? BigInt(object.occurred_at_unix_ms)
         : 0n,
+      tags: globalThis.Array.isArray(object?.tags)
+        ? object.tags.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -581,6 +666,9 @@ export const EventData: MessageFns<EventData> = {
     if (message.occurredAtUnixMs !== 0n) {
       obj.occurredAtUnixMs = message.occurredAtUnixMs.toString();
     }
+    if (message.tags?.length) {
+      obj.tags = message.tags;
+    }
     return obj;
   },
 
@@ -608,6 +696,7 @@ export const EventData: MessageFns<EventData> = {
     message.occurredAtUnixMs = (object.occurredAtUnixMs !== undefined && object.occurredAtUnixMs !== null)
       ? BigInt(object.occurredAtUnixMs)
       : 0n;
+    message.tags = object.tags?.map((e) => e) || [];
     return message;
   },
 };
@@ -713,6 +802,7 @@ function createBaseRecordedEvent(): RecordedEvent {
     causationId: "",
     occurredAtUnixMs: 0n,
     recordedAtUnixMs: 0n,
+    tags: [],
   };
 }
 
@@ -771,6 +861,9 @@ export const RecordedEvent: MessageFns<RecordedEvent> = {
         throw new globalThis.Error("value provided for field message.recordedAtUnixMs of type uint64 too large");
       }
       writer.uint32(112).uint64(message.recordedAtUnixMs);
+    }
+    for (const v of message.tags) {
+      writer.uint32(122).string(v!);
     }
     return writer;
   },
@@ -903,6 +996,14 @@ export const RecordedEvent: MessageFns<RecordedEvent> = {
             message.recordedAtUnixMs = reader.uint64() as bigint;
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.tags.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -987,6 +1088,9 @@ export const RecordedEvent: MessageFns<RecordedEvent> = {
         : isSet(object.recorded_at_unix_ms)
         ? BigInt(object.recorded_at_unix_ms)
         : 0n,
+      tags: globalThis.Array.isArray(object?.tags)
+        ? object.tags.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -1037,6 +1141,9 @@ export const RecordedEvent: MessageFns<RecordedEvent> = {
     if (message.recordedAtUnixMs !== 0n) {
       obj.recordedAtUnixMs = message.recordedAtUnixMs.toString();
     }
+    if (message.tags?.length) {
+      obj.tags = message.tags;
+    }
     return obj;
   },
 
@@ -1075,6 +1182,7 @@ export const RecordedEvent: MessageFns<RecordedEvent> = {
     message.recordedAtUnixMs = (object.recordedAtUnixMs !== undefined && object.recordedAtUnixMs !== null)
       ? BigInt(object.recordedAtUnixMs)
       : 0n;
+    message.tags = object.tags?.map((e) => e) || [];
     return message;
   },
 };
@@ -1165,7 +1273,7 @@ export const RecordedEvent_MetadataEntry: MessageFns<RecordedEvent_MetadataEntry
 };
 
 function createBaseAppendRequest(): AppendRequest {
-  return { streamId: "", streamType: "", expectedKind: 0, expectedVersion: 0n, events: [] };
+  return { streamId: "", streamType: "", expectedKind: 0, expectedVersion: 0n, events: [], condition: undefined };
 }
 
 export const AppendRequest: MessageFns<AppendRequest> = {
@@ -1187,6 +1295,9 @@ export const AppendRequest: MessageFns<AppendRequest> = {
     }
     for (const v of message.events) {
       EventData.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.condition !== undefined) {
+      AppendCondition.encode(message.condition, writer.uint32(50).fork()).join();
     }
     return writer;
   },
@@ -1244,6 +1355,14 @@ export const AppendRequest: MessageFns<AppendRequest> = {
             message.events.push(EventData.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.condition = AppendCondition.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1281,6 +1400,7 @@ export const AppendRequest: MessageFns<AppendRequest> = {
       events: globalThis.Array.isArray(object?.events)
         ? object.events.map((e: any) => EventData.fromJSON(e))
         : [],
+      condition: isSet(object.condition) ? AppendCondition.fromJSON(object.condition) : undefined,
     };
   },
 
@@ -1301,6 +1421,9 @@ export const AppendRequest: MessageFns<AppendRequest> = {
     if (message.events?.length) {
       obj.events = message.events.map((e) => EventData.toJSON(e));
     }
+    if (message.condition !== undefined) {
+      obj.condition = AppendCondition.toJSON(message.condition);
+    }
     return obj;
   },
 
@@ -1316,6 +1439,350 @@ export const AppendRequest: MessageFns<AppendRequest> = {
       ? BigInt(object.expectedVersion)
       : 0n;
     message.events = object.events?.map((e) => EventData.fromPartial(e)) || [];
+    message.condition = (object.condition !== undefined && object.condition !== null)
+      ? AppendCondition.fromPartial(object.condition)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseQueryItem(): QueryItem {
+  return { eventTypes: [], tags: [] };
+}
+
+export const QueryItem: MessageFns<QueryItem> = {
+  encode(message: QueryItem, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.eventTypes) {
+      writer.uint32(10).string(v!);
+    }
+    for (const v of message.tags) {
+      writer.uint32(18).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): QueryItem {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseQueryItem();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.eventTypes.push(reader.string());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.tags.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): QueryItem {
+    return {
+      eventTypes: globalThis.Array.isArray(object?.eventTypes)
+        ? object.eventTypes.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.event_types)
+        ? object.event_types.map((e: any) => globalThis.String(e))
+        : [],
+      tags: globalThis.Array.isArray(object?.tags) ? object.tags.map((e: any) => globalThis.String(e)) : [],
+    };
+  },
+
+  toJSON(message: QueryItem): unknown {
+    const obj: any = {};
+    if (message.eventTypes?.length) {
+      obj.eventTypes = message.eventTypes;
+    }
+    if (message.tags?.length) {
+      obj.tags = message.tags;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<QueryItem>, I>>(base?: I): QueryItem {
+    return QueryItem.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<QueryItem>, I>>(object: I): QueryItem {
+    const message = createBaseQueryItem();
+    message.eventTypes = object.eventTypes?.map((e) => e) || [];
+    message.tags = object.tags?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseAppendCondition(): AppendCondition {
+  return { failIfEventsMatch: [], after: 0n };
+}
+
+export const AppendCondition: MessageFns<AppendCondition> = {
+  encode(message: AppendCondition, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.failIfEventsMatch) {
+      QueryItem.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.after !== 0n) {
+      if (BigInt.asUintN(64, message.after) !== message.after) {
+        throw new globalThis.Error("value provided for field message.after of type uint64 too large");
+      }
+      writer.uint32(16).uint64(message.after);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AppendCondition {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAppendCondition();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.failIfEventsMatch.push(QueryItem.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.after = reader.uint64() as bigint;
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AppendCondition {
+    return {
+      failIfEventsMatch: globalThis.Array.isArray(object?.failIfEventsMatch)
+        ? object.failIfEventsMatch.map((e: any) => QueryItem.fromJSON(e))
+        : globalThis.Array.isArray(object?.fail_if_events_match)
+        ? object.fail_if_events_match.map((e: any) => QueryItem.fromJSON(e))
+        : [],
+      after: isSet(object.after) ? BigInt(object.after) : 0n,
+    };
+  },
+
+  toJSON(message: AppendCondition): unknown {
+    const obj: any = {};
+    if (message.failIfEventsMatch?.length) {
+      obj.failIfEventsMatch = message.failIfEventsMatch.map((e) => QueryItem.toJSON(e));
+    }
+    if (message.after !== 0n) {
+      obj.after = message.after.toString();
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AppendCondition>, I>>(base?: I): AppendCondition {
+    return AppendCondition.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AppendCondition>, I>>(object: I): AppendCondition {
+    const message = createBaseAppendCondition();
+    message.failIfEventsMatch = object.failIfEventsMatch?.map((e) => QueryItem.fromPartial(e)) || [];
+    message.after = (object.after !== undefined && object.after !== null) ? BigInt(object.after) : 0n;
+    return message;
+  },
+};
+
+function createBaseAppendManyRequest(): AppendManyRequest {
+  return { appends: [], condition: undefined };
+}
+
+export const AppendManyRequest: MessageFns<AppendManyRequest> = {
+  encode(message: AppendManyRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.appends) {
+      AppendRequest.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.condition !== undefined) {
+      AppendCondition.encode(message.condition, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AppendManyRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAppendManyRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.appends.push(AppendRequest.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.condition = AppendCondition.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AppendManyRequest {
+    return {
+      appends: globalThis.Array.isArray(object?.appends)
+        ? object.appends.map((e: any) => AppendRequest.fromJSON(e))
+        : [],
+      condition: isSet(object.condition) ? AppendCondition.fromJSON(object.condition) : undefined,
+    };
+  },
+
+  toJSON(message: AppendManyRequest): unknown {
+    const obj: any = {};
+    if (message.appends?.length) {
+      obj.appends = message.appends.map((e) => AppendRequest.toJSON(e));
+    }
+    if (message.condition !== undefined) {
+      obj.condition = AppendCondition.toJSON(message.condition);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AppendManyRequest>, I>>(base?: I): AppendManyRequest {
+    return AppendManyRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AppendManyRequest>, I>>(object: I): AppendManyRequest {
+    const message = createBaseAppendManyRequest();
+    message.appends = object.appends?.map((e) => AppendRequest.fromPartial(e)) || [];
+    message.condition = (object.condition !== undefined && object.condition !== null)
+      ? AppendCondition.fromPartial(object.condition)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseAppendManyResponse(): AppendManyResponse {
+  return { results: [] };
+}
+
+export const AppendManyResponse: MessageFns<AppendManyResponse> = {
+  encode(message: AppendManyResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.results) {
+      AppendResponse.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AppendManyResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAppendManyResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.results.push(AppendResponse.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AppendManyResponse {
+    return {
+      results: globalThis.Array.isArray(object?.results)
+        ? object.results.map((e: any) => AppendResponse.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: AppendManyResponse): unknown {
+    const obj: any = {};
+    if (message.results?.length) {
+      obj.results = message.results.map((e) => AppendResponse.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<AppendManyResponse>, I>>(base?: I): AppendManyResponse {
+    return AppendManyResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<AppendManyResponse>, I>>(object: I): AppendManyResponse {
+    const message = createBaseAppendManyResponse();
+    message.results = object.results?.map((e) => AppendResponse.fromPartial(e)) || [];
     return message;
   },
 };
@@ -1795,7 +2262,7 @@ export const ReadStreamResponse: MessageFns<ReadStreamResponse> = {
 };
 
 function createBaseFilter(): Filter {
-  return { streamPrefix: "", eventTypes: [] };
+  return { streamPrefix: "", eventTypes: [], items: [] };
 }
 
 export const Filter: MessageFns<Filter> = {
@@ -1805,6 +2272,9 @@ export const Filter: MessageFns<Filter> = {
     }
     for (const v of message.eventTypes) {
       writer.uint32(18).string(v!);
+    }
+    for (const v of message.items) {
+      QueryItem.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -1838,6 +2308,14 @@ export const Filter: MessageFns<Filter> = {
             message.eventTypes.push(reader.string());
             continue;
           }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.items.push(QueryItem.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1862,6 +2340,7 @@ export const Filter: MessageFns<Filter> = {
         : globalThis.Array.isArray(object?.event_types)
         ? object.event_types.map((e: any) => globalThis.String(e))
         : [],
+      items: globalThis.Array.isArray(object?.items) ? object.items.map((e: any) => QueryItem.fromJSON(e)) : [],
     };
   },
 
@@ -1873,6 +2352,9 @@ export const Filter: MessageFns<Filter> = {
     if (message.eventTypes?.length) {
       obj.eventTypes = message.eventTypes;
     }
+    if (message.items?.length) {
+      obj.items = message.items.map((e) => QueryItem.toJSON(e));
+    }
     return obj;
   },
 
@@ -1883,6 +2365,7 @@ export const Filter: MessageFns<Filter> = {
     const message = createBaseFilter();
     message.streamPrefix = object.streamPrefix ?? "";
     message.eventTypes = object.eventTypes?.map((e) => e) || [];
+    message.items = object.items?.map((e) => QueryItem.fromPartial(e)) || [];
     return message;
   },
 };
@@ -2826,6 +3309,20 @@ export const EventStoreService = {
     responseSerialize: (value: SubscribeResponse): Buffer => Buffer.from(SubscribeResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SubscribeResponse => SubscribeResponse.decode(value),
   },
+  /**
+   * Atomically appends to several streams, each under its own expected-version
+   * check, with one optional condition for the whole request: all or nothing,
+   * one contiguous run of global positions in request order.
+   */
+  appendMany: {
+    path: "/eventstore.v1.EventStore/AppendMany" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: AppendManyRequest): Buffer => Buffer.from(AppendManyRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AppendManyRequest => AppendManyRequest.decode(value),
+    responseSerialize: (value: AppendManyResponse): Buffer => Buffer.from(AppendManyResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AppendManyResponse => AppendManyResponse.decode(value),
+  },
 } as const;
 
 export interface EventStoreServer extends UntypedServiceImplementation {
@@ -2840,6 +3337,12 @@ export interface EventStoreServer extends UntypedServiceImplementation {
    * Never skips and never duplicates an event.
    */
   subscribe: handleServerStreamingCall<SubscribeRequest, SubscribeResponse>;
+  /**
+   * Atomically appends to several streams, each under its own expected-version
+   * check, with one optional condition for the whole request: all or nothing,
+   * one contiguous run of global positions in request order.
+   */
+  appendMany: handleUnaryCall<AppendManyRequest, AppendManyResponse>;
 }
 
 export interface EventStoreClient extends Client {
@@ -2901,6 +3404,26 @@ export interface EventStoreClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<SubscribeResponse>;
+  /**
+   * Atomically appends to several streams, each under its own expected-version
+   * check, with one optional condition for the whole request: all or nothing,
+   * one contiguous run of global positions in request order.
+   */
+  appendMany(
+    request: AppendManyRequest,
+    callback: (error: ServiceError | null, response: AppendManyResponse) => void,
+  ): ClientUnaryCall;
+  appendMany(
+    request: AppendManyRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AppendManyResponse) => void,
+  ): ClientUnaryCall;
+  appendMany(
+    request: AppendManyRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AppendManyResponse) => void,
+  ): ClientUnaryCall;
 }
 
 export const EventStoreClient = makeGenericClientConstructor(

@@ -1,0 +1,514 @@
+// Extension 1 in the core, without a real backend: the input rules of tags,
+// query items, conditions and AppendMany (validate.c); query matching and
+// filters with items (event.c); and the capability check of the backend
+// wrappers (backend.c), which refuses what a backend has not declared instead
+// of dropping it.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "es/backend.h"
+#include "es/event.h"
+#include "es/validate.h"
+
+namespace {
+
+std::string Id(int n) {
+  char buf[40];
+  snprintf(buf, sizeof buf, "00000000-0000-4000-8000-%012d", n);
+  return buf;
+}
+
+// An event with owned strings, turned into es_event_data_t on demand.
+struct Ev {
+  std::string id;
+  std::string type;
+  std::vector<std::string> tags;
+  Ev(std::string i, std::string t, std::vector<std::string> g)
+      : id(std::move(i)), type(std::move(t)), tags(std::move(g)) {}
+};
+
+// A request under construction: owns everything its C structs point to.
+struct Append {
+  std::string stream = "s-1";
+  std::string type;
+  int kind = ES_EXPECT_ANY;
+  uint64_t expected = 0;
+  std::vector<Ev> events;
+  // Filled by Build():
+  std::vector<es_event_data_t> data;
+  std::vector<std::vector<const char *>> tag_ptrs;
+
+  es_append_req_t Build(const es_append_condition_t *cond = nullptr) {
+    data.assign(events.size(), es_event_data_t{});
+    tag_ptrs.assign(events.size(), {});
+    for (size_t i = 0; i < events.size(); i++) {
+      data[i].event_id = events[i].id.c_str();
+      data[i].event_type = events[i].type.c_str();
+      for (const auto &t : events[i].tags) tag_ptrs[i].push_back(t.c_str());
+      data[i].tags = tag_ptrs[i].data();
+      data[i].tag_count = tag_ptrs[i].size();
+    }
+    es_append_req_t r;
+    memset(&r, 0, sizeof r);
+    r.stream_id = stream.c_str();
+    r.stream_type = type.c_str();
+    r.expected_kind = kind;
+    r.expected_version = expected;
+    r.events = data.data();
+    r.event_count = data.size();
+    r.condition = cond;
+    return r;
+  }
+};
+
+Append Make(const std::string &stream, std::vector<int> ids, const std::string &type = "E") {
+  Append a;
+  a.stream = stream;
+  for (int n : ids) a.events.push_back(Ev(n ? Id(n) : "", type, {}));
+  return a;
+}
+
+// Query items with owned strings.
+struct Items {
+  std::vector<std::vector<std::string>> types, tags;
+  std::vector<std::vector<const char *>> type_ptrs, tag_ptrs;
+  std::vector<es_query_item_t> items;
+
+  Items &Add(std::vector<std::string> t, std::vector<std::string> g) {
+    types.push_back(std::move(t));
+    tags.push_back(std::move(g));
+    return *this;
+  }
+  const es_query_item_t *Build() {
+    type_ptrs.assign(types.size(), {});
+    tag_ptrs.assign(types.size(), {});
+    items.assign(types.size(), es_query_item_t{});
+    for (size_t i = 0; i < types.size(); i++) {
+      for (const auto &s : types[i]) type_ptrs[i].push_back(s.c_str());
+      for (const auto &s : tags[i]) tag_ptrs[i].push_back(s.c_str());
+      items[i].event_types = type_ptrs[i].data();
+      items[i].event_type_count = type_ptrs[i].size();
+      items[i].tags = tag_ptrs[i].data();
+      items[i].tag_count = tag_ptrs[i].size();
+    }
+    return items.data();
+  }
+  size_t size() const { return types.size(); }
+};
+
+class DcbValidate : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    es_limits_default(&limits_);
+    es_err_clear(&err_);
+  }
+  int Prepare(Append &a, const es_append_condition_t *cond = nullptr) {
+    es_err_clear(&err_);
+    es_append_req_t r = a.Build(cond);
+    return es_append_prepare(&limits_, &r, &err_);
+  }
+  bool Says(const std::string &s) const {
+    return std::string(err_.msg).find(s) != std::string::npos;
+  }
+  es_limits_t limits_;
+  es_err_t err_;
+};
+
+// ---- validation: tags -------------------------------------------------------
+
+TEST_F(DcbValidate, DefaultLimitsAreThoseOfTheContract) {
+  EXPECT_EQ(32u, limits_.max_event_tags);
+  EXPECT_EQ(256u, limits_.max_tag_bytes);
+  EXPECT_EQ(16u, limits_.max_query_items);
+  EXPECT_EQ(32u, limits_.max_query_item_types);
+  EXPECT_EQ(32u, limits_.max_query_item_tags);
+  EXPECT_EQ(100u, limits_.max_many_appends);
+}
+
+TEST_F(DcbValidate, TagCountEdge) {
+  Append a = Make("s", {0});
+  for (int i = 0; i < 32; i++) a.events[0].tags.push_back("t" + std::to_string(i));
+  EXPECT_EQ(ES_OK, Prepare(a)) << err_.msg;
+  a.events[0].tags.push_back("t32");
+  EXPECT_EQ(ES_EINVAL, Prepare(a));
+  EXPECT_TRUE(Says("events[0].tags: 33 given, limit 32")) << err_.msg;
+}
+
+TEST_F(DcbValidate, TagTextRules) {
+  Append a = Make("s", {0, 0});
+  a.events[1].tags = {std::string(256, 'x')};
+  EXPECT_EQ(ES_OK, Prepare(a)) << err_.msg;
+  a.events[1].tags = {"ok", std::string(257, 'x')};
+  EXPECT_EQ(ES_EINVAL, Prepare(a));
+  EXPECT_TRUE(Says("events[1].tags[1]: 257 bytes, limit 256")) << err_.msg;
+  a.events[1].tags = {""};
+  EXPECT_EQ(ES_EINVAL, Prepare(a));
+  EXPECT_TRUE(Says("events[1].tags[0]: empty")) << err_.msg;
+  a.events[1].tags = {"bad\xff"};
+  EXPECT_EQ(ES_EINVAL, Prepare(a));
+  EXPECT_TRUE(Says("events[1].tags[0]: invalid UTF-8")) << err_.msg;
+  a.events[1].tags = {"tab\there"};
+  EXPECT_EQ(ES_EINVAL, Prepare(a));
+  EXPECT_TRUE(Says("events[1].tags[0]: control characters")) << err_.msg;
+  a.events[1].tags = {"c1\xc2\x85"};
+  EXPECT_EQ(ES_EINVAL, Prepare(a));
+  a.events[1].tags = {"course:c1", "kurs:\xc3\xa9t\xc3\xa9"};
+  EXPECT_EQ(ES_OK, Prepare(a)) << err_.msg;
+}
+
+TEST_F(DcbValidate, TheSameTagTwiceInOneEventIsRefused) {
+  Append a = Make("s", {0, 0});
+  a.events[0].tags = {"a", "b"};
+  a.events[1].tags = {"a", "b"};  // the same tags on two events are fine
+  EXPECT_EQ(ES_OK, Prepare(a)) << err_.msg;
+  a.events[1].tags = {"a", "b", "a"};
+  EXPECT_EQ(ES_EINVAL, Prepare(a));
+  EXPECT_TRUE(Says("events[1].tags[2]: repeats events[1].tags[0]")) << err_.msg;
+}
+
+TEST_F(DcbValidate, TagsCountTowardsTheEventSize) {
+  limits_.max_event_bytes = 100;
+  Append a = Make("s", {0});
+  a.events[0].tags = {std::string(99, 'x')};  // + "E" = 100
+  EXPECT_EQ(ES_OK, Prepare(a)) << err_.msg;
+  a.events[0].tags = {std::string(100, 'x')};
+  EXPECT_EQ(ES_ETOOBIG, Prepare(a));
+}
+
+// ---- validation: conditions and filters ---------------------------------------
+
+TEST_F(DcbValidate, AConditionNeedsOneToSixteenItems) {
+  Append a = Make("s", {0});
+  es_append_condition_t cond = {nullptr, 0, 0};
+  EXPECT_EQ(ES_EINVAL, Prepare(a, &cond));
+  EXPECT_TRUE(Says("condition.fail_if_events_match: 0 given")) << err_.msg;
+  Items items;
+  for (int i = 0; i < 16; i++) items.Add({}, {"t"});
+  cond.items = items.Build();
+  cond.item_count = items.size();
+  EXPECT_EQ(ES_OK, Prepare(a, &cond)) << err_.msg;
+  items.Add({}, {});
+  cond.items = items.Build();
+  cond.item_count = items.size();
+  EXPECT_EQ(ES_EINVAL, Prepare(a, &cond));
+  EXPECT_TRUE(Says("condition.fail_if_events_match: 17 given, limit 16")) << err_.msg;
+}
+
+TEST_F(DcbValidate, ItemListsAreBoundedAndOnlyCounted) {
+  Append a = Make("s", {0});
+  std::vector<std::string> many(32, "");  // empty strings: only counts are checked
+  Items items;
+  items.Add(many, many);
+  es_append_condition_t cond = {items.Build(), 1, 0};
+  EXPECT_EQ(ES_OK, Prepare(a, &cond)) << err_.msg;
+  many.push_back("x");
+  Items types;
+  types.Add({}, {}).Add(many, {});
+  cond = {types.Build(), 2, 0};
+  EXPECT_EQ(ES_EINVAL, Prepare(a, &cond));
+  EXPECT_TRUE(Says("condition.fail_if_events_match[1].event_types: 33 given, limit 32"))
+      << err_.msg;
+  Items tags;
+  tags.Add({}, many);
+  cond = {tags.Build(), 1, 0};
+  EXPECT_EQ(ES_EINVAL, Prepare(a, &cond));
+  EXPECT_TRUE(Says("condition.fail_if_events_match[0].tags: 33 given, limit 32")) << err_.msg;
+}
+
+TEST_F(DcbValidate, ConditionIsCheckedAfterTheEvents) {
+  Append a = Make("s", {0});
+  a.events[0].tags = {""};
+  es_append_condition_t cond = {nullptr, 0, 0};
+  EXPECT_EQ(ES_EINVAL, Prepare(a, &cond));
+  EXPECT_TRUE(Says("events[0].tags[0]")) << err_.msg;
+}
+
+TEST_F(DcbValidate, FilterItemsAreBounded) {
+  es_filter_t f;
+  memset(&f, 0, sizeof f);
+  Items items;
+  for (int i = 0; i < 16; i++) items.Add({"T"}, {});
+  f.items = items.Build();
+  f.item_count = items.size();
+  EXPECT_EQ(ES_OK, es_filter_validate(&limits_, &f, "filter", &err_)) << err_.msg;
+  items.Add({}, {});
+  f.items = items.Build();
+  f.item_count = items.size();
+  EXPECT_EQ(ES_EINVAL, es_filter_validate(&limits_, &f, "filter", &err_));
+  EXPECT_TRUE(Says("filter.items: 17 given, limit 16")) << err_.msg;
+  Items big;
+  big.Add({}, std::vector<std::string>(33, "t"));
+  f.items = big.Build();
+  f.item_count = 1;
+  EXPECT_EQ(ES_EINVAL, es_filter_validate(&limits_, &f, "filter", &err_));
+  EXPECT_TRUE(Says("filter.items[0].tags: 33 given, limit 32")) << err_.msg;
+  // An item with both lists empty is valid (it matches every event).
+  Items any;
+  any.Add({}, {});
+  f.items = any.Build();
+  EXPECT_EQ(ES_OK, es_filter_validate(&limits_, &f, "filter", &err_)) << err_.msg;
+}
+
+// ---- validation: AppendMany ----------------------------------------------------
+
+struct Many {
+  std::vector<Append> appends;
+  std::vector<es_append_req_t> reqs;
+  es_append_many_req_t Build(const es_append_condition_t *cond = nullptr) {
+    reqs.clear();
+    for (auto &a : appends) reqs.push_back(a.Build());
+    es_append_many_req_t r;
+    r.appends = reqs.data();
+    r.append_count = reqs.size();
+    r.condition = cond;
+    return r;
+  }
+};
+
+class DcbManyValidate : public DcbValidate {
+ protected:
+  int PrepareMany(Many &m, const es_append_condition_t *cond = nullptr) {
+    es_err_clear(&err_);
+    es_append_many_req_t r = m.Build(cond);
+    return es_append_many_prepare(&limits_, &r, &err_);
+  }
+};
+
+TEST_F(DcbManyValidate, AppendCountEdges) {
+  Many m;
+  EXPECT_EQ(ES_EINVAL, PrepareMany(m));
+  EXPECT_TRUE(Says("appends: 0 given")) << err_.msg;
+  for (int i = 0; i < 100; i++) m.appends.push_back(Make("s" + std::to_string(i), {0}));
+  EXPECT_EQ(ES_OK, PrepareMany(m)) << err_.msg;
+  m.appends.push_back(Make("s100", {0}));
+  EXPECT_EQ(ES_EINVAL, PrepareMany(m));
+  EXPECT_TRUE(Says("appends: 101 given, limit 100")) << err_.msg;
+  EXPECT_EQ(0, err_.has_append_index) << "a request-wide limit names no append";
+}
+
+TEST_F(DcbManyValidate, EventsInAllAreBoundedByTheAppendLimit) {
+  Many m;
+  m.appends.push_back(Make("a", std::vector<int>(600, 0)));
+  m.appends.push_back(Make("b", std::vector<int>(400, 0)));
+  EXPECT_EQ(ES_OK, PrepareMany(m)) << err_.msg;
+  m.appends[1].events.push_back(Ev("", "E", {}));
+  EXPECT_EQ(ES_EINVAL, PrepareMany(m));
+  EXPECT_TRUE(Says("appends: 1001 events in all, limit 1000")) << err_.msg;
+  EXPECT_EQ(0, err_.has_append_index);
+}
+
+TEST_F(DcbManyValidate, AFaultyAppendIsNamed) {
+  Many m;
+  m.appends.push_back(Make("a", {0}));
+  m.appends.push_back(Make("b", {0}));
+  m.appends[1].events[0].tags = {"x", "x"};
+  EXPECT_EQ(ES_EINVAL, PrepareMany(m));
+  EXPECT_TRUE(Says("appends[1].events[0].tags[1]: repeats")) << err_.msg;
+  EXPECT_EQ(1, err_.has_append_index);
+  EXPECT_EQ(1u, err_.append_index);
+  m.appends[1].events.clear();
+  EXPECT_EQ(ES_EINVAL, PrepareMany(m));
+  EXPECT_TRUE(Says("appends[1].events: 0 given")) << err_.msg;
+}
+
+TEST_F(DcbManyValidate, AnAppendMayNotCarryItsOwnCondition) {
+  Many m;
+  m.appends.push_back(Make("a", {0}));
+  m.appends.push_back(Make("b", {0}));
+  Items items;
+  items.Add({}, {"t"});
+  es_append_condition_t cond = {items.Build(), 1, 0};
+  es_append_many_req_t r = m.Build();
+  m.reqs[1].condition = &cond;
+  es_err_clear(&err_);
+  EXPECT_EQ(ES_EINVAL, es_append_many_prepare(&limits_, &r, &err_));
+  EXPECT_TRUE(Says("appends[1].condition: must be unset")) << err_.msg;
+  EXPECT_EQ(1u, err_.append_index);
+  // The request's own condition is fine, and validated.
+  EXPECT_EQ(ES_OK, PrepareMany(m, &cond)) << err_.msg;
+  es_append_condition_t empty = {nullptr, 0, 0};
+  EXPECT_EQ(ES_EINVAL, PrepareMany(m, &empty));
+  EXPECT_TRUE(Says("condition.fail_if_events_match: 0 given")) << err_.msg;
+  EXPECT_EQ(0, err_.has_append_index);
+}
+
+TEST_F(DcbManyValidate, TheSameIdInTwoAppendsIsRefused) {
+  Many m;
+  m.appends.push_back(Make("a", {1, 2}));
+  m.appends.push_back(Make("b", {3}));
+  m.appends.push_back(Make("c", {4, 2}));
+  EXPECT_EQ(ES_EINVAL, PrepareMany(m));
+  EXPECT_TRUE(Says("appends[2].events[1].event_id: " + Id(2) + " duplicates appends[0].events[1]"))
+      << err_.msg;
+  EXPECT_EQ(2u, err_.append_index);
+  // Server-assigned ids never collide.
+  Many fresh;
+  fresh.appends.push_back(Make("a", {0, 0}));
+  fresh.appends.push_back(Make("a", {0}));
+  EXPECT_EQ(ES_OK, PrepareMany(fresh)) << err_.msg;
+}
+
+// ---- matching -------------------------------------------------------------------
+
+bool Match(Items &items, const std::string &type, std::vector<std::string> tags) {
+  std::vector<const char *> p;
+  for (const auto &t : tags) p.push_back(t.c_str());
+  return es_query_match(items.Build(), items.size(), type.c_str(), p.data(), p.size());
+}
+
+TEST(DcbMatch, TypesOnly) {
+  Items q;
+  q.Add({"Enrolled", "Left"}, {});
+  EXPECT_TRUE(Match(q, "Enrolled", {}));
+  EXPECT_TRUE(Match(q, "Left", {"x"}));
+  EXPECT_FALSE(Match(q, "Opened", {}));
+  EXPECT_FALSE(Match(q, "enrolled", {})) << "types are exact";
+}
+
+TEST(DcbMatch, TagsOnlyNeedEveryTag) {
+  Items q;
+  q.Add({}, {"course:c1", "student:s1"});
+  EXPECT_TRUE(Match(q, "Any", {"student:s1", "x", "course:c1"}));
+  EXPECT_FALSE(Match(q, "Any", {"course:c1"}));
+  EXPECT_FALSE(Match(q, "Any", {}));
+}
+
+TEST(DcbMatch, TypesAndTagsMustBothMatch) {
+  Items q;
+  q.Add({"Enrolled"}, {"course:c1"});
+  EXPECT_TRUE(Match(q, "Enrolled", {"course:c1"}));
+  EXPECT_FALSE(Match(q, "Left", {"course:c1"}));
+  EXPECT_FALSE(Match(q, "Enrolled", {"course:c2"}));
+}
+
+TEST(DcbMatch, ItemsAreOred) {
+  Items q;
+  q.Add({"CourseOpened"}, {"course:c1"}).Add({"Enrolled"}, {"student:s1"});
+  EXPECT_TRUE(Match(q, "CourseOpened", {"course:c1"}));
+  EXPECT_TRUE(Match(q, "Enrolled", {"student:s1", "course:c9"}));
+  EXPECT_FALSE(Match(q, "Enrolled", {"course:c1"}));
+}
+
+TEST(DcbMatch, AnEmptyItemMatchesEverythingAndNoItemsMatchNothing) {
+  Items q;
+  q.Add({}, {});
+  EXPECT_TRUE(Match(q, "Whatever", {}));
+  Items none;
+  EXPECT_FALSE(Match(none, "Whatever", {}));
+}
+
+TEST(DcbMatch, FilterWithItemsNeedsPrefixTypesAndAnItem) {
+  Items q;
+  q.Add({}, {"course:c1"});
+  const char *types[] = {"Enrolled"};
+  es_filter_t f;
+  memset(&f, 0, sizeof f);
+  f.stream_prefix = "course-";
+  f.event_types = types;
+  f.event_type_count = 1;
+  f.items = q.Build();
+  f.item_count = 1;
+  const char *tags[] = {"course:c1"};
+  EXPECT_TRUE(es_filter_active(&f));
+  EXPECT_TRUE(es_filter_match_tags(&f, "course-1", "Enrolled", tags, 1));
+  EXPECT_FALSE(es_filter_match_tags(&f, "student-1", "Enrolled", tags, 1));
+  EXPECT_FALSE(es_filter_match_tags(&f, "course-1", "Left", tags, 1));
+  EXPECT_FALSE(es_filter_match_tags(&f, "course-1", "Enrolled", nullptr, 0));
+  // Without items, tags play no part, as before the extension.
+  es_filter_t plain;
+  memset(&plain, 0, sizeof plain);
+  EXPECT_FALSE(es_filter_active(&plain));
+  EXPECT_TRUE(es_filter_match_tags(&plain, "x", "y", nullptr, 0));
+  es_filter_t items_only;
+  memset(&items_only, 0, sizeof items_only);
+  items_only.items = f.items;
+  items_only.item_count = 1;
+  EXPECT_TRUE(es_filter_active(&items_only));
+  EXPECT_TRUE(es_filter_match_tags(&items_only, "x", "y", tags, 1));
+}
+
+TEST(DcbMatch, TagsCountInThePageSizeBound) {
+  es_recorded_t ev;
+  memset(&ev, 0, sizeof ev);
+  EXPECT_EQ(0u, es_recorded_tags_size(&ev));
+  const char *tags[] = {"course:c1", "student:s1"};
+  ev.tags = tags;
+  ev.tag_count = 2;
+  EXPECT_GE(es_recorded_tags_size(&ev), 9u + 10u + 2 * 2);
+}
+
+// ---- the wrappers refuse what a backend has not declared ------------------------
+
+struct Fake {
+  es_backend_t base;
+  int appends = 0, reads = 0;
+};
+
+int FakeAppend(es_backend_t *b, const es_append_req_t *, es_append_result_t *, es_err_t *) {
+  reinterpret_cast<Fake *>(b)->appends++;
+  return ES_OK;
+}
+int FakeReadAll(es_backend_t *b, const es_read_all_req_t *, es_page_t *, es_err_t *) {
+  reinterpret_cast<Fake *>(b)->reads++;
+  return ES_OK;
+}
+
+TEST(DcbCapability, ABackendWithoutTheExtensionRefusesItByName) {
+  es_backend_methods_t methods;
+  memset(&methods, 0, sizeof methods);
+  methods.name = "plain";
+  methods.append = FakeAppend;
+  methods.read_all = FakeReadAll;
+  Fake fake;
+  fake.base.methods = &methods;
+  fake.base.notifier = nullptr;
+  es_backend_t *b = &fake.base;
+  es_err_t err;
+  es_append_result_t res;
+
+  Append tagged = Make("s", {1, 2});
+  tagged.events[1].tags = {"t"};
+  es_append_req_t req = tagged.Build();
+  EXPECT_EQ(ES_EUNSUPPORTED, es_backend_append(b, &req, &res, &err));
+  EXPECT_NE(std::string(err.msg).find("events[1].tags"), std::string::npos) << err.msg;
+  EXPECT_NE(std::string(err.msg).find("plain"), std::string::npos) << err.msg;
+
+  Items q;
+  q.Add({}, {"t"});
+  es_append_condition_t cond = {q.Build(), 1, 0};
+  Append plain = Make("s", {1});
+  req = plain.Build(&cond);
+  EXPECT_EQ(ES_EUNSUPPORTED, es_backend_append(b, &req, &res, &err));
+  EXPECT_NE(std::string(err.msg).find("condition"), std::string::npos) << err.msg;
+
+  Many many;
+  many.appends.push_back(Make("s", {1}));
+  es_append_many_req_t mreq = many.Build();
+  EXPECT_EQ(ES_EUNSUPPORTED, es_backend_append_many(b, &mreq, &res, &err));
+  EXPECT_NE(std::string(err.msg).find("AppendMany"), std::string::npos) << err.msg;
+
+  es_read_all_req_t read;
+  memset(&read, 0, sizeof read);
+  read.max_count = 1;
+  read.filter.items = q.Build();
+  read.filter.item_count = 1;
+  es_page_t page;
+  EXPECT_EQ(ES_EUNSUPPORTED, es_backend_read_all(b, &read, &page, &err));
+  EXPECT_NE(std::string(err.msg).find("filter.items"), std::string::npos) << err.msg;
+  EXPECT_EQ(ES_EUNSUPPORTED, es_backend_check_filter(b, &read.filter, "filter.items", &err));
+  EXPECT_EQ(0, fake.appends + fake.reads) << "a refused request reached the backend";
+
+  // Declared features pass through.
+  methods.features = ES_BACKEND_TAGS | ES_BACKEND_QUERY | ES_BACKEND_CONDITION;
+  req = tagged.Build();
+  EXPECT_EQ(ES_OK, es_backend_append(b, &req, &res, &err)) << err.msg;
+  req = plain.Build(&cond);
+  EXPECT_EQ(ES_OK, es_backend_append(b, &req, &res, &err)) << err.msg;
+  EXPECT_EQ(ES_OK, es_backend_read_all(b, &read, &page, &err)) << err.msg;
+  EXPECT_EQ(3, fake.appends + fake.reads);
+}
+
+}  // namespace
