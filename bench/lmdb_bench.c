@@ -199,6 +199,8 @@ int main(int argc, char **argv) {
   if (!o.dir) {
     if (!mkdtemp(made)) die("mkdtemp", NULL);
     o.dir = made;
+  } else if (mkdir(o.dir, 0700) != 0 && errno != EEXIST) {
+    die("cannot create the directory", NULL);
   }
   printf("lmdb_bench: %s; %.0f fdatasync/s on a 4 KiB rewrite in that directory\n", o.dir,
          fdatasync_rate(o.dir));

@@ -7,9 +7,14 @@
  *              MDB_APPEND, so the log's pages fill completely.
  *   - streams: stream id -> { number, last version, type \0 }; the number is
  *              the position of the stream's first event (unique, no counter).
- *   - index:   (number, version), both big-endian so that memcmp orders them
- *              -> position: ReadStream walks it with a cursor.
+ *   - index:   number -> the stream's list of (version, position), both
+ *              big-endian so that memcmp orders them by version; fixed-size
+ *              sorted duplicates (MDB_DUPSORT | MDB_DUPFIXED), which LMDB
+ *              packs 16 bytes an entry with no per-entry header, and which
+ *              are appended in order (MDB_APPENDDUP), so their pages fill.
+ *              ReadStream walks a stream's list with a cursor.
  *   - ids:     binary event id -> position, for idempotency and EEXIST.
+ *   - format:  "records" -> the record format's number (check_format).
  *
  * Writes: group commit by the appending threads themselves, one group at a
  * time (leader and followers; there is no committer thread). An append
@@ -103,6 +108,8 @@
 #define DEFAULT_MAP_SIZE ((uint64_t)1 << 30)
 #define DEFAULT_MAX_READERS 1024
 #define STREAM_VAL_FIXED 16 /* number and last version */
+#define RECORD_FORMAT 2     /* of the log's records (lmdb_internal.h); see check_format */
+#define INDEX_ENTRY 16      /* an index entry: version, position (both big-endian) */
 
 /* One queued append: the caller's request and where its answer goes. Lives
  * on the caller's stack until `done`. */
@@ -170,6 +177,13 @@ static void put_be64(uint8_t *p, uint64_t v) {
     p[i] = (uint8_t)v;
     v >>= 8;
   }
+}
+
+static uint64_t get_be64(const void *p) {
+  const uint8_t *b = p;
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | b[i];
+  return v;
 }
 
 static uint64_t get_u64(const void *p) {
@@ -308,7 +322,7 @@ static int append_one(es_lmdb_t *m, MDB_txn *txn, append_item_t *item, uint64_t 
     uint64_t pos = first_pos + i, version = last + 1 + i;
     size_t size;
     /* The sizes were checked before the item was queued. */
-    es__lmdb_rec_size(ev, id_len, &size, NULL);
+    es__lmdb_rec_size(ev, id_len, version, recorded_at, &size, NULL);
     size_t key = (size_t)pos;
     MDB_val k = {sizeof key, &key}, v = {size, NULL};
     rc = mdb_put(txn, m->log, &k, &v, MDB_APPEND | MDB_RESERVE);
@@ -319,11 +333,14 @@ static int append_one(es_lmdb_t *m, MDB_txn *txn, append_item_t *item, uint64_t 
     MDB_val ik = {ES_UUID_LEN, (void *)ev->id}, iv = {sizeof pos, &pos};
     rc = mdb_put(txn, m->ids, &ik, &iv, MDB_NOOVERWRITE);
     if (rc) break;
-    uint8_t xkey[16];
-    put_be64(xkey, number);
-    put_be64(xkey + 8, version);
-    MDB_val xk = {sizeof xkey, xkey}, xv = {sizeof pos, &pos};
-    rc = mdb_put(txn, m->index, &xk, &xv, 0);
+    /* The stream's entries sort by version and each is the stream's
+     * newest: appended at the end of its list (full pages, no search). */
+    size_t xkey = (size_t)number;
+    uint8_t xdata[INDEX_ENTRY];
+    put_be64(xdata, version);
+    put_be64(xdata + 8, pos);
+    MDB_val xk = {sizeof xkey, &xkey}, xv = {sizeof xdata, xdata};
+    rc = mdb_put(txn, m->index, &xk, &xv, MDB_APPENDDUP);
   }
   if (rc == 0) {
     MDB_val k = {id_len, (void *)req->stream_id}, v = {row_len, row};
@@ -520,7 +537,7 @@ static int lmdb_append(es_backend_t *b, const es_append_req_t *req, es_append_re
                       id_len, maxkey);
   for (size_t i = 0; i < req->event_count; i++) {
     size_t size;
-    int rc = es__lmdb_rec_size(&req->events[i], id_len, &size, err);
+    int rc = es__lmdb_rec_size(&req->events[i], id_len, UINT64_MAX, UINT64_MAX, &size, err);
     if (rc) return rc;
   }
   if (atomic_load(&m->failed)) return es_err_set(err, ES_EUNAVAIL, "%s", m->failed_msg);
@@ -584,20 +601,20 @@ static int lmdb_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es
     v = (req->from_version == 0 || req->from_version > last) ? last : req->from_version;
   if ((mrc = mdb_cursor_open(txn, m->index, &cur))) goto lmdb_error;
   /* The index holds versions 1..last of the stream densely: one step of the
-   * cursor per version. */
-  uint8_t key[16];
-  put_be64(key, s.number);
-  put_be64(key + 8, v);
-  MDB_val k = {sizeof key, key}, val;
-  MDB_cursor_op op = MDB_SET_KEY;
+   * cursor per version, within the stream's list. */
+  size_t key = (size_t)s.number;
+  uint8_t want[INDEX_ENTRY] = {0};
+  put_be64(want, v);
+  MDB_val k = {sizeof key, &key}, val = {sizeof want, want};
+  MDB_cursor_op op = MDB_GET_BOTH_RANGE;
   while (forward ? v <= last : v >= 1) {
     if ((mrc = mdb_cursor_get(cur, &k, &val, op))) goto lmdb_error;
-    op = forward ? MDB_NEXT : MDB_PREV;
-    if (val.mv_size != sizeof(uint64_t)) {
+    op = forward ? MDB_NEXT_DUP : MDB_PREV_DUP;
+    if (val.mv_size != INDEX_ENTRY || get_be64(val.mv_data) != v) {
       mrc = MDB_CORRUPTED;
       goto lmdb_error;
     }
-    uint64_t pos = get_u64(val.mv_data);
+    uint64_t pos = get_be64((const uint8_t *)val.mv_data + 8);
     rec_view_t r;
     if ((mrc = log_get(m, txn, pos, &r))) goto lmdb_error;
     if ((added = es__lmdb_page_add(&pb, &r, pos, s.type)) <= 0) break;
@@ -773,6 +790,39 @@ int es__lmdb_make_dirs(const char *dir) {
   return 0;
 }
 
+/* The record format (lmdb_internal.h) is named by the `format` table. A new
+ * store gets the current one; a store without it that holds events was
+ * written before the format was named (fixed-width headers) and is refused
+ * rather than misread. */
+static int check_format(es_lmdb_t *m, MDB_txn *txn, es_err_t *err) {
+  MDB_dbi fmt;
+  int mrc = mdb_dbi_open(txn, "format", MDB_CREATE, &fmt);
+  MDB_val k = {7, "records"}, v;
+  if (mrc == 0) mrc = mdb_get(txn, fmt, &k, &v);
+  if (mrc == MDB_NOTFOUND && m->head == 0) {
+    uint32_t mine = RECORD_FORMAT;
+    v.mv_size = sizeof mine;
+    v.mv_data = &mine;
+    mrc = mdb_put(txn, fmt, &k, &v, 0);
+    if (mrc == 0) return ES_OK;
+  }
+  if (mrc == MDB_NOTFOUND)
+    return es_err_set(err, ES_EINTERNAL,
+                      "data directory '%s': its events are in an earlier record format of the "
+                      "lmdb backend (before format %d), which this version does not read",
+                      m->dir, RECORD_FORMAT);
+  if (mrc)
+    return es_err_set(err, ES_EUNAVAIL, "data directory '%s': lmdb: %s", m->dir, mdb_strerror(mrc));
+  uint32_t theirs = 0;
+  if (v.mv_size == sizeof theirs) memcpy(&theirs, v.mv_data, sizeof theirs);
+  if (theirs != RECORD_FORMAT)
+    return es_err_set(err, ES_EINTERNAL,
+                      "data directory '%s': record format %u of the lmdb backend, this version "
+                      "reads format %d",
+                      m->dir, (unsigned)theirs, RECORD_FORMAT);
+  return ES_OK;
+}
+
 void es_lmdb_options_default(es_lmdb_options_t *opts) {
   opts->map_size = DEFAULT_MAP_SIZE;
   opts->max_readers = DEFAULT_MAX_READERS;
@@ -841,7 +891,7 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
   if ((mrc = mdb_env_create(&m->env))) goto lmdb_fail;
   m->map_size = opts->map_size ? opts->map_size : DEFAULT_MAP_SIZE;
   if ((mrc = mdb_env_set_mapsize(m->env, (size_t)m->map_size))) goto lmdb_fail;
-  if ((mrc = mdb_env_set_maxdbs(m->env, 4))) goto lmdb_fail;
+  if ((mrc = mdb_env_set_maxdbs(m->env, 5))) goto lmdb_fail;
   if ((mrc = mdb_env_set_maxreaders(m->env,
                                     opts->max_readers ? opts->max_readers : DEFAULT_MAX_READERS)))
     goto lmdb_fail;
@@ -855,7 +905,9 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
   if ((mrc = mdb_txn_begin(m->env, NULL, 0, &txn))) goto lmdb_fail;
   if ((mrc = mdb_dbi_open(txn, "log", MDB_CREATE | MDB_INTEGERKEY, &m->log))) goto lmdb_fail;
   if ((mrc = mdb_dbi_open(txn, "streams", MDB_CREATE, &m->streams))) goto lmdb_fail;
-  if ((mrc = mdb_dbi_open(txn, "index", MDB_CREATE, &m->index))) goto lmdb_fail;
+  if ((mrc = mdb_dbi_open(txn, "index", MDB_CREATE | MDB_INTEGERKEY | MDB_DUPSORT | MDB_DUPFIXED,
+                          &m->index)))
+    goto lmdb_fail;
   if ((mrc = mdb_dbi_open(txn, "ids", MDB_CREATE, &m->ids))) goto lmdb_fail;
   MDB_cursor *cur;
   if ((mrc = mdb_cursor_open(txn, m->log, &cur))) goto lmdb_fail;
@@ -866,6 +918,7 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
     m->head = get_u64(k.mv_data);
   else if (mrc != MDB_NOTFOUND)
     goto lmdb_fail;
+  if ((rc = check_format(m, txn, err))) goto fail;
   mrc = mdb_txn_commit(txn);
   txn = NULL;
   if (mrc) goto lmdb_fail;

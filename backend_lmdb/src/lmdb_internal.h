@@ -3,15 +3,20 @@
  * record format (lmdb_record.c) and the page arena that reads copy into.
  *
  * A stored event (the value in the `log` database, key = its global
- * position) is a 56-byte header followed by its variable parts:
+ * position) is a header followed by its variable parts:
  *
- *   header | payload | stream_id \0 | event_type \0 | content_type \0
- *   (absent when it is the default) | correlation_id \0 | causation_id \0 |
+ *   id (16 bytes) | flags (1 byte) | version | recorded_at | occurred_at |
+ *   event_version | payload_len | stream_len | metadata_count |
+ *   payload | stream_id \0 | event_type \0 | content_type \0 (absent when it
+ *   is the default) | correlation_id \0 | causation_id \0 |
  *   metadata key \0 value \0 ...
  *
- * Integers are stored in the machine's byte order: a data directory belongs
- * to the machine that wrote it, as LMDB's own files do. LMDB hands out values
- * only 2-byte aligned, so the header is copied out with memcpy, never cast.
+ * The seven integers are unsigned LEB128 varints (7 bits a byte, low first):
+ * a typical header takes about 30 bytes where fixed-width fields took 56,
+ * which is a tenth of an event with a 256-byte payload, and what decides how
+ * many events share a 4 KiB page of the log. Decoding copies the header out
+ * into rec_hdr_t; LMDB hands out values only 2-byte aligned, so nothing is
+ * ever cast in place.
  * The stream id sits in every record (not only in the streams table) so that
  * a filtered ReadAll decides from the record alone and a decision's view of
  * a stored id needs one lookup.
@@ -34,6 +39,7 @@ enum {
   REC_DEFAULT_CT = 4, /* content type is ES_DEFAULT_CONTENT_TYPE (not stored) */
 };
 
+/* The header, decoded. */
 typedef struct rec_hdr {
   uint8_t id[ES_UUID_LEN]; /* binary event id */
   uint64_t version;        /* stream version */
@@ -44,10 +50,7 @@ typedef struct rec_hdr {
   uint16_t stream_len;     /* bytes of the stream id (≤ LMDB's key size) */
   uint16_t metadata_count; /* key/value pairs at the end */
   uint8_t flags;           /* REC_* */
-  uint8_t unused[3];       /* zero */
 } rec_hdr_t;
-
-_Static_assert(sizeof(rec_hdr_t) == 56, "the stored header is meant to be 56 bytes");
 
 /* A stored record taken apart: pointers into the bytes it was decoded from. */
 typedef struct rec_view {
@@ -59,14 +62,18 @@ typedef struct rec_view {
   const char *correlation_id;
   const char *causation_id;
   const char *metadata; /* metadata_count pairs of NUL-terminated strings */
+  size_t hdr_len;       /* bytes of the stored header (the payload follows) */
   size_t size;          /* bytes of the whole record */
 } rec_view_t;
 
-/* Bytes the record of ev in stream stream_id takes. ES_ETOOBIG when a field
- * does not fit the format (err names it). */
-int es__lmdb_rec_size(const es_event_data_t *ev, size_t stream_len, size_t *size, es_err_t *err);
+/* Bytes the record of ev in stream stream_id takes with that version and
+ * recorded_at (UINT64_MAX for both gives an upper bound). ES_ETOOBIG when a
+ * field does not fit the format (err names it). */
+int es__lmdb_rec_size(const es_event_data_t *ev, size_t stream_len, uint64_t version,
+                      uint64_t recorded_at, size_t *size, es_err_t *err);
 
-/* Writes the record of ev into dst (es__lmdb_rec_size bytes). */
+/* Writes the record of ev into dst (es__lmdb_rec_size bytes for the same
+ * version and recorded_at). */
 void es__lmdb_rec_write(uint8_t *dst, const es_event_data_t *ev, const char *stream_id,
                         size_t stream_len, uint64_t version, uint64_t recorded_at, uint8_t flags);
 

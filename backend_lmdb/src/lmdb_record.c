@@ -26,7 +26,49 @@ static bool is_default_ct(const char *ct) {
   return ct[0] == '\0' || strcmp(ct, ES_DEFAULT_CONTENT_TYPE) == 0;
 }
 
-int es__lmdb_rec_size(const es_event_data_t *ev, size_t stream_len, size_t *size, es_err_t *err) {
+/* Bytes of v as a varint. */
+static size_t varint_len(uint64_t v) {
+  size_t n = 1;
+  while (v >= 0x80) {
+    v >>= 7;
+    n++;
+  }
+  return n;
+}
+
+static uint8_t *put_varint(uint8_t *p, uint64_t v) {
+  while (v >= 0x80) {
+    *p++ = (uint8_t)(v | 0x80);
+    v >>= 7;
+  }
+  *p++ = (uint8_t)v;
+  return p;
+}
+
+/* Reads a varint at *p before end into *v; false when it runs past end or
+ * past 64 bits. */
+static bool take_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
+  uint64_t x = 0;
+  for (unsigned shift = 0; *p < end && shift < 64; shift += 7) {
+    uint8_t b = *(*p)++;
+    x |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *v = x;
+      return true;
+    }
+  }
+  return false;
+}
+
+static size_t header_len(const es_event_data_t *ev, size_t stream_len, uint64_t version,
+                         uint64_t recorded_at) {
+  return ES_UUID_LEN + 1 + varint_len(version) + varint_len(recorded_at) +
+         varint_len(ev->occurred_at_unix_ms) + varint_len(ev->event_version) +
+         varint_len(ev->payload_len) + varint_len(stream_len) + varint_len(ev->metadata_count);
+}
+
+int es__lmdb_rec_size(const es_event_data_t *ev, size_t stream_len, uint64_t version,
+                      uint64_t recorded_at, size_t *size, es_err_t *err) {
   const char *ct = str_or_empty(ev->content_type);
   *size = 0;
   if (ev->metadata_count > UINT16_MAX)
@@ -36,7 +78,7 @@ int es__lmdb_rec_size(const es_event_data_t *ev, size_t stream_len, size_t *size
     return es_err_set(err, ES_ETOOBIG, "payload: %zu bytes, the lmdb backend holds %u",
                       ev->payload_len, (unsigned)UINT32_MAX);
   /* Validation bounds every length far below overflow. */
-  size_t n = sizeof(rec_hdr_t) + ev->payload_len + stream_len + 1;
+  size_t n = header_len(ev, stream_len, version, recorded_at) + ev->payload_len + stream_len + 1;
   n += strlen(str_or_empty(ev->event_type)) + 1;
   if (!is_default_ct(ct)) n += strlen(ct) + 1;
   n += strlen(str_or_empty(ev->correlation_id)) + 1;
@@ -59,19 +101,17 @@ void es__lmdb_rec_write(uint8_t *dst, const es_event_data_t *ev, const char *str
                         size_t stream_len, uint64_t version, uint64_t recorded_at, uint8_t flags) {
   const char *ct = str_or_empty(ev->content_type);
   bool default_ct = is_default_ct(ct);
-  rec_hdr_t h;
-  memset(&h, 0, sizeof h);
-  memcpy(h.id, ev->id, ES_UUID_LEN);
-  h.version = version;
-  h.recorded_at = recorded_at;
-  h.occurred_at = ev->occurred_at_unix_ms;
-  h.event_version = ev->event_version;
-  h.payload_len = (uint32_t)ev->payload_len;
-  h.stream_len = (uint16_t)stream_len;
-  h.metadata_count = (uint16_t)ev->metadata_count;
-  h.flags = (uint8_t)(flags | (default_ct ? REC_DEFAULT_CT : 0));
-  memcpy(dst, &h, sizeof h);
-  uint8_t *p = dst + sizeof h;
+  uint8_t *p = dst;
+  memcpy(p, ev->id, ES_UUID_LEN);
+  p += ES_UUID_LEN;
+  *p++ = (uint8_t)(flags | (default_ct ? REC_DEFAULT_CT : 0));
+  p = put_varint(p, version);
+  p = put_varint(p, recorded_at);
+  p = put_varint(p, ev->occurred_at_unix_ms);
+  p = put_varint(p, ev->event_version);
+  p = put_varint(p, ev->payload_len);
+  p = put_varint(p, stream_len);
+  p = put_varint(p, ev->metadata_count);
   if (ev->payload_len) memcpy(p, ev->payload, ev->payload_len);
   p += ev->payload_len;
   p = put_str(p, stream_id, stream_len);
@@ -100,10 +140,27 @@ static const char *take_str(const uint8_t **p, const uint8_t *end) {
 }
 
 bool es__lmdb_rec_decode(const void *data, size_t size, rec_view_t *out) {
-  if (size < sizeof(rec_hdr_t)) return false;
-  memcpy(&out->h, data, sizeof out->h);
-  const uint8_t *p = (const uint8_t *)data + sizeof out->h;
-  const uint8_t *end = (const uint8_t *)data + size;
+  const uint8_t *p = data;
+  const uint8_t *end = p + size;
+  if (size < ES_UUID_LEN + 1 + 7) return false; /* the id, flags, seven varints */
+  memcpy(out->h.id, p, ES_UUID_LEN);
+  p += ES_UUID_LEN;
+  out->h.flags = *p++;
+  uint64_t occurred, ev_version, payload_len, stream_len, mcount;
+  if (!take_varint(&p, end, &out->h.version) || !take_varint(&p, end, &out->h.recorded_at) ||
+      !take_varint(&p, end, &occurred) || !take_varint(&p, end, &ev_version) ||
+      !take_varint(&p, end, &payload_len) || !take_varint(&p, end, &stream_len) ||
+      !take_varint(&p, end, &mcount))
+    return false;
+  if (ev_version > UINT32_MAX || payload_len > UINT32_MAX || stream_len > UINT16_MAX ||
+      mcount > UINT16_MAX)
+    return false;
+  out->h.occurred_at = occurred;
+  out->h.event_version = (uint32_t)ev_version;
+  out->h.payload_len = (uint32_t)payload_len;
+  out->h.stream_len = (uint16_t)stream_len;
+  out->h.metadata_count = (uint16_t)mcount;
+  out->hdr_len = (size_t)(p - (const uint8_t *)data);
   if ((size_t)(end - p) < out->h.payload_len) return false;
   out->payload = p;
   p += out->h.payload_len;
@@ -189,7 +246,7 @@ int es__lmdb_page_add(es_page_builder_t *pb, const rec_view_t *r, uint64_t posit
   es_recorded_t *v = es_page_builder_slot(pb, &rc);
   if (!v) return rc;
   size_t mcount = r->h.metadata_count;
-  size_t var = r->size - sizeof(rec_hdr_t); /* payload and strings, as stored */
+  size_t var = r->size - r->hdr_len; /* payload and strings, as stored */
   size_t kv_bytes = mcount * sizeof(es_kv_t);
   es_kv_t *kv = NULL;
   unsigned char *copy = NULL;
