@@ -1,15 +1,18 @@
 // Extension 1 in the core, without a real backend: the input rules of tags,
 // query items, conditions and AppendMany (validate.c); query matching and
-// filters with items (event.c); and the capability check of the backend
-// wrappers (backend.c), which refuses what a backend has not declared instead
-// of dropping it.
+// filters with items (event.c); the conditional append decision and the
+// AppendMany decision (decide.c) over a model of stored state; and the
+// capability check of the backend wrappers (backend.c), which refuses what a
+// backend has not declared instead of dropping it.
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "es/backend.h"
+#include "es/backend_impl.h"
 #include "es/event.h"
 #include "es/validate.h"
 
@@ -438,6 +441,359 @@ TEST(DcbMatch, TagsCountInThePageSizeBound) {
   ev.tags = tags;
   ev.tag_count = 2;
   EXPECT_GE(es_recorded_tags_size(&ev), 9u + 10u + 2 * 2);
+}
+
+// ---- the decisions ------------------------------------------------------------------
+
+struct Stored {
+  std::string stream;
+  uint64_t version, position;
+  bool first, last, joined_prev, joined_next;
+};
+
+// Stored state: ids, streams' last versions and types, and the log's events
+// as (position, type, tags) for conditions.
+struct Model {
+  std::map<std::string, Stored> ids;
+  std::map<std::string, std::pair<uint64_t, std::string>> streams;
+  struct LogEv {
+    std::string type;
+    std::vector<std::string> tags;
+  };
+  std::vector<LogEv> log;  // position p at p - 1
+  int matches = 0;
+
+  // One committed request: its appends, in order, each a batch.
+  void Commit(const std::vector<std::pair<std::string, std::vector<int>>> &request,
+              const std::vector<std::string> &tags = {}) {
+    for (size_t a = 0; a < request.size(); a++) {
+      auto &st = streams[request[a].first];
+      const auto &batch = request[a].second;
+      for (size_t i = 0; i < batch.size(); i++) {
+        log.push_back({"E", tags});
+        ids[Id(batch[i])] = {request[a].first,
+                             ++st.first,
+                             log.size(),
+                             i == 0,
+                             i + 1 == batch.size(),
+                             i == 0 && a > 0,
+                             i + 1 == batch.size() && a + 1 < request.size()};
+      }
+    }
+  }
+
+  static bool Match(void *ctx, const es_append_condition_t *c, uint64_t *pos) {
+    auto *m = static_cast<Model *>(ctx);
+    m->matches++;
+    for (uint64_t p = c->after + 1; p <= m->log.size(); p++) {
+      const LogEv &e = m->log[p - 1];
+      std::vector<const char *> t;
+      for (const auto &s : e.tags) t.push_back(s.c_str());
+      if (es_query_match(c->items, c->item_count, e.type.c_str(), t.data(), t.size())) {
+        *pos = p;
+        return true;
+      }
+    }
+    return false;
+  }
+};
+
+// The lookup of one append's ids.
+struct AppendCtx {
+  Model *m;
+  std::vector<std::string> ids;
+};
+
+bool Lookup(void *ctx, size_t index, es_stored_event_t *out) {
+  auto *a = static_cast<AppendCtx *>(ctx);
+  auto it = a->m->ids.find(a->ids.at(index));
+  if (it == a->m->ids.end()) return false;
+  out->stream_id = it->second.stream.c_str();
+  out->stream_version = it->second.version;
+  out->global_position = it->second.position;
+  out->recorded_at_unix_ms = 7;
+  out->batch_first = it->second.first;
+  out->batch_last = it->second.last;
+  out->joined_prev = it->second.joined_prev;
+  out->joined_next = it->second.joined_next;
+  return true;
+}
+
+struct Decision {
+  int rc;
+  es_append_decision_t decision;
+  std::vector<es_append_result_t> results;
+  es_err_t err;
+};
+
+Decision DecideMany(Model &m, Many &many, const es_append_condition_t *cond = nullptr) {
+  es_append_many_req_t req = many.Build(cond);
+  std::vector<AppendCtx> ctxs(many.appends.size());
+  std::vector<es_append_view_t> views(many.appends.size());
+  for (size_t i = 0; i < many.appends.size(); i++) {
+    ctxs[i].m = &m;
+    for (auto &e : many.appends[i].events) ctxs[i].ids.push_back(e.id);
+    for (size_t k = 0; k < req.appends[i].event_count; k++)
+      EXPECT_EQ(0, es_uuid_parse(ctxs[i].ids[k].c_str(), many.appends[i].data[k].id));
+    auto st = m.streams.find(many.appends[i].stream);
+    views[i].last_version = st == m.streams.end() ? 0 : st->second.first;
+    views[i].stream_type = st == m.streams.end() ? "" : st->second.second.c_str();
+    views[i].lookup = Lookup;
+    views[i].ctx = &ctxs[i];
+  }
+  es_append_many_view_t view = {views.data(), {Model::Match, &m}};
+  Decision d;
+  d.results.resize(many.appends.size());
+  es_err_clear(&d.err);
+  d.rc = es_append_many_decide(&req, &view, &d.decision, d.results.data(), &d.err);
+  return d;
+}
+
+Decision DecideOne(Model &m, Append &a, const es_append_condition_t *cond, bool with_match = true) {
+  es_append_req_t req = a.Build(cond);
+  AppendCtx ctx{&m, {}};
+  for (size_t k = 0; k < a.events.size(); k++) {
+    ctx.ids.push_back(a.events[k].id);
+    EXPECT_EQ(0, es_uuid_parse(a.events[k].id.c_str(), a.data[k].id));
+  }
+  auto st = m.streams.find(a.stream);
+  es_append_view_t view = {st == m.streams.end() ? 0 : st->second.first,
+                           st == m.streams.end() ? "" : st->second.second.c_str(), Lookup, &ctx};
+  es_condition_view_t cv = {Model::Match, &m};
+  Decision d;
+  d.results.resize(1);
+  es_err_clear(&d.err);
+  d.rc = es_append_decide_conditional(&req, &view, with_match ? &cv : nullptr, &d.decision,
+                                      d.results.data(), &d.err);
+  return d;
+}
+
+TEST(DcbDecide, AConditionWithoutAMatchAfterPasses) {
+  Model m;
+  m.Commit({{"c-1", {1}}}, {"course:c1"});
+  m.Commit({{"c-2", {2}}}, {"course:c2"});
+  Items q;
+  q.Add({}, {"course:c1"});
+  es_append_condition_t cond = {q.Build(), 1, 1};  // after the c1 event
+  Append a = Make("c-1", {10});
+  Decision d = DecideOne(m, a, &cond);
+  ASSERT_EQ(ES_OK, d.rc) << d.err.msg;
+  EXPECT_EQ(ES_APPEND_WRITE, d.decision);
+  EXPECT_EQ(2u, d.results[0].first_version);
+}
+
+TEST(DcbDecide, AConditionWithAMatchAfterFailsNamingThePosition) {
+  Model m;
+  m.Commit({{"c-2", {1}}}, {"course:c2"});
+  m.Commit({{"c-1", {2}}}, {"course:c1"});
+  m.Commit({{"c-1", {3}}}, {"course:c1"});
+  Items q;
+  q.Add({}, {"course:c1"});
+  es_append_condition_t cond = {q.Build(), 1, 0};  // the whole log
+  Append a = Make("c-1", {10});
+  Decision d = DecideOne(m, a, &cond);
+  ASSERT_EQ(ES_ECONDITION, d.rc);
+  EXPECT_EQ(1, d.err.has_condition_position);
+  EXPECT_EQ(2u, d.err.condition_position) << "the first match after `after`";
+  EXPECT_NE(std::string(d.err.msg).find("2"), std::string::npos) << d.err.msg;
+  EXPECT_EQ(0u, d.results[0].first_version) << "nothing to write";
+  cond.after = 2;
+  d = DecideOne(m, a, &cond);
+  ASSERT_EQ(ES_ECONDITION, d.rc);
+  EXPECT_EQ(3u, d.err.condition_position);
+  cond.after = 3;
+  EXPECT_EQ(ES_OK, DecideOne(m, a, &cond).rc);
+}
+
+TEST(DcbDecide, TheConditionIsCheckedLast) {
+  Model m;
+  m.Commit({{"c-1", {1}}}, {"t"});
+  Items q;
+  q.Add({}, {"t"});
+  es_append_condition_t cond = {q.Build(), 1, 0};
+  Append a = Make("c-1", {10});
+  a.kind = ES_EXPECT_NO_STREAM;
+  m.matches = 0;
+  EXPECT_EQ(ES_EVERSION, DecideOne(m, a, &cond).rc);
+  EXPECT_EQ(0, m.matches) << "the condition was evaluated before the expected version";
+  a.kind = ES_EXPECT_ANY;
+  m.streams["c-1"].second = "Course";
+  a.type = "Other";
+  EXPECT_EQ(ES_ETYPE, DecideOne(m, a, &cond).rc);
+  EXPECT_EQ(0, m.matches);
+}
+
+TEST(DcbDecide, ADuplicateIsAcknowledgedWhateverTheConditionSays) {
+  Model m;
+  m.Commit({{"c-1", {1, 2}}}, {"t"});
+  Items q;
+  q.Add({}, {"t"});
+  es_append_condition_t cond = {q.Build(), 1, 0};  // matches the retried events
+  Append a = Make("c-1", {1, 2});
+  Decision d = DecideOne(m, a, &cond);
+  ASSERT_EQ(ES_OK, d.rc) << d.err.msg;
+  EXPECT_EQ(ES_APPEND_STORED, d.decision);
+  EXPECT_TRUE(d.results[0].duplicate);
+  EXPECT_EQ(1u, d.results[0].first_position);
+}
+
+TEST(DcbDecide, AConditionWithoutAMatcherIsUnsupported) {
+  Model m;
+  Items q;
+  q.Add({}, {"t"});
+  es_append_condition_t cond = {q.Build(), 1, 0};
+  Append a = Make("c-1", {10});
+  EXPECT_EQ(ES_EUNSUPPORTED, DecideOne(m, a, &cond, false).rc);
+  EXPECT_EQ(ES_OK, DecideOne(m, a, nullptr, false).rc) << "no condition, no matcher needed";
+}
+
+TEST(DcbDecide, AnAppendOfAMultiAppendRequestIsNotARetryOfIt) {
+  Model m;
+  m.Commit({{"a", {1}}, {"b", {2}}});
+  Append a = Make("a", {1});
+  Decision d = DecideOne(m, a, nullptr);
+  EXPECT_EQ(ES_EEXIST, d.rc);
+  Append b = Make("b", {2});
+  EXPECT_EQ(ES_EEXIST, DecideOne(m, b, nullptr).rc);
+}
+
+TEST(DcbDecideMany, NewAppendsGetVersionsThatSeeTheEarlierOnes) {
+  Model m;
+  m.Commit({{"a", {1, 2}}});
+  Many many;
+  many.appends.push_back(Make("a", {10}));
+  many.appends.push_back(Make("b", {11, 12}));
+  many.appends.push_back(Make("a", {13}));
+  many.appends[2].kind = ES_EXPECT_EXACT;
+  many.appends[2].expected = 3;  // 2 stored + 1 from appends[0]
+  Decision d = DecideMany(m, many);
+  ASSERT_EQ(ES_OK, d.rc) << d.err.msg;
+  EXPECT_EQ(ES_APPEND_WRITE, d.decision);
+  EXPECT_EQ(3u, d.results[0].first_version);
+  EXPECT_EQ(1u, d.results[1].first_version);
+  EXPECT_EQ(2u, d.results[1].last_version);
+  EXPECT_EQ(4u, d.results[2].first_version);
+}
+
+TEST(DcbDecideMany, AFailingExpectedVersionNamesTheAppendAndTheVersionItSaw) {
+  Model m;
+  m.Commit({{"a", {1}}});
+  Many many;
+  many.appends.push_back(Make("b", {10}));
+  many.appends.push_back(Make("a", {11}));
+  many.appends.push_back(Make("a", {12}));
+  many.appends[2].kind = ES_EXPECT_EXACT;
+  many.appends[2].expected = 1;  // true before the request, not after appends[1]
+  Decision d = DecideMany(m, many);
+  ASSERT_EQ(ES_EVERSION, d.rc);
+  EXPECT_EQ(1, d.err.has_append_index);
+  EXPECT_EQ(2u, d.err.append_index);
+  EXPECT_EQ(1, d.err.has_actual_version);
+  EXPECT_EQ(2u, d.err.actual_version);
+  for (const auto &r : d.results) EXPECT_EQ(0u, r.first_version);
+}
+
+TEST(DcbDecideMany, StreamTypesStickWithinTheRequest) {
+  Model m;
+  Many many;
+  many.appends.push_back(Make("a", {10}));
+  many.appends[0].type = "Course";
+  many.appends.push_back(Make("a", {11}));
+  many.appends[1].type = "Student";
+  Decision d = DecideMany(m, many);
+  ASSERT_EQ(ES_ETYPE, d.rc);
+  EXPECT_EQ(1u, d.err.append_index);
+  many.appends[1].type = "";
+  EXPECT_EQ(ES_OK, DecideMany(m, many).rc);
+}
+
+TEST(DcbDecideMany, TheConditionIsCheckedOnceLastWithoutAnIndex) {
+  Model m;
+  m.Commit({{"c", {1}}}, {"course:c1"});
+  Items q;
+  q.Add({}, {"course:c1"});
+  es_append_condition_t cond = {q.Build(), 1, 0};
+  Many many;
+  many.appends.push_back(Make("a", {10}));
+  many.appends.push_back(Make("b", {11}));
+  Decision d = DecideMany(m, many, &cond);
+  ASSERT_EQ(ES_ECONDITION, d.rc);
+  EXPECT_EQ(1u, d.err.condition_position);
+  EXPECT_EQ(0, d.err.has_append_index);
+  EXPECT_EQ(1, m.matches);
+  // A version failure comes first.
+  m.matches = 0;
+  many.appends[1].kind = ES_EXPECT_STREAM_EXISTS;
+  d = DecideMany(m, many, &cond);
+  EXPECT_EQ(ES_EVERSION, d.rc);
+  EXPECT_EQ(0, m.matches);
+  cond.after = 1;
+  many.appends[1].kind = ES_EXPECT_ANY;
+  EXPECT_EQ(ES_OK, DecideMany(m, many, &cond).rc);
+}
+
+TEST(DcbDecideMany, AnExactRetryIsAcknowledgedWhateverItsChecksSay) {
+  Model m;
+  m.Commit({{"x", {100}}});
+  m.Commit({{"a", {1, 2}}, {"b", {3}}, {"a", {4}}}, {"t"});
+  Items q;
+  q.Add({}, {"t"});
+  es_append_condition_t cond = {q.Build(), 1, 0};
+  Many many;
+  many.appends.push_back(Make("a", {1, 2}));
+  many.appends.push_back(Make("b", {3}));
+  many.appends.push_back(Make("a", {4}));
+  many.appends[1].kind = ES_EXPECT_NO_STREAM;  // false now
+  Decision d = DecideMany(m, many, &cond);
+  ASSERT_EQ(ES_OK, d.rc) << d.err.msg;
+  EXPECT_EQ(ES_APPEND_STORED, d.decision);
+  EXPECT_EQ(2u, d.results[0].first_position);
+  EXPECT_EQ(3u, d.results[0].last_position);
+  EXPECT_EQ(4u, d.results[1].first_position);
+  EXPECT_EQ(5u, d.results[2].first_position);
+  EXPECT_EQ(3u, d.results[2].first_version);
+  for (const auto &r : d.results) EXPECT_TRUE(r.duplicate);
+}
+
+TEST(DcbDecideMany, AnAppendManyOfOneAppendIsTheSameRequestAsAnAppend) {
+  Model m;
+  m.Commit({{"a", {1, 2}}});
+  Many many;
+  many.appends.push_back(Make("a", {1, 2}));
+  Decision d = DecideMany(m, many);
+  ASSERT_EQ(ES_OK, d.rc) << d.err.msg;
+  EXPECT_EQ(ES_APPEND_STORED, d.decision);
+  EXPECT_TRUE(d.results[0].duplicate);
+}
+
+TEST(DcbDecideMany, AnythingButTheWholeRequestIsAlreadyExists) {
+  Model m;
+  m.Commit({{"a", {1}}, {"b", {2}}, {"c", {3}}});
+  m.Commit({{"d", {4}}});
+  struct Case {
+    const char *name;
+    std::vector<std::pair<std::string, std::vector<int>>> appends;
+    size_t index;  // es-append-index: the first append that reuses an id
+    int id;        // the id the message names
+  } cases[] = {
+      {"a prefix", {{"a", {1}}, {"b", {2}}}, 0, 1},
+      {"a suffix", {{"b", {2}}, {"c", {3}}}, 0, 2},
+      {"reordered", {{"b", {2}}, {"a", {1}}, {"c", {3}}}, 0, 2},
+      {"a superset", {{"a", {1}}, {"b", {2}}, {"c", {3}}, {"e", {9}}}, 0, 1},
+      {"new first", {{"e", {9}}, {"a", {1}}, {"b", {2}}, {"c", {3}}}, 1, 1},
+      {"two requests as one", {{"c", {3}}, {"d", {4}}}, 0, 3},
+      {"mixed ids in one append", {{"a", {1}}, {"b", {9, 2}}, {"c", {3}}}, 0, 1},
+      {"another stream", {{"a", {1}}, {"x", {2}}, {"c", {3}}}, 0, 1},
+  };
+  for (auto &c : cases) {
+    Many many;
+    for (auto &a : c.appends) many.appends.push_back(Make(a.first, a.second));
+    Decision d = DecideMany(m, many);
+    EXPECT_EQ(ES_EEXIST, d.rc) << c.name;
+    EXPECT_EQ(1, d.err.has_append_index) << c.name;
+    EXPECT_EQ(c.index, d.err.append_index) << c.name;
+    EXPECT_NE(std::string(d.err.msg).find(Id(c.id)), std::string::npos) << c.name << d.err.msg;
+  }
 }
 
 // ---- the wrappers refuse what a backend has not declared ------------------------

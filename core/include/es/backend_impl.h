@@ -50,6 +50,13 @@ typedef struct es_stored_event {
    * original (duplicate = false), not as a duplicate. Backends that never
    * lose track of an outcome leave it false. */
   bool own_attempt;
+  /* Extension 1: the append that stored it was one of several of an
+   * AppendMany, and another append of that request came right before it
+   * (joined_prev, on the first event of its batch) or right after it
+   * (joined_next, on the last). A retry is a duplicate only of a whole
+   * request. Backends without AppendMany leave both false. */
+  bool joined_prev;
+  bool joined_next;
 } es_stored_event_t;
 
 /* The read-only view of stored state that a backend supplies. */
@@ -62,6 +69,23 @@ typedef struct es_append_view {
   bool (*lookup)(void *ctx, size_t index, es_stored_event_t *out);
   void *ctx; /* passed to lookup */
 } es_append_view_t;
+
+/* Extension 1: how a backend answers an append condition. */
+typedef struct es_condition_view {
+  /* True with *position (OUT) the smallest global position > cond->after of
+   * a stored event matching cond->items (es_query_match); false when there
+   * is none. Called at most once per decision, last. */
+  bool (*match)(void *ctx, const es_append_condition_t *cond, uint64_t *position);
+  void *ctx; /* passed to match */
+} es_condition_view_t;
+
+/* The view of an AppendMany: per append, its stream's state before the
+ * request and the lookup of its ids (each with its own ctx); the request's
+ * condition is answered over the log before the request. */
+typedef struct es_append_many_view {
+  const es_append_view_t *appends; /* req->append_count entries */
+  es_condition_view_t condition;   /* match NULL: a condition is ES_EUNSUPPORTED */
+} es_append_many_view_t;
 
 /* What the decision says the backend must do. */
 typedef enum es_append_decision {
@@ -80,6 +104,29 @@ typedef enum es_append_decision {
  * kind, which validation refuses first). Pure: no allocation, no locks. */
 int es_append_decide(const es_append_req_t *req, const es_append_view_t *view,
                      es_append_decision_t *decision, es_append_result_t *out, es_err_t *err);
+
+/* es_append_decide for a request that may carry a condition (Extension 1):
+ * the order of checks ends with it, answered by cond (NULL, or a NULL match:
+ * ES_EUNSUPPORTED). A failed condition is ES_ECONDITION with
+ * err->condition_position set. A duplicate is acknowledged whatever the
+ * condition says. es_append_decide is this with cond NULL. */
+int es_append_decide_conditional(const es_append_req_t *req, const es_append_view_t *view,
+                                 const es_condition_view_t *cond, es_append_decision_t *decision,
+                                 es_append_result_t *out, es_err_t *err);
+
+/* Decides a prepared AppendMany (es_append_many_prepare) against view, in
+ * the order of Extension 1's settled details: idempotency of the whole
+ * request (a duplicate only of one committed request, by its ordered list of
+ * (stream_id, event ids)); then per append in request order its stream type
+ * and expected version, as the earlier appends of the request leave the
+ * stream; then the condition, once. On ES_OK, *decision (OUT) and
+ * results[0..append_count) (OUT) as for es_append_decide, per append (for
+ * ES_APPEND_WRITE the backend gives the appends consecutive positions in
+ * request order). Errors as es_append_decide's, with err->append_index naming
+ * the append at fault (none for the condition). Pure. */
+int es_append_many_decide(const es_append_many_req_t *req, const es_append_many_view_t *view,
+                          es_append_decision_t *decision, es_append_result_t *results,
+                          es_err_t *err);
 
 /* Publishes a new head to the backend's notifier, if any (see
  * es_backend_set_notifier). Safe from any thread; a head that is not larger
