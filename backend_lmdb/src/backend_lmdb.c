@@ -88,6 +88,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/futex.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -96,6 +97,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -111,17 +113,18 @@
 #define RECORD_FORMAT 2     /* of the log's records (lmdb_internal.h); see check_format */
 #define INDEX_ENTRY 16      /* an index entry: version, position (both big-endian) */
 
+/* append_item_t.state */
+enum { ITEM_WAITING = 0, ITEM_DONE = 1, ITEM_LEAD = 2 };
+
 /* One queued append: the caller's request and where its answer goes. Lives
- * on the caller's stack until `done`. */
+ * on the caller's stack until it is done. */
 typedef struct append_item {
   const es_append_req_t *req;
   es_append_result_t *out;
   es_err_t *err;
   int rc;                   /* the answer, valid once done */
-  bool done;                /* under qlock */
-  bool lead;                /* under qlock: woken to commit the next group */
+  _Atomic uint32_t state;   /* ITEM_*, set by a leader; waited on as a futex */
   bool wrote;               /* this group's transaction holds its events */
-  pthread_cond_t cond;      /* signalled when done or lead is set */
   struct append_item *next; /* queue link */
 } append_item_t;
 
@@ -503,26 +506,42 @@ static void commit_group(es_lmdb_t *m, append_item_t *group) {
   }
 }
 
+/* Sets it->state and wakes its thread. The waiter may see the state, return
+ * and reuse its stack before the wake-up is made: a futex wake on a stale
+ * address is at worst a spurious wake-up of whatever waits there next, which
+ * item_wait tolerates (it rechecks the state). */
+static void item_wake(append_item_t *it, uint32_t state) {
+  atomic_store_explicit(&it->state, state, memory_order_release);
+  syscall(SYS_futex, (void *)&it->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+/* Waits until the item is done or woken to lead; returns which. */
+static uint32_t item_wait(append_item_t *it) {
+  uint32_t st;
+  while ((st = atomic_load_explicit(&it->state, memory_order_acquire)) == ITEM_WAITING)
+    syscall(SYS_futex, (void *)&it->state, FUTEX_WAIT_PRIVATE, ITEM_WAITING, NULL, NULL, 0);
+  return st;
+}
+
 /* Commits everything queued as one group, on the calling thread, which
- * holds `committing` and whose own item is in the queue. Called and returns
- * with qlock held; hands `committing` on to the first item queued meanwhile
- * (woken to lead the next group), or clears it. */
+ * holds `committing` and whose own item is in the queue. Called with qlock
+ * held, returns without it. Hands `committing` on to the first item queued
+ * meanwhile (woken first, so that the next commit starts at once), or clears
+ * it; then wakes the others of the group. The wake-ups are made after qlock
+ * is released, so that a woken thread never runs into the lock. */
 static void lead_group(es_lmdb_t *m, append_item_t *self) {
   append_item_t *group = m->qhead;
   m->qhead = m->qtail = NULL;
   pthread_mutex_unlock(&m->qlock);
   commit_group(m, group);
   pthread_mutex_lock(&m->qlock);
+  append_item_t *next_leader = m->qhead;
+  if (!next_leader) m->committing = false;
+  pthread_mutex_unlock(&m->qlock);
+  if (next_leader) item_wake(next_leader, ITEM_LEAD);
   for (append_item_t *it = group, *next; it; it = next) {
-    next = it->next; /* `it` may be gone once done is seen */
-    it->done = true;
-    if (it != self) pthread_cond_signal(&it->cond);
-  }
-  if (m->qhead) {
-    m->qhead->lead = true;
-    pthread_cond_signal(&m->qhead->cond);
-  } else {
-    m->committing = false;
+    next = it->next; /* `it` may be gone once it is done */
+    if (it != self) item_wake(it, ITEM_DONE);
   }
 }
 
@@ -543,22 +562,21 @@ static int lmdb_append(es_backend_t *b, const es_append_req_t *req, es_append_re
   if (atomic_load(&m->failed)) return es_err_set(err, ES_EUNAVAIL, "%s", m->failed_msg);
 
   es_err_t local;
-  append_item_t item = {req,   out,   err ? err : &local,       ES_OK, false,
-                        false, false, PTHREAD_COND_INITIALIZER, NULL};
+  append_item_t item = {req, out, err ? err : &local, ES_OK, ITEM_WAITING, false, NULL};
   pthread_mutex_lock(&m->qlock);
   if (m->qtail)
     m->qtail->next = &item;
   else
     m->qhead = &item;
   m->qtail = &item;
-  if (!m->committing) {
-    m->committing = true; /* nobody commits: this thread does, at once */
-    item.lead = true;
+  bool lead = !m->committing; /* nobody commits: this thread does, at once */
+  m->committing = true;
+  if (!lead) {
+    pthread_mutex_unlock(&m->qlock);
+    if (item_wait(&item) == ITEM_DONE) return item.rc;
+    pthread_mutex_lock(&m->qlock); /* woken to lead the next group */
   }
-  while (!item.done && !item.lead) pthread_cond_wait(&item.cond, &m->qlock);
-  if (!item.done) lead_group(m, &item); /* the group holds item */
-  pthread_mutex_unlock(&m->qlock);
-  pthread_cond_destroy(&item.cond);
+  lead_group(m, &item); /* the group holds item */
   return item.rc;
 }
 
