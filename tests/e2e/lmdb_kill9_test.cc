@@ -228,9 +228,13 @@ void RetryUnanswered(Client *client, Ledger *ledger, uint64_t head) {
 class Load {
  public:
   Load(const std::string &address, Ledger *ledger, int round, int writers) : ledger_(ledger) {
+    // Connected here, before any kill: a thread that started late would
+    // otherwise try to connect to a dead server and fail the test.
+    std::vector<std::shared_ptr<grpc::Channel>> channels;
+    for (int w = 0; w < writers; w++) channels.push_back(Connect(address));
     for (int w = 0; w < writers; w++) {
-      threads_.emplace_back([this, address, round, w] {
-        Client c(Connect(address));
+      threads_.emplace_back([this, channel = channels[w], round, w] {
+        Client c(channel);
         std::mt19937_64 rng(std::random_device{}());
         for (int i = 0; !stop_.load(); i++) {
           size_t idx;
