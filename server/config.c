@@ -21,6 +21,7 @@ typedef enum {
   OPT_MS,
   OPT_U32,
   OPT_SIZE,
+  OPT_COUNT, /* a size where 0 means none */
   OPT_U64,
   OPT_LEVEL,
   OPT_BOOL
@@ -77,7 +78,7 @@ static const option_def_t OPTIONS[] = {
     NUM(OPT_MS, pg_tcp_user_timeout_ms, "pg-tcp-user-timeout-ms", "ES_PG_TCP_USER_TIMEOUT_MS",
         "libpq tcp_user_timeout: unacknowledged data fails a connection after it (default "
         "10000; 0 = the system's; the URL's wins)"),
-    NUM(OPT_SIZE, live_window_events, "live-window-events", "ES_LIVE_WINDOW_EVENTS",
+    NUM(OPT_COUNT, live_window_events, "live-window-events", "ES_LIVE_WINDOW_EVENTS",
         "newest events kept encoded in memory for live subscribers, read from storage once "
         "(default 100000; 0 = none: every subscriber reads storage)"),
     NUM(OPT_SIZE, live_window_bytes, "live-window-bytes", "ES_LIVE_WINDOW_BYTES",
@@ -206,12 +207,15 @@ static int set_option(es_config_t *cfg, const option_def_t *o, const char *value
       *(uint32_t *)(void *)dst = (uint32_t)v;
       break;
     case OPT_SIZE:
-      if (v < 1 || v > (1ull << 31)) {
-        fprintf(stderr, "eventstore: %s: %llu is out of range 1..2147483648\n", source, v);
+    case OPT_COUNT: {
+      unsigned lo = o->kind == OPT_COUNT ? 0 : 1;
+      if (v < lo || v > (1ull << 31)) {
+        fprintf(stderr, "eventstore: %s: %llu is out of range %u..2147483648\n", source, v, lo);
         return -1;
       }
       *(size_t *)(void *)dst = (size_t)v;
       break;
+    }
     default:
       *(uint64_t *)(void *)dst = (uint64_t)v;
       break;

@@ -97,6 +97,14 @@ TEST_F(ConfigTest, PostgresGetsMoreWorkersByDefault) {
   EXPECT_EQ(64, cfg_.workers);
 }
 
+// --live-window-events 0 turns the window off; byte sizes stay >= 1.
+TEST_F(ConfigTest, TheLiveWindowCanBeTurnedOff) {
+  ASSERT_EQ(ES_CONFIG_RUN, Load({"--live-window-events", "0"}));
+  EXPECT_EQ(0u, cfg_.live_window_events);
+  EXPECT_EQ(ES_CONFIG_EXIT_USAGE, Load({"--live-window-bytes", "0"}));
+  EXPECT_EQ(ES_CONFIG_EXIT_USAGE, Load({"--max-request-bytes", "0"}));
+}
+
 // Nothing in the memory backend waits, so two workers keep both cores busy.
 TEST_F(ConfigTest, MemoryIsChosenByNameOrEnvironment) {
   ASSERT_EQ(ES_CONFIG_RUN, Load({"--backend", "memory"}));

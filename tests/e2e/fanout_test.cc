@@ -158,6 +158,30 @@ TEST(FanoutTest, SubscriberStoppedLongerThanTheWindowCatchesUpFromStorage) {
   EXPECT_EQ(VerifySubscription(live.Messages(), Range(1, 5000), nullptr), "");
 }
 
+// Without a live window (--live-window-events 0) every subscriber reads from
+// storage, live ones included: still everything, once, in order.
+TEST(FanoutTest, WithoutALiveWindowSubscribersReadStorage) {
+  auto server = StartServer({"--live-window-events", "0"});
+  ASSERT_NE(server, nullptr);
+  Client client(Connect(server->Address()));
+  v1::SubscribeRequest req;
+  req.set_from_end(true);
+  req.set_max_batch(50);
+  SubscriptionReader batched(Connect(server->Address()), req, 120000);
+  req.set_max_batch(0);
+  SubscriptionReader single(Connect(server->Address()), req, 120000);
+  batched.StartReading();
+  single.StartReading();
+  ASSERT_TRUE(batched.WaitForCaughtUp(10000));
+  ASSERT_TRUE(single.WaitForCaughtUp(10000));
+  ASSERT_TRUE(AppendConcurrently(server->Address(), 2, 500, std::string(100, 'x')));
+  ASSERT_EQ(client.Head(), 1000u);
+  ASSERT_TRUE(batched.WaitForPosition(1000, 30000));
+  ASSERT_TRUE(single.WaitForPosition(1000, 30000));
+  EXPECT_EQ(VerifySubscription(batched.Messages(), Range(1, 1000), nullptr), "");
+  EXPECT_EQ(VerifySubscription(single.Messages(), Range(1, 1000), nullptr), "");
+}
+
 // Extension 2: batches hold what is ready (never a mix with `event`), never
 // more than max_batch, never span CaughtUp; a batch stays within the response
 // byte limit unless it holds one event larger than it.
