@@ -78,8 +78,9 @@
 /* Metadata entries encoded without a heap allocation. */
 #define STACK_METADATA 16
 
-/* One encoded event. One allocation: this header, the two strings the
- * filters look at, then the wire bytes, which `wire` covers.
+/* One encoded event. One allocation: this header, the tag pointers, the
+ * strings the filters look at (stream id, event type, tags), then the wire
+ * bytes, which `wire` covers.
  *
  * Two reference counts guard it. `wire` is gRPC's slice, referenced by every
  * send in flight; when gRPC drops its last reference it gives back the one
@@ -96,6 +97,8 @@ typedef struct entry {
   uint64_t position;
   const char *stream_id;
   const char *event_type;
+  const char *const *tags; /* tag_count tags (Filter.items look at them) */
+  size_t tag_count;
 } entry_t;
 
 static void entry_unref(entry_t *e) {
@@ -239,17 +242,30 @@ static uint8_t *alloc_entry(void *ctx, size_t size) {
   entry_alloc_t *a = ctx;
   const char *sid = a->ev->stream_id ? a->ev->stream_id : "";
   const char *type = a->ev->event_type ? a->ev->event_type : "";
-  size_t ls = strlen(sid) + 1, lt = strlen(type) + 1;
-  entry_t *e = malloc(sizeof *e + ls + lt + size);
+  size_t nt = a->ev->tag_count;
+  size_t ls = strlen(sid) + 1, lt = strlen(type) + 1, ltags = 0;
+  for (size_t i = 0; i < nt; i++) ltags += strlen(a->ev->tags[i]) + 1;
+  entry_t *e = malloc(sizeof *e + nt * sizeof(char *) + ls + lt + ltags + size);
   if (!e) return NULL;
-  char *p = (char *)(e + 1);
+  const char **tags = (const char **)(e + 1);
+  char *p = (char *)(tags + nt);
   memcpy(p, sid, ls);
   e->stream_id = p;
-  memcpy(p + ls, type, lt);
-  e->event_type = p + ls;
+  p += ls;
+  memcpy(p, type, lt);
+  e->event_type = p;
+  p += lt;
+  for (size_t i = 0; i < nt; i++) {
+    size_t len = strlen(a->ev->tags[i]) + 1;
+    memcpy(p, a->ev->tags[i], len);
+    tags[i] = p;
+    p += len;
+  }
+  e->tags = nt ? tags : NULL;
+  e->tag_count = nt;
   e->position = a->ev->global_position;
   a->entry = e;
-  a->wire = (uint8_t *)(p + ls + lt);
+  a->wire = (uint8_t *)p;
   return a->wire;
 }
 
@@ -620,13 +636,16 @@ static int read_window(es_tail_t *t, const es_read_all_req_t *req, es_page_t *ou
   size_t bytes = 0;
   while (p <= t->last && scanned < max_scan && wp && wp->n < cap) {
     entry_t *e = t->ring[p % t->max_events];
-    if (!filter || es_filter_match(filter, e->stream_id, e->event_type)) {
+    if (!filter ||
+        es_filter_match_tags(filter, e->stream_id, e->event_type, e->tags, e->tag_count)) {
       size_t len = GRPC_SLICE_LENGTH(e->wire);
       if (wp->n > 0 && (len > req->max_bytes || bytes + len > req->max_bytes)) break;
       bytes += len;
       es_recorded_t *v = &events[wp->n];
       v->stream_id = e->stream_id;
       v->event_type = e->event_type;
+      v->tags = e->tags;
+      v->tag_count = e->tag_count;
       v->global_position = e->position;
       entry_hold(e);
       wp->enc[wp->n++] = e;

@@ -25,10 +25,32 @@
  * ES_ENOMEM.
  *
  * Idempotency, stream type and expected version are decided by the core
- * (es_append_decide, backend_impl.h) over a view of this store: the stream's
- * count and type, and per event id its record, whose flags say whether it
- * is the first or last of its batch (two bits instead of a stored batch
- * index and size). The decision runs under `commit`, so the view is exact.
+ * (es_append_decide_conditional / es_append_many_decide, backend_impl.h)
+ * over a view of this store: the stream's count and type, and per event id
+ * its record, whose flags say whether it is the first or last of its batch
+ * and whether that batch was joined to another of the same AppendMany (four
+ * bits instead of a stored batch index, size and request). The decision
+ * runs under `commit`, so the view is exact. Append is an AppendMany of one
+ * append (mem_commit), so the two store alike and retry each other.
+ *
+ * Tags and the tag index (Extension 1). A record holds pointers to its tags,
+ * and each distinct tag is one es_mem_tag_t that owns the text and the
+ * ascending array of the positions carrying it (4 bytes per occurrence, the
+ * text once per tag). So:
+ *   - ReadAll with query items whose every item names a tag walks, per item,
+ *     the positions of its rarest tag, merged in reading order, and checks
+ *     each candidate against the whole filter: the cost is the candidates'
+ *     (the events of the rarest tags), not the log's. An item with types
+ *     only (or an empty one) has no index and scans the log, within the
+ *     filtered read's scan bound like any filter.
+ *   - A condition, under `commit`, binary-searches each tagged item's rarest
+ *     tag to `after` and checks candidates until the first match; an item
+ *     with types only scans the log from `after` (documented in docs/dcb.md:
+ *     give every item a tag). Nothing can commit between the check and the
+ *     write, which happen under the same `commit`.
+ * The index grows like a stream: positions are written past a tag's count
+ * (or into a grown copy) under `commit`, new tags are created in a commit's
+ * private table, and both are published under `lock` with the log.
  *
  * Memory beyond the payload, per event, as es_mem_stats counts it (glibc's
  * chunk rule, mem_internal.h; checked against mallinfo2 to within 0.1%):
@@ -39,7 +61,10 @@
  *   - 4 to 6 in the stream's position array (4 bytes, growth by 1.5);
  *   - 5.7 to 11.4 in the id table (5-byte slots at a load of 7/16 to 7/8);
  *   - the stream's own ~130 bytes (object, type, array, table slot), shared
- *     by its events.
+ *     by its events;
+ *   - per tag occurrence 8 (the record's pointer) + 4 to 6 (the tag's
+ *     positions); per distinct tag its block (~90 bytes + the text) and
+ *     16 to 32 in the tag table.
  * So about 97 to 120 bytes with "OrderPlaced" in streams of 100 events.
  * backend_memory/tests measures 100 for 100 000 events and 111 for the
  * worst case (15 bytes of rounding, an id table just doubled).
@@ -92,9 +117,11 @@
 
 /* es_mem_record_t.flags */
 enum {
-  REC_FIRST = 1,      /* first event of its batch */
-  REC_LAST = 2,       /* last event of its batch */
-  REC_DEFAULT_CT = 4, /* content type is ES_DEFAULT_CONTENT_TYPE (not stored) */
+  REC_FIRST = 1,        /* first event of its batch */
+  REC_LAST = 2,         /* last event of its batch */
+  REC_DEFAULT_CT = 4,   /* content type is ES_DEFAULT_CONTENT_TYPE (not stored) */
+  REC_JOINED_PREV = 8,  /* first of its batch, not the first append of its AppendMany */
+  REC_JOINED_NEXT = 16, /* last of its batch, not the last append of its AppendMany */
 };
 
 typedef struct es_mem_stream es_mem_stream_t;
@@ -110,10 +137,12 @@ typedef struct es_mem_record {
   uint32_t payload_len;    /* bytes of payload */
   uint16_t metadata_count; /* es_kv_t entries at the start of data[] */
   uint8_t flags;           /* REC_* */
-  uint8_t unused;          /* padding, zero */
-  /* es_kv_t metadata[metadata_count] | payload | event_type \0 |
-   * content_type \0 (unless REC_DEFAULT_CT) | correlation_id \0 |
-   * causation_id \0 | metadata keys and values \0 */
+  uint8_t tag_count;       /* tag pointers after the metadata (validation: ≤ 32) */
+  /* es_kv_t metadata[metadata_count] | const char *tags[tag_count] (each
+   * the name of an es_mem_tag_t: a tag's text is stored once, in the tag
+   * index) | payload | event_type \0 | content_type \0 (unless
+   * REC_DEFAULT_CT) | correlation_id \0 | causation_id \0 | metadata keys
+   * and values \0 */
   alignas(es_kv_t) unsigned char data[];
 } es_mem_record_t;
 
@@ -129,6 +158,34 @@ struct es_mem_stream {
   char id[];           /* the stream id, NUL-terminated */
 };
 
+/* One tag of the tag index: the ascending global positions of the events
+ * that carry it. Readers see positions[0..count) under the read lock; a
+ * commit writes past count (into `grown` when the array must grow) and
+ * publishes under the write lock, like a stream's positions. */
+typedef struct es_mem_tag {
+  uint64_t hash;       /* es_mem_hash_str of name */
+  uint32_t *positions; /* ascending global positions */
+  uint64_t count;      /* entries readers may use */
+  uint64_t capacity;   /* entries allocated */
+  /* Under `commit` only, while a commit prepares: */
+  uint64_t adding;    /* positions the commit adds */
+  uint64_t written;   /* of which written so far */
+  uint32_t *grown;    /* grown copy of positions, or NULL */
+  uint64_t grown_cap; /* its capacity */
+  size_t len;         /* strlen(name) */
+  char name[];        /* the tag; records point here */
+} es_mem_tag_t;
+
+/* An open-addressing set of tags by name, linear probing, at most half full.
+ * The store's index (es_mem_t.tags) is seen by readers: it changes only under
+ * `lock` held for writing (a grown copy is built under `commit` and swapped
+ * in). A commit also uses one privately, for the tags it creates. */
+typedef struct tag_table {
+  es_mem_tag_t **slots; /* mask + 1 entries; NULL = empty */
+  size_t mask;          /* capacity - 1; capacity is a power of two, 0 = none yet */
+  size_t count;
+} tag_table_t;
+
 typedef struct es_mem {
   es_backend_t base;      /* first member: es_backend_t * <-> es_mem_t * */
   pthread_rwlock_t lock;  /* guards what readers see (writer preference) */
@@ -140,6 +197,7 @@ typedef struct es_mem {
   es_mem_record_t ***chunks; /* the log: chunks[i][j] is position i*CHUNK_SLOTS+j+1 */
   uint64_t head;             /* last committed global position */
   es_mem_table_t streams;    /* stream id -> position of the stream's first event */
+  tag_table_t tags;          /* tag -> its positions (Extension 1) */
   es_mem_stats_t stats;      /* what es_mem_stats reports */
 
   /* Appenders only: under `commit`. */
@@ -203,9 +261,14 @@ static es_mem_record_t *find_id(const es_mem_t *m, const uint8_t id[ES_UUID_LEN]
 
 /* ---- records -------------------------------------------------------- */
 
-/* Where the payload starts in data[] (after the metadata array). */
+/* The tag pointers in data[] (after the metadata array). */
+static inline const char **record_tags(const es_mem_record_t *r) {
+  return (const char **)(r->data + (size_t)r->metadata_count * sizeof(es_kv_t));
+}
+
+/* Where the payload starts in data[] (after the metadata and tag arrays). */
 static inline size_t payload_offset(const es_mem_record_t *r) {
-  return (size_t)r->metadata_count * sizeof(es_kv_t);
+  return (size_t)r->metadata_count * sizeof(es_kv_t) + (size_t)r->tag_count * sizeof(char *);
 }
 
 /* Where the strings start in data[] (after the payload); event_type first. */
@@ -233,6 +296,9 @@ static int record_build(const es_event_data_t *ev, es_mem_record_t **out, uint64
   if (ev->payload_len > UINT32_MAX)
     return es_err_set(err, ES_ETOOBIG, "payload: %zu bytes, the memory backend holds %u",
                       ev->payload_len, (unsigned)UINT32_MAX);
+  if (ev->tag_count > UINT8_MAX)
+    return es_err_set(err, ES_ETOOBIG, "tags: %zu given, the memory backend holds %u",
+                      ev->tag_count, (unsigned)UINT8_MAX);
 
   /* Validation bounds every length far below overflow; size_t arithmetic. */
   size_t strings = type_len + 1 + (default_ct ? 0 : ct_len + 1) + corr_len + 1 + caus_len + 1;
@@ -240,7 +306,7 @@ static int record_build(const es_event_data_t *ev, es_mem_record_t **out, uint64
     strings += strlen(str_or_empty(ev->metadata[i].key)) + 1;
     strings += strlen(str_or_empty(ev->metadata[i].value)) + 1;
   }
-  size_t kv_bytes = ev->metadata_count * sizeof(es_kv_t);
+  size_t kv_bytes = ev->metadata_count * sizeof(es_kv_t) + ev->tag_count * sizeof(char *);
   size_t size = sizeof(es_mem_record_t) + kv_bytes + ev->payload_len + strings;
 
   es_mem_record_t *r = malloc(size);
@@ -254,7 +320,9 @@ static int record_build(const es_event_data_t *ev, es_mem_record_t **out, uint64
   r->payload_len = (uint32_t)ev->payload_len;
   r->metadata_count = (uint16_t)ev->metadata_count;
   r->flags = default_ct ? REC_DEFAULT_CT : 0;
-  r->unused = 0;
+  r->tag_count = (uint8_t)ev->tag_count;
+  /* The tag pointers are set at commit, to the tag index's own copies. */
+  for (size_t i = 0; i < ev->tag_count; i++) record_tags(r)[i] = NULL;
 
   if (ev->payload_len) memcpy(r->data + kv_bytes, ev->payload, ev->payload_len);
   es_kv_t *kv = (es_kv_t *)r->data;
@@ -309,24 +377,113 @@ static void record_view(const es_mem_record_t *r, uint64_t position, es_recorded
   v->payload_len = r->payload_len;
   v->metadata = r->metadata_count ? (const es_kv_t *)r->data : NULL;
   v->metadata_count = r->metadata_count;
+  v->tags = r->tag_count ? (const char *const *)record_tags(r) : NULL;
+  v->tag_count = r->tag_count;
   v->occurred_at_unix_ms = r->occurred_at;
   v->recorded_at_unix_ms = r->recorded_at;
 }
 
+/* ---- the tag index ---------------------------------------------------- */
+
+static es_mem_tag_t *tag_find(const tag_table_t *t, const char *name, size_t len, uint64_t hash) {
+  if (!t->slots) return NULL;
+  for (size_t i = (size_t)hash & t->mask;; i = (i + 1) & t->mask) {
+    es_mem_tag_t *g = t->slots[i];
+    if (!g) return NULL;
+    if (g->hash == hash && g->len == len && memcmp(g->name, name, len) == 0) return g;
+  }
+}
+
+static bool tag_fits(const tag_table_t *t, size_t n) {
+  return t->slots && 2 * (t->count + n) <= t->mask + 1;
+}
+
+/* g must not be present; tag_fits(t, 1) must hold. */
+static void tag_insert(tag_table_t *t, es_mem_tag_t *g) {
+  size_t i = (size_t)g->hash & t->mask;
+  while (t->slots[i]) i = (i + 1) & t->mask;
+  t->slots[i] = g;
+  t->count++;
+}
+
+/* *out (OUT): a copy of t (may be empty) with room for n more. */
+static int tag_table_grow(const tag_table_t *t, size_t n, tag_table_t *out) {
+  size_t cap = 16;
+  while (cap < 2 * (t->count + n)) cap *= 2;
+  memset(out, 0, sizeof *out);
+  out->slots = calloc(cap, sizeof *out->slots);
+  if (!out->slots) return ES_ENOMEM;
+  out->mask = cap - 1;
+  for (size_t i = 0; t->slots && i <= t->mask; i++)
+    if (t->slots[i]) tag_insert(out, t->slots[i]);
+  return ES_OK;
+}
+
+static es_mem_tag_t *tag_of_name(const char *name) {
+  return (es_mem_tag_t *)(name - offsetof(es_mem_tag_t, name));
+}
+
+/* The first index of g's positions holding a position >= p (count if none);
+ * under either lock. */
+static uint64_t tag_lower_bound(const uint32_t *positions, uint64_t count, uint64_t p) {
+  uint64_t lo = 0, hi = count;
+  while (lo < hi) {
+    uint64_t mid = lo + (hi - lo) / 2;
+    if (positions[mid] < p)
+      lo = mid + 1;
+    else
+      hi = mid;
+  }
+  return lo;
+}
+
+/* The tag of an item with the fewest events (its positions bound the item's
+ * matches), or NULL when one of its tags was never used (it matches
+ * nothing). Under either lock. */
+static const es_mem_tag_t *rarest_tag(const es_mem_t *m, const es_query_item_t *item) {
+  const es_mem_tag_t *best = NULL;
+  for (size_t i = 0; i < item->tag_count; i++) {
+    const char *t = item->tags[i] ? item->tags[i] : "";
+    size_t len = strlen(t);
+    const es_mem_tag_t *g = tag_find(&m->tags, t, len, es_mem_hash_str(t, len, m->seed));
+    if (!g) return NULL;
+    if (!best || g->count < best->count) best = g;
+  }
+  return best;
+}
+
+static bool record_matches(const es_mem_record_t *r, const es_query_item_t *items, size_t n) {
+  return es_query_match(items, n, record_event_type(r), (const char *const *)record_tags(r),
+                        r->tag_count);
+}
+
 /* ---- append --------------------------------------------------------- */
+
+/* A stream a commit appends to (new or existing): prepared under `commit`,
+ * published under `lock`. */
+typedef struct stream_commit {
+  es_mem_stream_t *stream;    /* the stream appended to */
+  bool is_new;                /* link it into the stream table */
+  const char *new_type;       /* owned copy of stream_type to set, or NULL */
+  uint32_t *new_positions;    /* grown position array, or NULL */
+  uint64_t new_positions_cap; /* its capacity */
+  uint64_t adding;            /* events this commit adds to it */
+} stream_commit_t;
 
 /* What a commit prepares under `commit` and publishes under `lock`. */
 typedef struct commit {
-  es_mem_stream_t *stream;       /* the stream appended to (new or existing) */
-  bool stream_is_new;            /* link it into the stream table */
-  const char *new_type;          /* owned copy of stream_type to set, or NULL */
-  uint32_t *new_positions;       /* grown position array, or NULL */
-  uint64_t new_positions_cap;    /* its capacity */
+  stream_commit_t *streams;      /* the distinct streams of the request */
+  size_t n_streams;              /* entries used */
   es_mem_record_t ***new_chunks; /* grown log directory, or NULL */
   size_t new_chunk_cap;          /* its capacity */
   size_t new_chunk_count;        /* chunks allocated after the commit */
   es_mem_table_t new_streams;    /* grown stream table, or zeroed */
-  int64_t bytes;                 /* change of bytes_total */
+  size_t n_new_streams;          /* streams this commit creates */
+  es_mem_tag_t **touched;        /* tags this commit adds positions to (adding > 0) */
+  size_t n_touched;
+  tag_table_t new_tags;   /* tags this commit creates (a private table) */
+  tag_table_t grown_tags; /* grown copy of the store's tag table, or zeroed */
+  int64_t bytes;          /* change of bytes_total */
 } commit_t;
 
 /* Undoes the allocations of a commit that will not happen. */
@@ -337,17 +494,30 @@ static void commit_discard(es_mem_t *m, commit_t *c) {
     dir[i] = NULL;
   }
   free(c->new_chunks);
-  free(c->new_positions);
+  for (size_t i = 0; i < c->n_streams; i++) {
+    stream_commit_t *sc = &c->streams[i];
+    free(sc->new_positions);
+    free((void *)sc->new_type);
+    if (sc->is_new) free(sc->stream);
+  }
   es_mem_table_free(&c->new_streams);
-  free((void *)c->new_type);
-  if (c->stream_is_new) free(c->stream);
+  for (size_t i = 0; i < c->n_touched; i++) {
+    es_mem_tag_t *g = c->touched[i];
+    free(g->grown);
+    g->grown = NULL;
+    g->adding = g->written = 0;
+  }
+  for (size_t i = 0; c->new_tags.slots && i <= c->new_tags.mask; i++) free(c->new_tags.slots[i]);
+  free(c->new_tags.slots);
+  free(c->grown_tags.slots);
+  free(c->touched);
 }
 
-/* The append decision's view of the store (backend_impl.h): the ids of the
- * request being decided. Under `commit`. */
+/* The append decision's view of the store (backend_impl.h): the ids of one
+ * append of the request being decided. Under `commit`. */
 typedef struct decide_ctx {
   const es_mem_t *m;
-  es_mem_record_t *const *recs; /* the request's records (their ids) */
+  es_mem_record_t *const *recs; /* the append's records (their ids) */
   const uint64_t *hashes;       /* their id hashes */
 } decide_ctx_t;
 
@@ -362,49 +532,121 @@ static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
   out->batch_first = (r->flags & REC_FIRST) != 0;
   out->batch_last = (r->flags & REC_LAST) != 0;
   out->own_attempt = false; /* an outcome is never unknown here */
+  out->joined_prev = (r->flags & REC_JOINED_PREV) != 0;
+  out->joined_next = (r->flags & REC_JOINED_NEXT) != 0;
   return true;
 }
 
-/* Allocates what the commit of n events needs. Under `commit`; nothing
- * visible to readers changes. */
-static int commit_prepare(es_mem_t *m, commit_t *c, const char *stream_id, size_t id_len,
-                          uint64_t stream_hash, const char *stream_type, size_t n, es_err_t *err) {
-  es_mem_stream_t *s = c->stream;
-  if (!s) {
-    s = malloc(sizeof *s + id_len + 1);
-    if (!s) goto fail;
-    memset(s, 0, sizeof *s);
-    s->hash = stream_hash;
-    s->type = "";
-    s->id_len = id_len;
-    memcpy(s->id, stream_id, id_len + 1);
-    c->stream = s;
-    c->stream_is_new = true;
-    c->bytes += (int64_t)es_mem_footprint(sizeof *s + id_len + 1);
-    if (!es_mem_table_fits(&m->streams, 1)) {
-      if (es_mem_table_grow(&m->streams, 1, stream_hash_of, m, &c->new_streams)) goto fail;
-      c->bytes += (int64_t)(es_mem_table_bytes(&c->new_streams) - es_mem_table_bytes(&m->streams));
+/* The condition (es_condition_view_t): the first event after cond->after
+ * matching one of its items. Under `commit`, so the log and the tag index
+ * are still. An item with tags walks the positions of its rarest tag (a
+ * binary search to `after`, then one record per candidate); an item with
+ * types only, or none, walks the log from `after`. Either walk stops at the
+ * first match, and later items only look below the best match so far. */
+static bool mem_match(void *ctx, const es_append_condition_t *cond, uint64_t *position) {
+  const es_mem_t *m = ctx;
+  uint64_t best = 0; /* 0 = no match yet */
+  for (size_t i = 0; i < cond->item_count; i++) {
+    const es_query_item_t *item = &cond->items[i];
+    uint64_t limit = best ? best - 1 : m->head;
+    if (item->tag_count > 0) {
+      const es_mem_tag_t *g = rarest_tag(m, item);
+      if (!g) continue;
+      for (uint64_t k = tag_lower_bound(g->positions, g->count, cond->after + 1);
+           k < g->count && g->positions[k] <= limit; k++) {
+        if (record_matches(log_at(m->chunks, g->positions[k]), item, 1)) {
+          best = g->positions[k];
+          break;
+        }
+      }
+    } else {
+      for (uint64_t p = cond->after + 1; p <= limit; p++) {
+        if (record_matches(log_at(m->chunks, p), item, 1)) {
+          best = p;
+          break;
+        }
+      }
     }
   }
-  if (stream_type[0] != '\0' && s->type[0] == '\0') {
-    size_t len = strlen(stream_type);
-    char *t = malloc(len + 1);
-    if (!t) goto fail;
-    memcpy(t, stream_type, len + 1);
-    c->new_type = t;
-    c->bytes += (int64_t)es_mem_footprint(len + 1);
+  *position = best;
+  return best != 0;
+}
+
+/* The stream of the commit named id (commit_prepare added every stream of
+ * the request). */
+static es_mem_stream_t *commit_stream(const commit_t *c, const char *id, uint32_t **positions) {
+  for (size_t i = 0; i < c->n_streams; i++) {
+    const stream_commit_t *sc = &c->streams[i];
+    if (strcmp(sc->stream->id, id) == 0) {
+      *positions = sc->new_positions ? sc->new_positions : sc->stream->positions;
+      return sc->stream;
+    }
+  }
+  abort(); /* unreachable: a stream of the request that was not prepared */
+}
+
+/* Allocates what the commit of the request needs: streams, their types and
+ * position arrays, the log, the tag index and the id table. Under `commit`;
+ * nothing visible to readers changes. recs are the request's n records in
+ * log order, events their data (for the tags). */
+static int commit_prepare(es_mem_t *m, commit_t *c, const es_append_req_t *appends,
+                          size_t n_appends, es_mem_record_t **recs, size_t n, es_err_t *err) {
+  /* The streams: one entry per distinct stream, in request order. */
+  for (size_t a = 0; a < n_appends; a++) {
+    const es_append_req_t *req = &appends[a];
+    stream_commit_t *sc = NULL;
+    for (size_t i = 0; i < c->n_streams; i++)
+      if (strcmp(c->streams[i].stream->id, req->stream_id) == 0) sc = &c->streams[i];
+    if (!sc) {
+      size_t id_len = strlen(req->stream_id);
+      uint64_t hash = es_mem_hash_str(req->stream_id, id_len, m->seed);
+      es_mem_stream_t *s = find_stream(m, req->stream_id, id_len, hash);
+      sc = &c->streams[c->n_streams++];
+      memset(sc, 0, sizeof *sc);
+      if (!s) {
+        s = malloc(sizeof *s + id_len + 1);
+        if (!s) goto fail;
+        memset(s, 0, sizeof *s);
+        s->hash = hash;
+        s->type = "";
+        s->id_len = id_len;
+        memcpy(s->id, req->stream_id, id_len + 1);
+        sc->is_new = true;
+        c->n_new_streams++;
+        c->bytes += (int64_t)es_mem_footprint(sizeof *s + id_len + 1);
+      }
+      sc->stream = s;
+    }
+    sc->adding += req->event_count;
+    const char *type = str_or_empty(req->stream_type);
+    if (type[0] != '\0' && sc->stream->type[0] == '\0' && !sc->new_type) {
+      size_t len = strlen(type);
+      char *t = malloc(len + 1);
+      if (!t) goto fail;
+      memcpy(t, type, len + 1);
+      sc->new_type = t;
+      c->bytes += (int64_t)es_mem_footprint(len + 1);
+    }
+  }
+  if (c->n_new_streams && !es_mem_table_fits(&m->streams, c->n_new_streams)) {
+    if (es_mem_table_grow(&m->streams, c->n_new_streams, stream_hash_of, m, &c->new_streams))
+      goto fail;
+    c->bytes += (int64_t)(es_mem_table_bytes(&c->new_streams) - es_mem_table_bytes(&m->streams));
   }
 
-  /* The stream's positions array. */
-  uint64_t need = s->count + n;
-  if (need > s->capacity) {
+  /* Each stream's positions array. */
+  for (size_t i = 0; i < c->n_streams; i++) {
+    stream_commit_t *sc = &c->streams[i];
+    es_mem_stream_t *s = sc->stream;
+    uint64_t need = s->count + sc->adding;
+    if (need <= s->capacity) continue;
     uint64_t cap = s->capacity + s->capacity / 2;
     if (cap < need) cap = need;
     if (cap < POSITIONS_MIN_CAPACITY) cap = POSITIONS_MIN_CAPACITY;
-    c->new_positions = malloc(cap * sizeof(uint32_t));
-    if (!c->new_positions) goto fail;
-    if (s->count) memcpy(c->new_positions, s->positions, s->count * sizeof(uint32_t));
-    c->new_positions_cap = cap;
+    sc->new_positions = malloc(cap * sizeof(uint32_t));
+    if (!sc->new_positions) goto fail;
+    if (s->count) memcpy(sc->new_positions, s->positions, s->count * sizeof(uint32_t));
+    sc->new_positions_cap = cap;
     c->bytes += (int64_t)es_mem_footprint(cap * sizeof(uint32_t));
     if (s->capacity) c->bytes -= (int64_t)es_mem_footprint(s->capacity * sizeof(uint32_t));
   }
@@ -431,6 +673,65 @@ static int commit_prepare(es_mem_t *m, commit_t *c, const char *stream_id, size_
     c->bytes += (int64_t)es_mem_footprint(CHUNK_SLOTS * sizeof(es_mem_record_t *));
   }
 
+  /* The tag index: each tag occurrence finds (or creates) its tag, and the
+   * records point at the tag's name; each tag touched gets room for the
+   * positions this commit adds. */
+  size_t occurrences = 0;
+  for (size_t i = 0; i < n; i++) occurrences += recs[i]->tag_count;
+  if (occurrences) {
+    c->touched = calloc(occurrences, sizeof *c->touched);
+    size_t cap = 16;
+    while (cap < 2 * occurrences) cap *= 2;
+    c->new_tags.slots = calloc(cap, sizeof *c->new_tags.slots);
+    if (!c->touched || !c->new_tags.slots) goto fail;
+    c->new_tags.mask = cap - 1;
+    size_t e = 0; /* event index within the request */
+    for (size_t a = 0; a < n_appends; a++) {
+      for (size_t k = 0; k < appends[a].event_count; k++, e++) {
+        const es_event_data_t *ev = &appends[a].events[k];
+        for (size_t t = 0; t < ev->tag_count; t++) {
+          const char *name = ev->tags[t];
+          size_t len = strlen(name);
+          uint64_t hash = es_mem_hash_str(name, len, m->seed);
+          es_mem_tag_t *g = tag_find(&m->tags, name, len, hash);
+          if (!g) g = tag_find(&c->new_tags, name, len, hash);
+          if (!g) {
+            g = calloc(1, sizeof *g + len + 1);
+            if (!g) goto fail;
+            g->hash = hash;
+            g->len = len;
+            memcpy(g->name, name, len + 1);
+            tag_insert(&c->new_tags, g);
+            c->bytes += (int64_t)es_mem_footprint(sizeof *g + len + 1);
+          }
+          if (g->adding++ == 0) c->touched[c->n_touched++] = g;
+          record_tags(recs[e])[t] = g->name;
+        }
+      }
+    }
+    for (size_t i = 0; i < c->n_touched; i++) {
+      es_mem_tag_t *g = c->touched[i];
+      if (!g) continue; /* unreachable: touched[0..n_touched) are set */
+      uint64_t need = g->count + g->adding;
+      if (need <= g->capacity) continue;
+      uint64_t tcap = g->capacity + g->capacity / 2;
+      if (tcap < need) tcap = need;
+      if (tcap < POSITIONS_MIN_CAPACITY) tcap = POSITIONS_MIN_CAPACITY;
+      g->grown = malloc(tcap * sizeof(uint32_t));
+      if (!g->grown) goto fail;
+      if (g->count) memcpy(g->grown, g->positions, g->count * sizeof(uint32_t));
+      g->grown_cap = tcap;
+      c->bytes += (int64_t)es_mem_footprint(tcap * sizeof(uint32_t));
+      if (g->capacity) c->bytes -= (int64_t)es_mem_footprint(g->capacity * sizeof(uint32_t));
+    }
+    if (c->new_tags.count && !tag_fits(&m->tags, c->new_tags.count)) {
+      if (tag_table_grow(&m->tags, c->new_tags.count, &c->grown_tags)) goto fail;
+      c->bytes += (int64_t)es_mem_footprint((c->grown_tags.mask + 1) * sizeof(es_mem_tag_t *));
+      if (m->tags.slots)
+        c->bytes -= (int64_t)es_mem_footprint((m->tags.mask + 1) * sizeof(es_mem_tag_t *));
+    }
+  }
+
   /* The id table last: readers never see it, so a grown table is swapped
    * in at once, and nothing after this step can fail and need to undo it. */
   if (!es_mem_table_fits(&m->ids, n)) {
@@ -448,50 +749,86 @@ fail:
   return es_err_set(err, ES_ENOMEM, "out of memory appending %zu events", n);
 }
 
-static int mem_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
+/* Appends the request's appends as one commit: Append is an AppendMany of
+ * one append whose condition is the append's own. results holds n_appends
+ * entries (OUT). Both methods end here, so that a plain Append and an
+ * AppendMany store the same way and retry each other (settled detail 2). */
+static int mem_commit(es_mem_t *m, const es_append_req_t *appends, size_t n_appends,
+                      const es_append_condition_t *cond, bool many, es_append_result_t *results,
                       es_err_t *err) {
-  es_mem_t *m = (es_mem_t *)b;
-  size_t n = req->event_count, built = 0;
+  size_t n = 0, built = 0;
+  for (size_t a = 0; a < n_appends; a++) {
+    /* The wrappers refuse these (es_backend_append, es_backend_append_many). */
+    if (appends[a].event_count == 0 || appends[a].events == NULL || appends[a].stream_id == NULL)
+      return es_err_set(err, ES_EINVAL, "appends[%zu]: no events (request not prepared)", a);
+    n += appends[a].event_count;
+  }
+  if (n == 0) return es_err_set(err, ES_EINVAL, "appends: none (request not prepared)");
   es_mem_record_t **recs = NULL;
   uint64_t *hashes = NULL;
+  /* Small requests (every plain Append) need no allocation for these. */
+  stream_commit_t stack_streams[4];
+  decide_ctx_t stack_ctx[4];
+  es_append_view_t stack_views[4];
+  stream_commit_t *streams = stack_streams;
+  decide_ctx_t *dctx = stack_ctx;
+  es_append_view_t *views = stack_views;
   uint64_t record_bytes = 0, payload_bytes = 0;
   int rc = ES_OK;
   bool locked = false;
-  assert(n > 0 && req->stream_id != NULL); /* es_backend_append refuses the rest */
 
   /* 1. Everything per event, outside the locks: records and id hashes. */
   recs = malloc(n * sizeof *recs);
   hashes = malloc(n * sizeof *hashes);
-  if (!recs || !hashes) {
+  if (n_appends > 4) {
+    streams = malloc(n_appends * sizeof *streams);
+    dctx = malloc(n_appends * sizeof *dctx);
+    views = malloc(n_appends * sizeof *views);
+  }
+  if (!recs || !hashes || !streams || !dctx || !views) {
     rc = es_err_set(err, ES_ENOMEM, "out of memory appending %zu events", n);
     goto fail;
   }
-  for (; built < n; built++) {
-    uint64_t fp = 0;
-    rc = record_build(&req->events[built], &recs[built], &fp, err);
-    if (rc) goto fail;
-    record_bytes += fp;
-    payload_bytes += req->events[built].payload_len;
-    hashes[built] = es_mem_hash_id(recs[built]->id, m->seed);
+  for (size_t a = 0; a < n_appends; a++) {
+    const es_append_req_t *req = &appends[a];
+    size_t first = built;
+    for (size_t k = 0; k < req->event_count; k++, built++) {
+      uint64_t fp = 0;
+      rc = record_build(&req->events[k], &recs[built], &fp, err);
+      if (rc) goto fail;
+      record_bytes += fp;
+      payload_bytes += req->events[k].payload_len;
+      hashes[built] = es_mem_hash_id(recs[built]->id, m->seed);
+    }
+    recs[first]->flags |= REC_FIRST | (a > 0 ? REC_JOINED_PREV : 0);
+    recs[built - 1]->flags |= REC_LAST | (a + 1 < n_appends ? REC_JOINED_NEXT : 0);
   }
-  recs[0]->flags |= REC_FIRST;
-  recs[n - 1]->flags |= REC_LAST;
-  const char *stream_type = str_or_empty(req->stream_type);
-  size_t id_len = strlen(req->stream_id);
-  uint64_t stream_hash = es_mem_hash_str(req->stream_id, id_len, m->seed);
 
   pthread_mutex_lock(&m->commit);
   locked = true;
-  es_mem_stream_t *s = find_stream(m, req->stream_id, id_len, stream_hash);
 
-  /* 2. The decision (idempotency, stream type, expected version). */
-  decide_ctx_t dctx = {m, recs, hashes};
-  es_append_view_t view = {s ? s->count : 0, s ? s->type : "", lookup_id, &dctx};
+  /* 2. The decision, over the store as it is before the request. */
+  size_t offset = 0;
+  for (size_t a = 0; a < n_appends; a++) {
+    const es_append_req_t *req = &appends[a];
+    size_t id_len = strlen(req->stream_id);
+    const es_mem_stream_t *s =
+        find_stream(m, req->stream_id, id_len, es_mem_hash_str(req->stream_id, id_len, m->seed));
+    dctx[a] = (decide_ctx_t){m, recs + offset, hashes + offset};
+    views[a] = (es_append_view_t){s ? s->count : 0, s ? s->type : "", lookup_id, &dctx[a]};
+    offset += req->event_count;
+  }
+  es_condition_view_t cv = {mem_match, m};
   es_append_decision_t decision;
-  rc = es_append_decide(req, &view, &decision, out, err);
+  if (many) {
+    es_append_many_req_t mreq = {(es_append_req_t *)appends, n_appends, cond};
+    es_append_many_view_t mview = {views, cv};
+    rc = es_append_many_decide(&mreq, &mview, &decision, results, err);
+  } else {
+    rc = es_append_decide_conditional(&appends[0], &views[0], &cv, &decision, &results[0], err);
+  }
   if (rc) goto fail;
-  if (decision == ES_APPEND_STORED) goto done; /* out holds the original result */
-  uint64_t last = view.last_version;
+  if (decision == ES_APPEND_STORED) goto done; /* results hold the original */
   if (m->head + n > ES_MEM_MAX_EVENTS) {
     rc = es_err_set(err, ES_ENOMEM, "the memory backend holds at most %llu events",
                     (unsigned long long)ES_MEM_MAX_EVENTS);
@@ -501,28 +838,42 @@ static int mem_append(es_backend_t *b, const es_append_req_t *req, es_append_res
   /* 3. Prepare: allocations and slots readers cannot see yet. */
   commit_t c;
   memset(&c, 0, sizeof c);
-  c.stream = s;
-  rc = commit_prepare(m, &c, req->stream_id, id_len, stream_hash, stream_type, n, err);
+  c.streams = streams;
+  rc = commit_prepare(m, &c, appends, n_appends, recs, n, err);
   if (rc) goto fail;
-  s = c.stream;
   uint64_t first_pos = m->head + 1;
   uint64_t recorded_at = es_now_unix_ms();
-  uint32_t *positions = c.new_positions ? c.new_positions : s->positions;
   es_mem_record_t ***dir = c.new_chunks ? c.new_chunks : m->chunks;
-  for (size_t i = 0; i < n; i++) {
-    es_mem_record_t *r = recs[i];
-    uint64_t pos = first_pos + i;
-    r->stream = s;
-    r->version = (uint32_t)(last + 1 + i);
-    r->recorded_at = recorded_at;
-    es_mem_table_insert(&m->ids, hashes[i], (uint32_t)pos);
-    positions[last + i] = (uint32_t)pos;
-    dir[(pos - 1) >> CHUNK_SHIFT][(pos - 1) & CHUNK_MASK] = r;
+  uint64_t pos = first_pos;
+  size_t e = 0;
+  for (size_t a = 0; a < n_appends; a++) {
+    const es_append_req_t *req = &appends[a];
+    uint32_t *positions = NULL;
+    es_mem_stream_t *s = commit_stream(&c, req->stream_id, &positions);
+    uint64_t v = results[a].first_version;
+    results[a].first_position = pos;
+    results[a].last_position = pos + req->event_count - 1;
+    results[a].recorded_at_unix_ms = recorded_at;
+    results[a].duplicate = false;
+    for (size_t k = 0; k < req->event_count; k++, e++, pos++, v++) {
+      es_mem_record_t *r = recs[e];
+      r->stream = s;
+      r->version = (uint32_t)v;
+      r->recorded_at = recorded_at;
+      es_mem_table_insert(&m->ids, hashes[e], (uint32_t)pos);
+      /* Past the stream's count and each tag's count: no reader looks. */
+      positions[v - 1] = (uint32_t)pos;
+      dir[(pos - 1) >> CHUNK_SHIFT][(pos - 1) & CHUNK_MASK] = r;
+      for (size_t t = 0; t < r->tag_count; t++) {
+        es_mem_tag_t *g = tag_of_name(record_tags(r)[t]);
+        (g->grown ? g->grown : g->positions)[g->count + g->written++] = (uint32_t)pos;
+      }
+    }
   }
 
   /* 4. Publish. */
   es_mem_table_t old_streams = {0};
-  uint32_t *old_positions = NULL;
+  es_mem_tag_t **old_tag_slots = NULL;
   es_mem_record_t ***old_chunks = NULL;
   pthread_rwlock_wrlock(&m->lock);
   if (c.new_chunks) {
@@ -533,39 +884,70 @@ static int mem_append(es_backend_t *b, const es_append_req_t *req, es_append_res
     old_streams = m->streams;
     m->streams = c.new_streams;
   }
-  /* A new stream is named by its first event, whose log slot is filled. */
-  if (c.stream_is_new) es_mem_table_insert(&m->streams, s->hash, (uint32_t)first_pos);
-  if (c.new_positions) {
-    old_positions = s->positions;
-    s->positions = c.new_positions;
-    s->capacity = c.new_positions_cap;
+  for (size_t i = 0; i < c.n_streams; i++) {
+    stream_commit_t *sc = &c.streams[i];
+    es_mem_stream_t *s = sc->stream;
+    /* A new stream is named by its first event, whose log slot is filled. */
+    if (sc->is_new) {
+      uint32_t first = (sc->new_positions ? sc->new_positions : s->positions)[0];
+      es_mem_table_insert(&m->streams, s->hash, first);
+    }
+    if (sc->new_positions) {
+      uint32_t *old = s->positions;
+      s->positions = sc->new_positions;
+      s->capacity = sc->new_positions_cap;
+      sc->new_positions = old; /* freed below, outside the lock */
+    }
+    if (sc->new_type) s->type = sc->new_type;
+    s->count += sc->adding;
   }
-  if (c.new_type) s->type = c.new_type;
-  s->count = last + n;
+  if (c.grown_tags.slots) {
+    old_tag_slots = m->tags.slots;
+    m->tags = c.grown_tags;
+  }
+  for (size_t i = 0; c.new_tags.slots && i <= c.new_tags.mask; i++)
+    if (c.new_tags.slots[i]) tag_insert(&m->tags, c.new_tags.slots[i]);
+  for (size_t i = 0; i < c.n_touched; i++) {
+    es_mem_tag_t *g = c.touched[i];
+    if (g->grown) {
+      uint32_t *old = g->positions;
+      g->positions = g->grown;
+      g->capacity = g->grown_cap;
+      g->grown = old; /* freed below, outside the lock */
+    }
+    g->count += g->adding;
+  }
   m->head += n;
   m->stats.events += n;
-  m->stats.streams += c.stream_is_new;
+  m->stats.streams += c.n_new_streams;
   m->stats.bytes_total += (uint64_t)((int64_t)record_bytes + c.bytes);
   m->stats.bytes_payload += payload_bytes;
   uint64_t head = m->head;
   pthread_rwlock_unlock(&m->lock);
   if (c.new_chunks) m->chunk_cap = c.new_chunk_cap;
   m->chunk_count = c.new_chunk_count;
+  for (size_t i = 0; i < c.n_touched; i++) {
+    es_mem_tag_t *g = c.touched[i];
+    free(g->grown); /* the old array, if any */
+    g->grown = NULL;
+    g->adding = g->written = 0;
+  }
   pthread_mutex_unlock(&m->commit);
 
   free(old_chunks);
-  free(old_positions);
+  free(old_tag_slots);
   es_mem_table_free(&old_streams);
+  for (size_t i = 0; i < c.n_streams; i++) free(c.streams[i].new_positions); /* the old ones */
+  free(c.touched);
+  free(c.new_tags.slots);
   free(hashes);
   free(recs); /* the records themselves now belong to the store */
-
-  out->first_version = last + 1;
-  out->last_version = last + n;
-  out->first_position = first_pos;
-  out->last_position = first_pos + n - 1;
-  out->recorded_at_unix_ms = recorded_at;
-  out->duplicate = false;
-  es__backend_publish(b, head);
+  if (streams != stack_streams) {
+    free(streams);
+    free(dctx);
+    free(views);
+  }
+  es__backend_publish(&m->base, head);
   return ES_OK;
 
 done:
@@ -574,8 +956,26 @@ fail:
   for (size_t i = 0; i < built; i++) free(recs[i]);
   free(recs);
   free(hashes);
-  if (rc) memset(out, 0, sizeof *out);
+  if (streams != stack_streams) {
+    free(streams);
+    free(dctx);
+    free(views);
+  }
+  if (rc) memset(results, 0, n_appends * sizeof *results);
   return rc;
+}
+
+static int mem_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
+                      es_err_t *err) {
+  assert(req->event_count > 0 && req->stream_id != NULL); /* es_backend_append refuses the rest */
+  return mem_commit((es_mem_t *)b, req, 1, req->condition, false, out, err);
+}
+
+static int mem_append_many(es_backend_t *b, const es_append_many_req_t *req,
+                           es_append_result_t *results, es_err_t *err) {
+  assert(req->append_count > 0); /* es_backend_append_many refuses the rest */
+  return mem_commit((es_mem_t *)b, req->appends, req->append_count, req->condition, true, results,
+                    err);
 }
 
 /* ---- reads ---------------------------------------------------------- */
@@ -639,6 +1039,97 @@ fail:
   return es_err_set(err, rc, "out of memory reading stream '%s'", id);
 }
 
+static bool filter_match(const es_filter_t *f, const es_mem_record_t *r) {
+  return es_filter_match_tags(f, r->stream->id, record_event_type(r),
+                              (const char *const *)record_tags(r), r->tag_count);
+}
+
+/* The largest number of query items of a filter (validate.h's default; a
+ * configured larger limit falls back to the scan). */
+#define INDEXED_ITEMS 16
+
+/* ReadAll with query items whose every item has a tag: the candidates are
+ * the positions of each item's rarest tag, merged in reading order (an
+ * event in several lists is examined once), each checked against the whole
+ * filter. The cost is that of the candidates, not of the log; max_scan
+ * bounds the candidates examined, and the resume point is the position
+ * after (FORWARD) or before (BACKWARD) the last one examined. Returns false
+ * when the filter cannot use the index (an item without tags). Under the
+ * read lock. */
+static bool read_all_indexed(const es_mem_t *m, const es_read_all_req_t *req, es_page_builder_t *pb,
+                             es_page_t *out, int *rc) {
+  const es_filter_t *f = &req->filter;
+  if (f->item_count == 0 || f->item_count > INDEXED_ITEMS) return false;
+  for (size_t i = 0; i < f->item_count; i++)
+    if (f->items[i].tag_count == 0) return false;
+  const es_mem_tag_t *lists[INDEXED_ITEMS] = {0};
+  int64_t cur[INDEXED_ITEMS] = {0}; /* index into lists[i]->positions; -1 or count = exhausted */
+  size_t n = 0;
+  bool forward = req->direction == ES_FORWARD;
+  uint64_t head = m->head;
+  uint64_t from;
+  if (forward)
+    from = req->from_position ? req->from_position : 1;
+  else
+    from = (req->from_position == 0 || req->from_position > head) ? head : req->from_position;
+  for (size_t i = 0; i < f->item_count; i++) {
+    const es_mem_tag_t *g = rarest_tag(m, &f->items[i]);
+    if (!g) continue; /* a tag nobody carries: the item matches nothing */
+    size_t j;
+    for (j = 0; j < n && lists[j] != g; j++) {
+    }
+    if (j < n) continue; /* the same list twice */
+    uint64_t k = tag_lower_bound(g->positions, g->count, forward ? from : from + 1);
+    lists[n] = g;
+    cur[n++] = forward ? (int64_t)k : (int64_t)k - 1;
+  }
+  uint64_t scanned = 0, max_scan = req->max_scan ? req->max_scan : UINT64_MAX;
+  uint64_t last = 0; /* the last position examined; 0 = none */
+  bool stopped = false;
+  *rc = ES_OK;
+  for (;;) {
+    /* The next candidate in reading order: the smallest (FORWARD) or
+     * largest (BACKWARD) current position among the lists. */
+    uint64_t p = 0;
+    for (size_t i = 0; i < n; i++) {
+      if (cur[i] < 0 || (uint64_t)cur[i] >= lists[i]->count) continue;
+      uint64_t q = lists[i]->positions[cur[i]];
+      if (p == 0 || (forward ? q < p : q > p)) p = q;
+    }
+    if (p == 0 || (!forward && from == 0)) break;
+    if (out->count >= pb->limit || scanned >= max_scan) {
+      stopped = true;
+      break;
+    }
+    const es_mem_record_t *r = log_at(m->chunks, p);
+    if (filter_match(f, r)) {
+      int added = page_add(pb, r, p);
+      if (added <= 0) {
+        *rc = added;
+        /* Did not fit (or no memory): it is read again next time. */
+        last = forward ? p - 1 : p + 1;
+        stopped = true;
+        break;
+      }
+    }
+    for (size_t i = 0; i < n; i++) /* past p in every list that holds it */
+      if (cur[i] >= 0 && (uint64_t)cur[i] < lists[i]->count && lists[i]->positions[cur[i]] == p)
+        cur[i] += forward ? 1 : -1;
+    last = p;
+    scanned++;
+  }
+  if (forward) {
+    out->is_end = !stopped;
+    out->next = stopped ? (last ? last + 1 : from) : head + 1;
+    if (out->next > head + 1) out->next = head + 1;
+  } else {
+    out->is_end = !stopped;
+    out->next = stopped ? (last ? last - 1 : from) : 0;
+  }
+  out->last = head;
+  return true;
+}
+
 static int mem_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t *out,
                         es_err_t *err) {
   es_mem_t *m = (es_mem_t *)b;
@@ -650,6 +1141,11 @@ static int mem_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t
   uint64_t scanned = 0;
 
   pthread_rwlock_rdlock(&m->lock);
+  if (filter && read_all_indexed(m, req, &pb, out, &rc)) {
+    pthread_rwlock_unlock(&m->lock);
+    if (rc < 0) goto fail;
+    return ES_OK;
+  }
   es_mem_record_t ***chunks = m->chunks;
   uint64_t head = m->head;
   uint64_t p;
@@ -658,7 +1154,7 @@ static int mem_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t
     p = req->from_position ? req->from_position : 1;
     while (p <= head && scanned < max_scan && out->count < pb.limit) {
       const es_mem_record_t *r = log_at(chunks, p);
-      if (!filter || es_filter_match(filter, r->stream->id, record_event_type(r))) {
+      if (!filter || filter_match(filter, r)) {
         if ((rc = page_add(&pb, r, p)) <= 0) break;
       }
       p++;
@@ -670,7 +1166,7 @@ static int mem_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t
     p = (req->from_position == 0 || req->from_position > head) ? head : req->from_position;
     while (p >= 1 && scanned < max_scan && out->count < pb.limit) {
       const es_mem_record_t *r = log_at(chunks, p);
-      if (!filter || es_filter_match(filter, r->stream->id, record_event_type(r))) {
+      if (!filter || filter_match(filter, r)) {
         if ((rc = page_add(&pb, r, p)) <= 0) break;
       }
       p--;
@@ -714,6 +1210,12 @@ static void mem_close(es_backend_t *b) {
   }
   for (size_t i = 0; i < m->chunk_count; i++) free(m->chunks[i]);
   free(m->chunks);
+  for (size_t i = 0; m->tags.slots && i <= m->tags.mask; i++) {
+    if (!m->tags.slots[i]) continue;
+    free(m->tags.slots[i]->positions);
+    free(m->tags.slots[i]);
+  }
+  free(m->tags.slots);
   es_mem_table_free(&m->streams);
   es_mem_table_free(&m->ids);
   pthread_rwlock_destroy(&m->lock);
@@ -785,6 +1287,8 @@ static size_t mem_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t 
 
 static const es_backend_methods_t mem_methods = {
     .stats = mem_backend_stats,
+    .features = ES_BACKEND_TAGS | ES_BACKEND_QUERY | ES_BACKEND_CONDITION,
+    .append_many = mem_append_many,
     .name = "memory",
     .blocking = 0,
     .close = mem_close,

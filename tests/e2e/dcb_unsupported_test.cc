@@ -21,7 +21,7 @@ namespace {
 
 using grpc::StatusCode;
 
-const std::vector<std::string> kUnsupported = {"memory", "lmdb"};
+const std::vector<std::string> kUnsupported = {"lmdb"};
 
 class DcbUnsupported : public ::testing::TestWithParam<std::string> {
  protected:
