@@ -71,7 +71,7 @@ done
 "$CC" -std=c11 -g -O1 $SAN -c "$out/gen/descriptors.c" -o "$out/obj/gen_descriptors.o"
 objs+=("$out/obj/gen_descriptors.o")
 
-targets=(fuzz_append fuzz_read fuzz_validate fuzz_reflection)
+targets=(fuzz_append fuzz_append_many fuzz_read fuzz_validate fuzz_reflection)
 for t in "${targets[@]}"; do
   "$CC" "${CFLAGS[@]}" -fsanitize=fuzzer "$here/$t.c" "${objs[@]}" -lprotobuf-c -lpthread \
     -o "$out/$t"

@@ -10,7 +10,9 @@
  * idempotency, stream-type and expected-version paths are reachable and a
  * crash reproduces from its input alone. The request is appended twice: when
  * every event id was given and the first append succeeded, the second must be
- * acknowledged as a duplicate with the same result (API.md, idempotency).
+ * acknowledged as a duplicate with the same result (API.md, idempotency) —
+ * also when the request carries a condition that its own events now match.
+ * Tags must come back as sent, in order.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +87,8 @@ static void check_stored(es_backend_t *b, const es_append_req_t *req,
       FZ_CHECK(strcmp(r->metadata[k].key, d->metadata[k].key) == 0);
       FZ_CHECK(strcmp(r->metadata[k].value, d->metadata[k].value) == 0);
     }
+    FZ_CHECK(r->tag_count == d->tag_count);
+    for (size_t k = 0; k < d->tag_count; k++) FZ_CHECK(strcmp(r->tags[k], d->tags[k]) == 0);
     FZ_CHECK(r->recorded_at_unix_ms == res->recorded_at_unix_ms);
   }
   es_page_free(&page);

@@ -7,11 +7,13 @@
  * Input: the first byte selects the request (its value mod 3: 0 ReadStream,
  * 1 ReadAll, 2 Subscribe); the rest is the message. The store is filled once
  * with a few streams and is never written afterwards, so every input sees the
- * same log. Checks: pages honour max_count, versions and positions run in the
- * asked direction without gaps (unfiltered) and stay within the head, every
- * returned event matches the filter, a subscription hands out increasing
- * positions, CaughtUp at the head, and never more than it may.
+ * same log; its events carry tags ("s:<stream>", "t:<type>"), so that
+ * Filter.items reach the tag index. Checks: pages honour max_count, versions and positions run in
+ * the asked direction without gaps (unfiltered) and stay within the head, every returned event
+ * matches the filter, a subscription hands out increasing positions, CaughtUp at the head, and
+ * never more than it may.
  */
+#include <stdio.h>
 #include <string.h>
 
 #include "codec.h"
@@ -29,11 +31,19 @@ static uint64_t head;
 
 static void add(const char *stream, const char *type, const char *const *types, size_t n) {
   es_event_data_t evs[8];
+  char text[8][2][300];
+  const char *tags[8][2];
   memset(evs, 0, sizeof evs);
   for (size_t i = 0; i < n; i++) {
     evs[i].event_type = types[i];
     evs[i].payload = (const uint8_t *)"{}";
     evs[i].payload_len = 2;
+    snprintf(text[i][0], sizeof text[i][0], "s:%s", stream);
+    snprintf(text[i][1], sizeof text[i][1], "t:%s", types[i]);
+    tags[i][0] = text[i][0];
+    tags[i][1] = text[i][1];
+    evs[i].tags = tags[i];
+    evs[i].tag_count = 2;
   }
   es_append_req_t req = {.stream_id = stream, .stream_type = type, .events = evs, .event_count = n};
   es_err_t err;
@@ -66,7 +76,8 @@ static void setup(void) {
 static void check_filter_page(const es_filter_t *f, const es_page_t *page) {
   for (size_t i = 0; i < page->count; i++) {
     const es_recorded_t *r = &page->events[i];
-    FZ_CHECK(es_filter_match(f, r->stream_id, r->event_type));
+    FZ_CHECK(es_filter_match_tags(f, r->stream_id, r->event_type, r->tags, r->tag_count));
+    FZ_CHECK(r->tag_count == 2);
     FZ_CHECK(r->global_position >= 1 && r->global_position <= head);
   }
 }
@@ -181,7 +192,8 @@ static void subscribe(const uint8_t *data, size_t size) {
           FZ_CHECK(!caught_up && !opts.from_end);
           FZ_CHECK(r->global_position > last_event && r->global_position <= head);
           FZ_CHECK(r->global_position >= opts.from_position);
-          FZ_CHECK(es_filter_match(&opts.filter, r->stream_id, r->event_type));
+          FZ_CHECK(es_filter_match_tags(&opts.filter, r->stream_id, r->event_type, r->tags,
+                                        r->tag_count));
           last_event = r->global_position;
           break;
         }

@@ -14,7 +14,7 @@ out="${FUZZ_OUT:-$here/out}"
 secs="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -eq 0 ] && targets=(fuzz_append fuzz_read fuzz_validate fuzz_reflection)
+[ ${#targets[@]} -eq 0 ] && targets=(fuzz_append fuzz_append_many fuzz_read fuzz_validate fuzz_reflection)
 
 FUZZ_OUT="$out" "$here/build.sh" || exit 1
 mkdir -p "$out/crashes"
