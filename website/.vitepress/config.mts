@@ -69,7 +69,13 @@ const sidebar = [
       { text: 'Ubiquitous language', link: '/docs/ubiquitous-language' },
     ],
   },
-  { text: 'API', items: [{ text: 'API reference', link: '/docs/api' }] },
+  {
+    text: 'API',
+    items: [
+      { text: 'API reference', link: '/docs/api' },
+      { text: 'Decisions across streams (DCB)', link: '/docs/dcb' },
+    ],
+  },
   {
     text: 'Operations',
     items: [
