@@ -437,6 +437,53 @@ TEST_F(SubTest, FilterIsCopiedAtOpen) {
   EXPECT_EQ((std::vector<std::string>{"E3", "U3"}), Drain(s));
 }
 
+// Extension 1: a subscription with query items (Filter.items) hands out the
+// events of the query only, copies the items at open, and counts the
+// events the backend's tag index skipped as scanned for its checkpoints.
+TEST_F(SubTest, QueryItemsAreCopiedAtOpenAndSelectByTag) {
+  auto tagged = [this](const char *type, std::vector<const char *> tags) {
+    es_event_data_t e{};
+    e.event_id = "";
+    e.event_type = type;
+    e.tags = tags.data();
+    e.tag_count = tags.size();
+    es_append_req_t req{};
+    req.stream_id = "s";
+    req.events = &e;
+    req.event_count = 1;
+    es_err_t err;
+    ASSERT_EQ(ES_OK, es_append_prepare(&limits_, &req, &err)) << err.msg;
+    es_append_result_t res;
+    ASSERT_EQ(ES_OK, es_backend_append(b_, &req, &res, &err)) << err.msg;
+  };
+  tagged("T", {"c:1"});         // 1
+  tagged("T", {"c:2"});         // 2
+  tagged("U", {"c:1", "s:1"});  // 3
+  tagged("T", {});              // 4
+  tagged("T", {"s:1", "c:1"});  // 5
+  es_sub_t *s;
+  {
+    std::string tag = "c:1";
+    std::vector<const char *> tags = {tag.c_str()};
+    std::vector<es_query_item_t> items(1);
+    items[0].tags = tags.data();
+    items[0].tag_count = 1;
+    es_sub_opts_t o{};
+    o.filter.items = items.data();
+    o.filter.item_count = 1;
+    o.checkpoint_interval = 2;
+    s = Open(o);
+    tag.assign(tag.size(), 'X');
+    items[0].tag_count = 0;
+  }
+  ASSERT_NE(nullptr, s);
+  EXPECT_EQ((std::vector<std::string>{"E1", "E3", "E5", "U5"}), Drain(s));
+  tagged("T", {"c:2"});  // 6
+  tagged("T", {"c:2"});  // 7: the second non-matching event since 5
+  tagged("T", {"c:1"});  // 8
+  EXPECT_EQ((std::vector<std::string>{"C7", "E8"}), Drain(s));
+}
+
 // ---- checkpoints -------------------------------------------------------------
 
 TEST_F(SubTest, CheckpointsAtExactPositions) {
