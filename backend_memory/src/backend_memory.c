@@ -513,12 +513,17 @@ static void commit_discard(es_mem_t *m, commit_t *c) {
   free(c->touched);
 }
 
-/* The append decision's view of the store (backend_impl.h): the ids of one
- * append of the request being decided. Under `commit`. */
+/* One append of the request: the decision's view of its ids (backend_impl.h,
+ * under `commit`), and its stream, looked up once for the decision and the
+ * commit. */
 typedef struct decide_ctx {
   const es_mem_t *m;
   es_mem_record_t *const *recs; /* the append's records (their ids) */
   const uint64_t *hashes;       /* their id hashes */
+  size_t id_len;                /* strlen(stream_id) */
+  uint64_t stream_hash;         /* es_mem_hash_str of stream_id */
+  es_mem_stream_t *found;       /* the stream before the request, or NULL */
+  size_t sc;                    /* its entry in commit_t.streams (commit_prepare) */
 } decide_ctx_t;
 
 static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
@@ -572,35 +577,29 @@ static bool mem_match(void *ctx, const es_append_condition_t *cond, uint64_t *po
   return best != 0;
 }
 
-/* The stream of the commit named id (commit_prepare added every stream of
- * the request). */
-static es_mem_stream_t *commit_stream(const commit_t *c, const char *id, uint32_t **positions) {
-  for (size_t i = 0; i < c->n_streams; i++) {
-    const stream_commit_t *sc = &c->streams[i];
-    if (strcmp(sc->stream->id, id) == 0) {
-      *positions = sc->new_positions ? sc->new_positions : sc->stream->positions;
-      return sc->stream;
-    }
-  }
-  abort(); /* unreachable: a stream of the request that was not prepared */
-}
-
 /* Allocates what the commit of the request needs: streams, their types and
  * position arrays, the log, the tag index and the id table. Under `commit`;
  * nothing visible to readers changes. recs are the request's n records in
- * log order, events their data (for the tags). */
+ * log order, events their data (for the tags); dctx[a] gets the index of
+ * append a's stream in c->streams. */
 static int commit_prepare(es_mem_t *m, commit_t *c, const es_append_req_t *appends,
-                          size_t n_appends, es_mem_record_t **recs, size_t n, es_err_t *err) {
+                          size_t n_appends, decide_ctx_t *dctx, es_mem_record_t **recs, size_t n,
+                          es_err_t *err) {
   /* The streams: one entry per distinct stream, in request order. */
   for (size_t a = 0; a < n_appends; a++) {
     const es_append_req_t *req = &appends[a];
     stream_commit_t *sc = NULL;
-    for (size_t i = 0; i < c->n_streams; i++)
-      if (strcmp(c->streams[i].stream->id, req->stream_id) == 0) sc = &c->streams[i];
+    for (size_t i = 0; i < c->n_streams && !sc; i++) {
+      if (strcmp(c->streams[i].stream->id, req->stream_id) == 0) {
+        sc = &c->streams[i];
+        dctx[a].sc = i;
+      }
+    }
     if (!sc) {
-      size_t id_len = strlen(req->stream_id);
-      uint64_t hash = es_mem_hash_str(req->stream_id, id_len, m->seed);
-      es_mem_stream_t *s = find_stream(m, req->stream_id, id_len, hash);
+      size_t id_len = dctx[a].id_len;
+      uint64_t hash = dctx[a].stream_hash;
+      es_mem_stream_t *s = dctx[a].found;
+      dctx[a].sc = c->n_streams;
       sc = &c->streams[c->n_streams++];
       memset(sc, 0, sizeof *sc);
       if (!s) {
@@ -802,6 +801,8 @@ static int mem_commit(es_mem_t *m, const es_append_req_t *appends, size_t n_appe
     }
     recs[first]->flags |= REC_FIRST | (a > 0 ? REC_JOINED_PREV : 0);
     recs[built - 1]->flags |= REC_LAST | (a + 1 < n_appends ? REC_JOINED_NEXT : 0);
+    dctx[a].id_len = strlen(req->stream_id);
+    dctx[a].stream_hash = es_mem_hash_str(req->stream_id, dctx[a].id_len, m->seed);
   }
 
   pthread_mutex_lock(&m->commit);
@@ -811,11 +812,13 @@ static int mem_commit(es_mem_t *m, const es_append_req_t *appends, size_t n_appe
   size_t offset = 0;
   for (size_t a = 0; a < n_appends; a++) {
     const es_append_req_t *req = &appends[a];
-    size_t id_len = strlen(req->stream_id);
-    const es_mem_stream_t *s =
-        find_stream(m, req->stream_id, id_len, es_mem_hash_str(req->stream_id, id_len, m->seed));
-    dctx[a] = (decide_ctx_t){m, recs + offset, hashes + offset};
-    views[a] = (es_append_view_t){s ? s->count : 0, s ? s->type : "", lookup_id, &dctx[a]};
+    decide_ctx_t *d = &dctx[a];
+    es_mem_stream_t *s = find_stream(m, req->stream_id, d->id_len, d->stream_hash);
+    d->m = m;
+    d->recs = recs + offset;
+    d->hashes = hashes + offset;
+    d->found = s;
+    views[a] = (es_append_view_t){s ? s->count : 0, s ? s->type : "", lookup_id, d};
     offset += req->event_count;
   }
   es_condition_view_t cv = {mem_match, m};
@@ -839,7 +842,7 @@ static int mem_commit(es_mem_t *m, const es_append_req_t *appends, size_t n_appe
   commit_t c;
   memset(&c, 0, sizeof c);
   c.streams = streams;
-  rc = commit_prepare(m, &c, appends, n_appends, recs, n, err);
+  rc = commit_prepare(m, &c, appends, n_appends, dctx, recs, n, err);
   if (rc) goto fail;
   uint64_t first_pos = m->head + 1;
   uint64_t recorded_at = es_now_unix_ms();
@@ -848,8 +851,9 @@ static int mem_commit(es_mem_t *m, const es_append_req_t *appends, size_t n_appe
   size_t e = 0;
   for (size_t a = 0; a < n_appends; a++) {
     const es_append_req_t *req = &appends[a];
-    uint32_t *positions = NULL;
-    es_mem_stream_t *s = commit_stream(&c, req->stream_id, &positions);
+    const stream_commit_t *sc = &c.streams[dctx[a].sc];
+    es_mem_stream_t *s = sc->stream;
+    uint32_t *positions = sc->new_positions ? sc->new_positions : s->positions;
     uint64_t v = results[a].first_version;
     results[a].first_position = pos;
     results[a].last_position = pos + req->event_count - 1;
