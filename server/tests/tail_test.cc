@@ -193,6 +193,69 @@ TEST_F(TailTest, FiltersAndCountsLikeTheBackend) {
   es_tail_detach(tail_);
 }
 
+// Extension 1: the window keeps each event's tags, so Filter.items select the
+// same events from the window as from the backend, and the bytes carry them.
+TEST_F(TailTest, QueryItemsSelectLikeTheBackendAndTagsAreOnTheWire) {
+  Start(64, 1 << 20);
+  es_tail_attach(tail_);
+  ASSERT_TRUE(WaitForLast(0));
+  for (int i = 0; i < 12; ++i) {
+    std::string a = "course:c" + std::to_string(i % 3), b = "student:s" + std::to_string(i % 2);
+    const char *tags[] = {a.c_str(), b.c_str()};
+    es_event_data_t ev{};
+    ev.event_id = "";
+    ev.event_type = i % 4 ? "Enrolled" : "Opened";
+    ev.tags = tags;
+    ev.tag_count = 2;
+    es_append_req_t req{};
+    req.stream_id = "s";
+    req.events = &ev;
+    req.event_count = 1;
+    es_err_t err;
+    ASSERT_EQ(es_append_prepare(&limits_, &req, &err), ES_OK) << err.msg;
+    es_append_result_t res;
+    ASSERT_EQ(es_backend_append(backend_, &req, &res, &err), ES_OK) << err.msg;
+  }
+  ASSERT_TRUE(WaitForLast(12));
+  const char *course[] = {"course:c1"}, *both[] = {"course:c0", "student:s0"};
+  const char *enrolled[] = {"Enrolled"};
+  es_query_item_t items[2] = {{enrolled, 1, course, 1}, {nullptr, 0, both, 2}};
+  std::vector<uint64_t> seen[2];
+  for (int source = 0; source < 2; ++source) {
+    SCOPED_TRACE(source ? "backend" : "window");
+    es_read_all_req_t req = Req(1, 100);
+    req.filter.items = items;
+    req.filter.item_count = 2;
+    req.max_scan = 100;
+    es_page_t page;
+    es_err_t err;
+    int rc = source ? es_backend_read_all(backend_, &req, &page, &err)
+                    : es_tail_read(tail_, &req, &page, &err);
+    ASSERT_EQ(rc, ES_OK) << err.msg;
+    EXPECT_TRUE(page.is_end);
+    for (size_t i = 0; i < page.count; ++i) {
+      seen[source].push_back(page.events[i].global_position);
+      ASSERT_EQ(page.events[i].tag_count, 2u);
+      if (source == 0) {
+        grpc_slice w = es_tail_wire(page.encoded[i]);
+        Eventstore__V1__SubscribeResponse *m = eventstore__v1__subscribe_response__unpack(
+            nullptr, GRPC_SLICE_LENGTH(w), GRPC_SLICE_START_PTR(w));
+        ASSERT_NE(m, nullptr);
+        ASSERT_EQ(m->event->n_tags, 2u);
+        EXPECT_STREQ(m->event->tags[0], page.events[i].tags[0]);
+        EXPECT_STREQ(m->event->tags[1], page.events[i].tags[1]);
+        eventstore__v1__subscribe_response__free_unpacked(m, nullptr);
+      }
+    }
+    es_page_free(&page);
+  }
+  // Event i is at position i + 1. Enrolled (i % 4 != 0) with course:c1
+  // (i % 3 == 1): i = 1, 7, 10; course:c0 with student:s0: i = 0, 6.
+  EXPECT_EQ(seen[0], seen[1]);
+  EXPECT_EQ(seen[0], (std::vector<uint64_t>{1, 2, 7, 8, 11}));
+  es_tail_detach(tail_);
+}
+
 // The window's bytes are a whole SubscribeResponse{event} with exactly what
 // the backend stores.
 TEST_F(TailTest, EncodedBytesAreTheSubscribeResponse) {
