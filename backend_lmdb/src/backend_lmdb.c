@@ -33,8 +33,8 @@
  * Why no committer thread: it put two thread hand-offs (the caller wakes the
  * committer, the committer wakes the caller) on the path of every append.
  * At one append in flight, an append is now the caller's own commit: no
- * wake-up at all. Under load there is one wake-up per group (the next
- * leader), as there was with the thread.
+ * wake-up at all. Under load the wake-ups are the ones a group needs
+ * anyway: each follower's, with its answer, and the next leader's.
  *
  * A commit costs two syncs, never fewer: LMDB writes the transaction's pages
  * and fdatasyncs them, then writes the meta page that makes them the current
