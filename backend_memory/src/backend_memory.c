@@ -551,6 +551,9 @@ static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
 static bool mem_match(void *ctx, const es_append_condition_t *cond, uint64_t *position) {
   const es_mem_t *m = ctx;
   uint64_t best = 0; /* 0 = no match yet */
+  *position = 0;
+  /* Nothing lies after the head (and after + 1 below must not wrap). */
+  if (cond->after >= m->head) return false;
   for (size_t i = 0; i < cond->item_count; i++) {
     const es_query_item_t *item = &cond->items[i];
     uint64_t limit = best ? best - 1 : m->head;

@@ -477,6 +477,22 @@ TEST_P(Dcb, AConditionConsidersOnlyEventsAfterAfter) {
   EXPECT_EQ(10u, Head());
 }
 
+TEST_P(Dcb, AnAfterAtOrBeyondTheHeadConsidersNothing) {
+  if (!CourseLog()) return;
+  Query tagged, types;
+  tagged.Item({}, {"course:c1"});
+  types.Item({"Enrolled"}, {});
+  for (uint64_t after : {uint64_t{7}, uint64_t{8}, ~uint64_t{0} - 1, ~uint64_t{0}}) {
+    Ap a = A("enrol-z", {E("Joined", {"course:c9"})});
+    Outcome o = Append(a, &tagged, after);
+    EXPECT_EQ(ES_OK, o.rc) << "after " << after << ": " << Str(o.err);
+    Ap b = A("enrol-z", {E("Other")});
+    o = Append(b, &types, after);
+    EXPECT_EQ(ES_OK, o.rc) << "after " << after << ": " << Str(o.err);
+  }
+  EXPECT_EQ(15u, Head());
+}
+
 TEST_P(Dcb, AConditionOnTypesOnlyAndOnSeveralItems) {
   if (!CourseLog()) return;
   Query types;
