@@ -225,6 +225,39 @@ TEST_F(Dcb, AFailingAppendManyNamesTheAppendAndStoresNothing) {
   EXPECT_EQ(client_->Head(), 1u);
 }
 
+// Bytes a typed client cannot send: a tag that is not UTF-8, a tag holding a
+// NUL, a condition without items. Each is INVALID_ARGUMENT naming the field,
+// and nothing is stored.
+TEST_F(Dcb, BadTagsAndConditionsOnTheWireAreRefusedNamingTheField) {
+  auto event = [](const std::string &tag) {
+    return ProtoWriter().Bytes(2, "T").Bytes(10, "ok").Bytes(10, tag);
+  };
+  struct Case {
+    std::string name, bytes, mentions;
+  } cases[] = {
+      {"tag not UTF-8", ProtoWriter().Bytes(1, "s").Message(5, event("bad\xff")).data(),
+       "events[0].tags[1]"},
+      {"tag with NUL", ProtoWriter().Bytes(1, "s").Message(5, event(std::string("a\0b", 3))).data(),
+       "tags"},
+      {"tag with a control character", ProtoWriter().Bytes(1, "s").Message(5, event("a\tb")).data(),
+       "events[0].tags[1]"},
+      {"condition without items",
+       ProtoWriter()
+           .Bytes(1, "s")
+           .Message(5, event("x"))
+           .Message(6, ProtoWriter().Varint(2, 5))
+           .data(),
+       "condition.fail_if_events_match"},
+  };
+  for (const auto &c : cases) {
+    grpc::Status st = RawUnary(channel_, kAppend, c.bytes);
+    EXPECT_EQ(st.error_code(), StatusCode::INVALID_ARGUMENT) << c.name << ": " << Describe(st);
+    EXPECT_NE(st.error_message().find(c.mentions), std::string::npos)
+        << c.name << ": " << Describe(st);
+  }
+  EXPECT_EQ(client_->Head(), 0u);
+}
+
 // 30 seats, 100 bookers at once. Each booker: read the show's bookings by
 // query (ReadAll FORWARD from 1, remembering head_position), decide (sold
 // out, or book), append its booking with the condition "no booking of this
