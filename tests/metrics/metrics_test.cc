@@ -358,5 +358,42 @@ TEST_F(MetricsTest, OversizedAndSlowRequestsAreCutOff) {
   EXPECT_TRUE(client_->Serving());
 }
 
+// The LMDB backend's figures (docs/operations.md): commits, what they made
+// durable, group sizes, commit time and the map, on a server of the default
+// backend.
+TEST(LmdbMetricsTest, CommitsGroupsTimesAndTheMapAreExposed) {
+  const char *t = getenv("TEST_TMPDIR");
+  std::string port_file = std::string(t != nullptr && t[0] ? t : "/tmp") + "/lmdb-metrics-port-" +
+                          std::to_string(getpid());
+  auto server = StartServer(
+      {"--backend", "lmdb", "--metrics-addr", "127.0.0.1:0", "--metrics-port-file", port_file});
+  ASSERT_NE(server, nullptr);
+  int port = 0;
+  std::ifstream(port_file) >> port;
+  ASSERT_GT(port, 0);
+  Client client(Connect(server->Address()));
+  const std::string stream = UniqueName("lmdb-metrics");
+  for (int i = 0; i < 5; i++) client.MustAppend(MakeAppend(stream, 2));
+  std::string body;
+  ASSERT_TRUE(ScrapeUntil(
+      port, [](const std::string &b) { return Value(b, "es_backend_lmdb_events") == 10.0; }, &body))
+      << body;
+  double commits = Value(body, "es_backend_lmdb_commits_total").value_or(0);
+  EXPECT_GE(commits, 1.0) << body;
+  EXPECT_LE(commits, 5.0) << body;
+  EXPECT_EQ(Value(body, "es_backend_lmdb_committed_appends_total"), 5.0) << body;
+  EXPECT_EQ(Value(body, "es_backend_lmdb_committed_events_total"), 10.0) << body;
+  EXPECT_GE(Value(body, "es_backend_lmdb_commit_group_appends_total"), 5.0) << body;
+  EXPECT_GE(Value(body, "es_backend_lmdb_commit_group_max"), 1.0) << body;
+  EXPECT_GT(Value(body, "es_backend_lmdb_commit_microseconds_total"), 0.0) << body;
+  EXPECT_GT(Value(body, "es_backend_lmdb_commit_microseconds_max"), 0.0) << body;
+  EXPECT_GT(Value(body, "es_backend_lmdb_map_bytes"), 0.0) << body;
+  EXPECT_GT(Value(body, "es_backend_lmdb_map_used_bytes"), 0.0) << body;
+  EXPECT_EQ(Value(body, "es_backend_lmdb_writes_failed"), 0.0) << body;
+  EXPECT_EQ(Value(body, "es_backend_lmdb_no_space_total"), 0.0) << body;
+  StopServerExpectClean(server.get());
+  unlink(port_file.c_str());
+}
+
 }  // namespace
 }  // namespace es_e2e
