@@ -1,6 +1,8 @@
 /*
  * eventstore.v1.EventStore: translation between the wire messages
- * (protobuf-c) and the core types, and the four RPCs.
+ * (protobuf-c) and the core types, and the five RPCs (AppendMany is
+ * Extension 1: validated as a whole by es_append_many_prepare, then one
+ * es_backend_append_many, which a backend without it refuses by name).
  *
  * Requests are unpacked into protobuf-c structs owned by the call; the core
  * request structs borrow their strings. Responses borrow the strings of the

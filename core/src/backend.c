@@ -9,7 +9,11 @@
  * clear (so a success never carries a stale message). They also refuse the
  * requests that the core prepare functions (validate.h) never let through —
  * an append without events or stream, a read of 0 events or in an unknown
- * direction — so that no backend repeats those checks.
+ * direction — so that no backend repeats those checks. And they hold the
+ * capability check of Extension 1 (backend.h): a request that needs tags,
+ * query items, a condition or AppendMany reaches only a backend that has
+ * declared it; any other gets ES_EUNSUPPORTED naming the feature and the
+ * backend, and a page of a backend without tags gets its tag fields cleared.
  */
 #include "es/backend.h"
 

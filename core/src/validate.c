@@ -1,5 +1,6 @@
 /*
- * Input validation: every rule of API.md ("Details" 5 and 6) in one place.
+ * Input validation: every rule of API.md ("Details" 5 and 6, and the limits
+ * of Extension 1: tags, query items, conditions, AppendMany) in one place.
  *
  * The server decodes a request into the structs of event.h and hands them to
  * a prepare function before any backend sees them, so a backend may assume
