@@ -76,6 +76,7 @@ need = {"eventstore_client/__init__.py", "eventstore_client/py.typed",
         "eventstore_client/_gen/eventstore_pb2.py", "eventstore_client/_gen/eventstore_pb2.pyi",
         "eventstore_client/_gen/eventstore_pb2_grpc.py", "eventstore_client/aio.py",
         "eventstore_client/examples/quickstart.py", "eventstore_client/examples/quickstart_async.py",
+        "eventstore_client/examples/enrolment.py",
         f"{dist_info}/licenses/LICENSE"}
 missing = need - names
 junk = [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
@@ -117,11 +118,11 @@ cd "$work/project"
 site="$("$venv_py" -c 'import eventstore_client, os; print(os.path.dirname(eventstore_client.__file__))')"
 case "$site" in "$work/venv/"*) ;; *) echo "consumer_test: imported from $site" >&2; exit 1 ;; esac
 # The examples as shipped, now the consumer's own code.
-cp "$site/examples/quickstart.py" "$site/examples/quickstart_async.py" .
+cp "$site/examples/quickstart.py" "$site/examples/quickstart_async.py" "$site/examples/enrolment.py" .
 
 echo "consumer_test: type-checking the shipped examples against the installed package (py.typed)"
 printf '[mypy]\nstrict = True\n' > mypy.ini
-"$dev_py" -m mypy --cache-dir=/dev/null --python-executable "$venv_py" quickstart.py quickstart_async.py
+"$dev_py" -m mypy --cache-dir=/dev/null --python-executable "$venv_py" quickstart.py quickstart_async.py enrolment.py
 
 echo "consumer_test: starting a server"
 "$server_bin" --backend memory --bind 127.0.0.1:0 --port-file "$work/port" > "$work/server.log" 2>&1 &
@@ -137,8 +138,10 @@ address="127.0.0.1:$(cat "$work/port")"
 echo "consumer_test: running the shipped examples against $address"
 "$venv_py" -m eventstore_client.examples.quickstart "$address" | tee "$work/out.txt"
 "$venv_py" -m eventstore_client.examples.quickstart_async "$address" | tee -a "$work/out.txt"
+"$venv_py" -m eventstore_client.examples.enrolment "$address" | tee -a "$work/out.txt"
 grep -qx "quickstart: OK" "$work/out.txt"
 grep -qx "quickstart_async: OK" "$work/out.txt"
+grep -qx "enrolment: OK" "$work/out.txt"
 
 if [ "$deps" = lowest ]; then
   echo "consumer_test: the test suite against the installed package (grpcio $grpcio, protobuf $protobuf)"

@@ -7,6 +7,7 @@ from typing import Iterable, Optional, Union
 from ._gen import eventstore_pb2 as pb
 from ._types import (
     AllPage,
+    AppendCondition,
     AppendResult,
     CaughtUp,
     Checkpoint,
@@ -15,7 +16,9 @@ from ._types import (
     ExpectedVersion,
     FellBehind,
     Filter,
+    QueryItem,
     RecordedEvent,
+    StreamAppend,
     StreamPage,
     SubscriptionMessage,
 )
@@ -54,7 +57,12 @@ def event_data(e: EventData) -> pb.EventData:
         correlation_id=e.correlation_id,
         causation_id=e.causation_id,
         occurred_at_unix_ms=check_uint("occurred_at_unix_ms", e.occurred_at_unix_ms),
+        tags=list(e.tags),
     )
+
+
+def batch(events: Union[EventData, Iterable[EventData]]) -> list[EventData]:
+    return [events] if isinstance(events, EventData) else list(events)
 
 
 def append_request(
@@ -65,14 +73,41 @@ def append_request(
 ) -> pb.AppendRequest:
     if not isinstance(expected, ExpectedVersion):
         raise TypeError("expected must be an ExpectedVersion (e.g. ExpectedVersion.exact(3))")
-    batch = [events] if isinstance(events, EventData) else list(events)
     return pb.AppendRequest(
         stream_id=stream,
         stream_type=stream_type or "",
         expected_kind=_KINDS[expected.kind],
         expected_version=expected.version if expected.kind == "exact" else 0,
-        events=[event_data(e) for e in batch],
+        events=[event_data(e) for e in batch(events)],
     )
+
+
+def query_items(items: Iterable[QueryItem]) -> list[pb.QueryItem]:
+    return [pb.QueryItem(event_types=list(i.event_types), tags=list(i.tags)) for i in items]
+
+
+def append_condition(c: AppendCondition) -> pb.AppendCondition:
+    if not isinstance(c, AppendCondition):
+        raise TypeError(f"condition must be an AppendCondition, got {type(c).__name__}")
+    return pb.AppendCondition(
+        fail_if_events_match=query_items(c.fail_if_events_match),
+        after=check_uint("after", c.after),
+    )
+
+
+def append_many_request(
+    appends: Iterable[StreamAppend], condition: Optional[AppendCondition]
+) -> pb.AppendManyRequest:
+    batch = list(appends)
+    for a in batch:
+        if not isinstance(a, StreamAppend):
+            raise TypeError(f"appends must be StreamAppend, got {type(a).__name__}")
+    req = pb.AppendManyRequest(
+        appends=[append_request(a.stream, a.events, a.expected, a.stream_type) for a in batch]
+    )
+    if condition is not None:
+        req.condition.CopyFrom(append_condition(condition))
+    return req
 
 
 def append_result(r: pb.AppendResponse) -> AppendResult:
@@ -102,6 +137,7 @@ def recorded_event(e: pb.RecordedEvent) -> RecordedEvent:
         causation_id=e.causation_id,
         occurred_at_unix_ms=e.occurred_at_unix_ms,
         recorded_at_unix_ms=e.recorded_at_unix_ms,
+        tags=tuple(e.tags),
     )
 
 
@@ -130,7 +166,11 @@ def filter_(f: Optional[Filter]) -> Optional[pb.Filter]:
         return None
     if not isinstance(f, Filter):
         raise TypeError(f"filter must be a Filter, got {type(f).__name__}")
-    return pb.Filter(stream_prefix=f.stream_prefix, event_types=list(f.event_types))
+    return pb.Filter(
+        stream_prefix=f.stream_prefix,
+        event_types=list(f.event_types),
+        items=query_items(f.items),
+    )
 
 
 def read_all_request(

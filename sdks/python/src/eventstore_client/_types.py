@@ -6,10 +6,11 @@ import datetime as _dt
 import enum
 import json as _json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Mapping, Sequence, Union
+from typing import Any, ClassVar, Iterable, Iterator, Literal, Mapping, Optional, Sequence, Union
 
 __all__ = [
     "AllPage",
+    "AppendCondition",
     "AppendResult",
     "CaughtUp",
     "Checkpoint",
@@ -18,7 +19,10 @@ __all__ = [
     "ExpectedVersion",
     "FellBehind",
     "Filter",
+    "Query",
+    "QueryItem",
     "RecordedEvent",
+    "StreamAppend",
     "StreamPage",
     "SubscriptionMessage",
     "json_event",
@@ -98,6 +102,9 @@ class EventData:
     causation_id: str = ""
     occurred_at_unix_ms: int = 0
     """When it happened by the client's clock (Unix milliseconds); 0 = not given."""
+    tags: Sequence[str] = ()
+    """What the event is about, for queries and append conditions (e.g. ``"course:c1"``);
+    up to 32, each 1..256 bytes, no two alike. Kept as a tuple, in the given order."""
 
     def __post_init__(self) -> None:
         if isinstance(self.payload, (bytearray, memoryview)):
@@ -106,6 +113,7 @@ class EventData:
             raise TypeError(
                 "payload must be bytes; use json_event() for JSON or encode text yourself"
             )
+        object.__setattr__(self, "tags", _names("tags", self.tags))
 
     def json(self) -> Any:
         """The payload decoded as JSON."""
@@ -122,6 +130,7 @@ def json_event(
     correlation_id: str = "",
     causation_id: str = "",
     occurred_at: _dt.datetime | int | None = None,
+    tags: Sequence[str] = (),
 ) -> EventData:
     """An :class:`EventData` whose payload is ``data`` encoded as compact UTF-8 JSON, with
     content type ``application/json``.
@@ -145,6 +154,7 @@ def json_event(
         correlation_id=correlation_id,
         causation_id=causation_id,
         occurred_at_unix_ms=occurred_ms,
+        tags=tags,
     )
 
 
@@ -176,6 +186,8 @@ class RecordedEvent:
     causation_id: str
     occurred_at_unix_ms: int
     recorded_at_unix_ms: int
+    tags: Sequence[str] = ()
+    """The event's tags as appended, in the same order (a tuple)."""
 
     def json(self) -> Any:
         """The payload decoded as JSON (whatever the content type says)."""
@@ -232,11 +244,121 @@ class Filter:
     """Only streams whose id starts with this; empty = all streams."""
     event_types: Sequence[str] = ()
     """Only these event types (exact names); empty = all types."""
+    items: Union["Query", Sequence["QueryItem"]] = ()
+    """A query (a :class:`Query` or a list of :class:`QueryItem`): only events that one of
+    the items matches; empty = no query. Kept as a tuple of items."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.event_types, str):
-            raise TypeError("event_types must be a sequence of names, not one string")
-        object.__setattr__(self, "event_types", tuple(self.event_types))
+        object.__setattr__(self, "event_types", _names("event_types", self.event_types))
+        object.__setattr__(self, "items", _items("items", self.items))
+
+
+def _names(what: str, values: Iterable[str]) -> tuple[str, ...]:
+    """``values`` as a tuple of strings; one string alone is a mistake, not a list of letters."""
+    if isinstance(values, (str, bytes)):
+        raise TypeError(f"{what} must be a sequence of strings, not one string")
+    out = tuple(values)
+    for v in out:
+        if not isinstance(v, str):
+            raise TypeError(f"{what} must hold strings, got {type(v).__name__}")
+    return out
+
+
+def _items(what: str, items: Union["Query", Iterable["QueryItem"]]) -> tuple["QueryItem", ...]:
+    out = tuple(items.items if isinstance(items, Query) else items)
+    for i in out:
+        if not isinstance(i, QueryItem):
+            raise TypeError(f"{what} must hold QueryItem, got {type(i).__name__}")
+    return out
+
+
+@dataclass(frozen=True)
+class QueryItem:
+    """One item of a query: matches an event whose type is one of ``event_types`` (or the
+    list is empty) and which carries every one of ``tags`` (or the list is empty). An item
+    with both lists empty matches every event. Strings are matched exactly as given."""
+
+    event_types: Sequence[str] = ()
+    tags: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "event_types", _names("event_types", self.event_types))
+        object.__setattr__(self, "tags", _names("tags", self.tags))
+
+
+@dataclass(frozen=True)
+class Query:
+    """Selects events by type and tag: an event matches when any of the items does (OR).
+
+    Build one item by item::
+
+        Query.of(event_types=["StudentEnrolled"], tags=["course:c1"]).or_(tags=["student:s7"])
+
+    Use it as ``Filter(items=query)`` for reads and subscriptions, and in an
+    :class:`AppendCondition`. The server allows up to 16 items, each with up to 32 types and
+    32 tags.
+    """
+
+    items: Sequence[QueryItem] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "items", _items("items", self.items))
+
+    @classmethod
+    def of(cls, event_types: Sequence[str] = (), tags: Sequence[str] = ()) -> Query:
+        """A query of one item."""
+        return cls((QueryItem(event_types, tags),))
+
+    def or_(self, event_types: Sequence[str] = (), tags: Sequence[str] = ()) -> Query:
+        """This query with one more item, OR'ed with the others (a new Query)."""
+        return Query((*self.items, QueryItem(event_types, tags)))
+
+    def __iter__(self) -> Iterator[QueryItem]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
+class AppendCondition:
+    """Makes an append fail if an event matching ``fail_if_events_match`` was committed at a
+    global position above ``after`` (0: anywhere in the log); checked atomically with the
+    commit. ``after`` is normally the ``head_position`` of the read your decision was based
+    on. A failed condition raises :class:`~eventstore_client.AppendConditionFailedError`."""
+
+    fail_if_events_match: Union[Query, Sequence[QueryItem]]
+    """1..16 query items (required)."""
+    after: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "fail_if_events_match",
+            _items("fail_if_events_match", self.fail_if_events_match),
+        )
+        if isinstance(self.after, bool) or not isinstance(self.after, int) or self.after < 0:
+            raise ValueError(f"after must be an int >= 0, got {self.after!r}")
+
+
+@dataclass(frozen=True)
+class StreamAppend:
+    """One append of :meth:`~eventstore_client.EventStoreClient.append_many`: ``events`` to
+    ``stream`` if ``expected`` holds (as the earlier appends of the same request leave the
+    stream)."""
+
+    stream: str
+    events: Union[EventData, Sequence[EventData]]
+    expected: ExpectedVersion = ExpectedVersion("any")
+    stream_type: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.events, EventData):
+            object.__setattr__(self, "events", (self.events,))
+        else:
+            object.__setattr__(self, "events", tuple(self.events))
+        if not isinstance(self.expected, ExpectedVersion):
+            raise TypeError("expected must be an ExpectedVersion (e.g. ExpectedVersion.exact(3))")
 
 
 @dataclass(frozen=True)

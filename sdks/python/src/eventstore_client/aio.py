@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import TracebackType
-from typing import Any, AsyncIterator, Iterable, Optional, Type, Union
+from typing import Any, AsyncIterator, Iterable, List, Optional, Type, Union
 
 import grpc
 import grpc.aio
@@ -22,16 +22,18 @@ from ._common import (
 from ._gen import eventstore_pb2_grpc as pb_grpc
 from ._types import (
     AllPage,
+    AppendCondition,
     AppendResult,
     Direction,
     EventData,
     ExpectedVersion,
     Filter,
     RecordedEvent,
+    StreamAppend,
     StreamPage,
     SubscriptionMessage,
 )
-from .errors import EventStoreError, UnavailableError, from_rpc_error
+from .errors import EventStoreError, UnavailableError, from_append_many_error, from_rpc_error
 
 __all__ = ["AsyncEventStoreClient", "AsyncSubscription"]
 
@@ -135,12 +137,36 @@ class AsyncEventStoreClient:
         expected: ExpectedVersion = ExpectedVersion.any(),
         stream_type: Optional[str] = None,
         *,
+        condition: Optional[AppendCondition] = None,
         timeout: Optional[float] = None,
     ) -> AppendResult:
         """See :meth:`EventStoreClient.append`."""
+        if condition is not None:
+            one = StreamAppend(stream, tuple(_convert.batch(events)), expected, stream_type)
+            return (await self.append_many([one], condition, timeout=timeout))[0]
         req = _convert.append_request(stream, events, expected, stream_type)
         r = await self._unary(self._stub.Append, req, timeout, stream=stream, expected=expected)
         return _convert.append_result(r)
+
+    async def append_many(
+        self,
+        appends: Iterable[StreamAppend],
+        condition: Optional[AppendCondition] = None,
+        *,
+        timeout: Optional[float] = None,
+    ) -> List[AppendResult]:
+        """See :meth:`EventStoreClient.append_many`."""
+        batch = list(appends)
+        req = _convert.append_many_request(batch, condition)
+        try:
+            r = await self._stub.AppendMany(
+                req,
+                timeout=self._settings.call_timeout(timeout),
+                metadata=self._settings.metadata,
+            )
+        except grpc.RpcError as e:
+            raise from_append_many_error(e, [(a.stream, a.expected) for a in batch]) from None
+        return [_convert.append_result(x) for x in r.results]
 
     async def read_stream(
         self,

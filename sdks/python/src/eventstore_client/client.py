@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from types import TracebackType
-from typing import Any, Iterable, Iterator, Optional, Type, Union
+from typing import Any, Iterable, Iterator, List, Optional, Type, Union
 
 import grpc
 
@@ -21,16 +21,18 @@ from ._common import (
 from ._gen import eventstore_pb2_grpc as pb_grpc
 from ._types import (
     AllPage,
+    AppendCondition,
     AppendResult,
     Direction,
     EventData,
     ExpectedVersion,
     Filter,
     RecordedEvent,
+    StreamAppend,
     StreamPage,
     SubscriptionMessage,
 )
-from .errors import EventStoreError, UnavailableError, from_rpc_error
+from .errors import EventStoreError, UnavailableError, from_append_many_error, from_rpc_error
 
 __all__ = ["EventStoreClient", "Subscription"]
 
@@ -128,18 +130,57 @@ class EventStoreClient:
         expected: ExpectedVersion = ExpectedVersion.any(),
         stream_type: Optional[str] = None,
         *,
+        condition: Optional[AppendCondition] = None,
         timeout: Optional[float] = None,
     ) -> AppendResult:
-        """Atomically appends ``events`` (one or many) to ``stream`` if ``expected`` holds.
+        """Atomically appends ``events`` (one or many) to ``stream`` if ``expected`` holds
+        and, with a ``condition``, if no event matching it was committed after its ``after``.
 
         Raises :class:`WrongExpectedVersionError` (with ``.actual``), :class:`AlreadyExistsError`,
         :class:`StreamTypeMismatchError` (``stream_type`` differs from the stream's),
-        :class:`InvalidArgumentError`, ... A batch whose event ids were already committed
-        together returns the original result with ``duplicate=True``.
+        :class:`AppendConditionFailedError` (with ``.position``), :class:`InvalidArgumentError`,
+        ... A batch whose event ids were already committed together returns the original result
+        with ``duplicate=True``.
+
+        A conditional append is sent as an AppendMany of one append, so that a server without
+        conditions raises :class:`UnimplementedError` instead of ignoring the condition.
         """
+        if condition is not None:
+            one = StreamAppend(stream, tuple(_convert.batch(events)), expected, stream_type)
+            return self.append_many([one], condition, timeout=timeout)[0]
         req = _convert.append_request(stream, events, expected, stream_type)
         r = self._unary(self._stub.Append, req, timeout, stream=stream, expected=expected)
         return _convert.append_result(r)
+
+    def append_many(
+        self,
+        appends: Iterable[StreamAppend],
+        condition: Optional[AppendCondition] = None,
+        *,
+        timeout: Optional[float] = None,
+    ) -> List[AppendResult]:
+        """Atomically commits several appends (1..100, to one or several streams, each with
+        its own expected version) and checks ``condition`` once for the whole request against
+        the log as it was before it: all are written, in one contiguous run of global
+        positions in request order, or none is. Returns one result per append, in order.
+
+        Raises the error the failing append alone would have got; its ``append_index`` names
+        that append (None for the request-wide condition or limits), and a
+        :class:`WrongExpectedVersionError` carries its ``.stream``, ``.expected`` and
+        ``.actual`` (counting the earlier appends of the request). A server without the
+        extension raises :class:`UnimplementedError`.
+        """
+        batch = list(appends)
+        req = _convert.append_many_request(batch, condition)
+        try:
+            r = self._stub.AppendMany(
+                req,
+                timeout=self._settings.call_timeout(timeout),
+                metadata=self._settings.metadata,
+            )
+        except grpc.RpcError as e:
+            raise from_append_many_error(e, [(a.stream, a.expected) for a in batch]) from None
+        return [_convert.append_result(x) for x in r.results]
 
     # -- ReadStream ------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ against them keep working; new code should use the ``Error`` names."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence, Tuple
 
 import grpc
 
@@ -16,6 +16,7 @@ from ._types import ExpectedVersion
 __all__ = [
     "AlreadyExists",
     "AlreadyExistsError",
+    "AppendConditionFailedError",
     "DeadlineExceeded",
     "DeadlineExceededError",
     "EventStoreError",
@@ -31,20 +32,26 @@ __all__ = [
     "UnauthenticatedError",
     "Unavailable",
     "UnavailableError",
+    "UnimplementedError",
     "WrongExpectedVersion",
     "WrongExpectedVersionError",
 ]
 
 ACTUAL_VERSION_TRAILER = "es-actual-version"
+CONDITION_POSITION_TRAILER = "es-condition-position"
+APPEND_INDEX_TRAILER = "es-append-index"
 
 
 class EventStoreError(Exception):
     """A call to the event store failed.
 
     ``code`` is the gRPC status code, ``details`` the server's message (written for humans).
+    ``append_index`` names the append at fault in a failed ``append_many`` (0-based, from the
+    trailing metadata ``es-append-index``); None when no single append is (or for other calls).
     """
 
     code: grpc.StatusCode
+    append_index: Optional[int] = None
 
     def __init__(self, code: grpc.StatusCode, details: str = "") -> None:
         self.code = code
@@ -71,6 +78,28 @@ class WrongExpectedVersionError(EventStoreError):
         self.stream = stream
         self.expected = expected
         self.actual = actual
+
+
+class AppendConditionFailedError(EventStoreError):
+    """ABORTED: an event matching the append's condition was committed after its ``after``
+    position; nothing was written. Read again (from ``after + 1``), decide again, retry.
+
+    ``position`` is the global position of the first matching event after ``after``, from the
+    trailing metadata ``es-condition-position``.
+    """
+
+    def __init__(self, details: str = "", *, position: int = 0) -> None:
+        super().__init__(grpc.StatusCode.ABORTED, details)
+        self.position = position
+
+
+class UnimplementedError(EventStoreError):
+    """UNIMPLEMENTED: the server (or its storage backend) does not offer what the call needs,
+    e.g. ``append_many`` or a conditional append on a server without tags and conditions.
+    Nothing was written."""
+
+    def __init__(self, details: str = "") -> None:
+        super().__init__(grpc.StatusCode.UNIMPLEMENTED, details)
 
 
 class StreamNotFoundError(EventStoreError):
@@ -155,6 +184,29 @@ def _trailer(err: grpc.RpcError, key: str) -> Optional[str]:
     return None
 
 
+def _int_trailer(err: grpc.RpcError, key: str) -> Optional[int]:
+    raw = _trailer(err, key)
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def from_append_many_error(
+    err: grpc.RpcError, appends: Sequence[Tuple[str, ExpectedVersion]]
+) -> EventStoreError:
+    """The typed error for a failed AppendMany of ``appends`` ((stream, expected) each):
+    ``append_index`` from ``es-append-index``, and the stream and expected version of that
+    append on a :class:`WrongExpectedVersionError` or :class:`StreamNotFoundError`."""
+    index = _int_trailer(err, APPEND_INDEX_TRAILER)
+    stream, expected = "", None
+    if index is not None and 0 <= index < len(appends):
+        stream, expected = appends[index]
+    e = from_rpc_error(err, stream=stream, expected=expected)
+    e.append_index = index
+    return e
+
+
 def from_rpc_error(
     err: grpc.RpcError,
     *,
@@ -169,12 +221,10 @@ def from_rpc_error(
     if code is None:
         code = grpc.StatusCode.UNKNOWN
     if code == grpc.StatusCode.ABORTED:
-        raw = _trailer(err, ACTUAL_VERSION_TRAILER)
-        actual: Optional[int]
-        try:
-            actual = int(raw) if raw is not None else None
-        except ValueError:
-            actual = None
+        position = _int_trailer(err, CONDITION_POSITION_TRAILER)
+        if position is not None:
+            return AppendConditionFailedError(details, position=position)
+        actual = _int_trailer(err, ACTUAL_VERSION_TRAILER)
         return WrongExpectedVersionError(details, stream=stream, expected=expected, actual=actual)
     if code == grpc.StatusCode.NOT_FOUND:
         return StreamNotFoundError(details, stream=stream)
@@ -186,6 +236,7 @@ def from_rpc_error(
         grpc.StatusCode.UNAVAILABLE: UnavailableError,
         grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
         grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+        grpc.StatusCode.UNIMPLEMENTED: UnimplementedError,
     }
     cls = simple.get(code)
     if cls is not None:
