@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <future>
 #include <random>
 #include <sstream>
@@ -135,6 +137,13 @@ bool IsCanonicalUuid(const std::string &s) {
 std::string UniqueName(const std::string &prefix) {
   static std::atomic<uint64_t> counter{0};
   return prefix + "-" + std::to_string(getpid()) + "-" + std::to_string(counter.fetch_add(1));
+}
+
+std::string TempDir(const char *name) {
+  const char *tmp = getenv("TEST_TMPDIR");
+  std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + name + ".XXXXXX";
+  EXPECT_NE(nullptr, mkdtemp(&templ[0])) << templ << ": " << strerror(errno);
+  return templ;
 }
 
 v1::EventData MakeEvent(const std::string &type, const std::string &payload,

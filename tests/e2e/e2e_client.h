@@ -70,6 +70,9 @@ std::string NewUuid();  // random, version 4, canonical lowercase
 bool IsCanonicalUuid(const std::string &s);
 // A name unique in this process: prefix-<pid>-<counter>.
 std::string UniqueName(const std::string &prefix);
+// A new empty directory $TEST_TMPDIR/name.XXXXXX (or under /tmp); bazel
+// removes TEST_TMPDIR after the test. Fails the test if it cannot be made.
+std::string TempDir(const char *name);
 v1::EventData MakeEvent(const std::string &type, const std::string &payload = "",
                         const std::string &id = NewUuid());
 v1::AppendRequest MakeAppend(const std::string &stream, int n_events,

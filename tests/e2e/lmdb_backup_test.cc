@@ -21,13 +21,6 @@
 namespace es_e2e {
 namespace {
 
-std::string TempDir(const char *name) {
-  const char *tmp = getenv("TEST_TMPDIR");
-  std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + name + ".XXXXXX";
-  EXPECT_NE(nullptr, mkdtemp(&templ[0]));
-  return templ;
-}
-
 // Runs `eventstore backup ARGS`; its exit code and its stdout and stderr.
 int RunBackup(const std::vector<std::string> &args, std::string *output) {
   std::string cmd = ServerProcess::BinaryPath() + " backup";

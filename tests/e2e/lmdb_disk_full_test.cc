@@ -16,13 +16,6 @@
 namespace es_e2e {
 namespace {
 
-std::string TempDir(const char *name) {
-  const char *tmp = getenv("TEST_TMPDIR");
-  std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + name + ".XXXXXX";
-  EXPECT_NE(nullptr, mkdtemp(&templ[0]));
-  return templ;
-}
-
 off_t FileSize(const std::string &path) {
   struct stat st;
   return stat(path.c_str(), &st) == 0 ? st.st_size : -1;

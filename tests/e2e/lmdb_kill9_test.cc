@@ -44,13 +44,6 @@
 namespace es_e2e {
 namespace {
 
-std::string TempDir(const char *name) {
-  const char *tmp = getenv("TEST_TMPDIR");
-  std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + name + ".XXXXXX";
-  EXPECT_NE(nullptr, mkdtemp(&templ[0]));
-  return templ;
-}
-
 // One Append a client sent, and what became of it.
 struct Sent {
   v1::AppendRequest req;

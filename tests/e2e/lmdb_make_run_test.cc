@@ -32,13 +32,6 @@
 namespace es_e2e {
 namespace {
 
-std::string TempDir(const char *name) {
-  const char *tmp = getenv("TEST_TMPDIR");
-  std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + name + ".XXXXXX";
-  EXPECT_NE(nullptr, mkdtemp(&templ[0]));
-  return templ;
-}
-
 std::string ReadFile(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
   std::stringstream ss;
