@@ -60,6 +60,17 @@ static void *arena_alloc(void *ctx, size_t size) {
 
 /* ---------------------------------------------------------------- Append */
 
+/* The wire form of one append's result (Append, and each of AppendMany). */
+static void fill_append_response(Eventstore__V1__AppendResponse *r, const es_append_result_t *res) {
+  eventstore__v1__append_response__init(r);
+  r->first_stream_version = res->first_version;
+  r->last_stream_version = res->last_version;
+  r->first_global_position = res->first_position;
+  r->last_global_position = res->last_position;
+  r->recorded_at_unix_ms = res->recorded_at_unix_ms;
+  r->duplicate = res->duplicate;
+}
+
 static grpc_byte_buffer *do_append(call_t *c, const es_config_t *cfg) {
   Eventstore__V1__AppendRequest *m =
       es_unpack(c, &eventstore__v1__append_request__descriptor, c->payload);
@@ -78,13 +89,8 @@ static grpc_byte_buffer *do_append(call_t *c, const es_config_t *cfg) {
     goto done;
   }
   es_metrics_append_done(res.duplicate ? 0 : req.event_count, res.duplicate);
-  Eventstore__V1__AppendResponse r = EVENTSTORE__V1__APPEND_RESPONSE__INIT;
-  r.first_stream_version = res.first_version;
-  r.last_stream_version = res.last_version;
-  r.first_global_position = res.first_position;
-  r.last_global_position = res.last_position;
-  r.recorded_at_unix_ms = res.recorded_at_unix_ms;
-  r.duplicate = res.duplicate;
+  Eventstore__V1__AppendResponse r;
+  fill_append_response(&r, &res);
   resp = es_pack(&r.base);
   if (!resp) oom(c);
   goto done;
@@ -96,16 +102,6 @@ done:
 }
 
 /* ---------------------------------------------------------------- AppendMany */
-
-static void fill_append_response(Eventstore__V1__AppendResponse *r, const es_append_result_t *res) {
-  eventstore__v1__append_response__init(r);
-  r->first_stream_version = res->first_version;
-  r->last_stream_version = res->last_version;
-  r->first_global_position = res->first_position;
-  r->last_global_position = res->last_position;
-  r->recorded_at_unix_ms = res->recorded_at_unix_ms;
-  r->duplicate = res->duplicate;
-}
 
 static grpc_byte_buffer *do_append_many(call_t *c, const es_config_t *cfg) {
   Eventstore__V1__AppendManyRequest *m =
