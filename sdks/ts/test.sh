@@ -89,6 +89,7 @@ node --test --test-concurrency=1 --test-timeout=120000 \
   build/test/client.test.js \
   build/test/subscribe.test.js \
   build/test/fake.test.js \
+  build/test/dcb.test.js \
   build/test/consumer.test.js
 
 skipped="$(sed -n 's/^# skipped \([0-9]*\)$/\1/p' "$work/results.tap" | tail -1)"

@@ -6,6 +6,7 @@ import { ExpectedVersion } from "./expected";
 import { Filter, filterToProto } from "./filter";
 import * as pb from "./gen/eventstore/v1/eventstore";
 import { toUint32, toUint64 } from "./numbers";
+import { AppendCondition, conditionToProto } from "./query";
 import { RetryOptions, SubscribeOptions, Subscription } from "./subscription";
 
 /** Reading direction. */
@@ -53,6 +54,27 @@ export interface CallOptions {
 export interface AppendOptions extends CallOptions {
   /** The stream's type (aggregate kind); the first non-empty one sticks. */
   streamType?: string | undefined;
+  /**
+   * Fail (AppendConditionFailedError) if an event matching the condition's query was committed
+   * after its `after` position. A conditional append is sent as an AppendMany of one append, so
+   * that a server without conditions rejects it (UnimplementedError) instead of ignoring them.
+   */
+  condition?: AppendCondition | undefined;
+}
+
+/** One append of `appendMany`. */
+export interface StreamAppend {
+  stream: string;
+  events: EventInput | readonly EventInput[];
+  /** Checked as the earlier appends of the same request leave the stream. Default: any. */
+  expected?: ExpectedVersion | undefined;
+  /** The stream's type (aggregate kind); the first non-empty one sticks. */
+  streamType?: string | undefined;
+}
+
+export interface AppendManyOptions extends CallOptions {
+  /** Checked once for the whole request, against the log as it was before the request. */
+  condition?: AppendCondition | undefined;
 }
 
 export interface AppendResult {
@@ -135,6 +157,28 @@ function toDirection(d: Direction | undefined): pb.Direction {
     default:
       throw new TypeError(`direction must be "forward" or "backward", got ${String(d)}`);
   }
+}
+
+function appendRequest(a: StreamAppend): pb.AppendRequest {
+  const list: readonly EventInput[] = Array.isArray(a.events) ? a.events : [a.events as EventInput];
+  return {
+    streamId: a.stream,
+    streamType: a.streamType ?? "",
+    ...(a.expected ?? ExpectedVersion.any()).toProto(),
+    events: list.map(eventToProto),
+    condition: undefined,
+  };
+}
+
+function appendResult(r: pb.AppendResponse): AppendResult {
+  return {
+    firstStreamVersion: r.firstStreamVersion,
+    lastStreamVersion: r.lastStreamVersion,
+    firstGlobalPosition: r.firstGlobalPosition,
+    lastGlobalPosition: r.lastGlobalPosition,
+    recordedAtUnixMs: r.recordedAtUnixMs,
+    duplicate: r.duplicate,
+  };
 }
 
 function readBuf(v: string | Buffer | undefined): Buffer | null {
@@ -229,9 +273,11 @@ export class EventStoreClient {
   }
 
   /**
-   * Appends events to one stream, atomically, under an expected-version check.
+   * Appends events to one stream, atomically, under an expected-version check and, with
+   * `options.condition`, an append condition.
    * Rejects with WrongExpectedVersionError (its `actual` is the stream's version),
-   * AlreadyExistsError, StreamTypeMismatchError, InvalidArgumentError, …
+   * AppendConditionFailedError (its `position` is the conflicting event's), AlreadyExistsError,
+   * StreamTypeMismatchError, InvalidArgumentError, …
    */
   async append(
     stream: string,
@@ -239,14 +285,13 @@ export class EventStoreClient {
     expected: ExpectedVersion = ExpectedVersion.any(),
     options: AppendOptions = {},
   ): Promise<AppendResult> {
-    const list: readonly EventInput[] = Array.isArray(events) ? events : [events as EventInput];
-    const request: pb.AppendRequest = {
-      streamId: stream,
-      streamType: options.streamType ?? "",
-      ...expected.toProto(),
-      events: list.map(eventToProto),
-      condition: undefined,
-    };
+    if (options.condition !== undefined) {
+      const { condition, streamType, ...call } = options;
+      const [one] = await this.appendMany([{ stream, events, expected, streamType }], { ...call, condition });
+      if (one === undefined) throw new Error("appendMany: the server returned no result");
+      return one;
+    }
+    const request = appendRequest({ stream, events, expected, streamType: options.streamType });
     const ctx: CallContext = { stream, expected, streamType: options.streamType };
     const r = await this.unary<pb.AppendRequest, pb.AppendResponse>(
       (req, md, opts, cb) => this.stub.append(req, md, opts, cb),
@@ -254,14 +299,37 @@ export class EventStoreClient {
       options,
       ctx,
     );
-    return {
-      firstStreamVersion: r.firstStreamVersion,
-      lastStreamVersion: r.lastStreamVersion,
-      firstGlobalPosition: r.firstGlobalPosition,
-      lastGlobalPosition: r.lastGlobalPosition,
-      recordedAtUnixMs: r.recordedAtUnixMs,
-      duplicate: r.duplicate,
+    return appendResult(r);
+  }
+
+  /**
+   * Commits several appends (1..100, to one or several streams, each with its own expected
+   * version) atomically: all of them, in one contiguous run of global positions in request
+   * order, or none. `options.condition` is checked once, against the log as it was before the
+   * request. Resolves to one result per append, in order.
+   *
+   * Rejects with the error the failing append alone would have got; its `appendIndex` names
+   * that append (undefined when the request-wide condition failed), and a
+   * WrongExpectedVersionError carries that append's stream, expectation and actual version
+   * (counting the earlier appends of the request). A server without the feature rejects with
+   * UnimplementedError.
+   */
+  async appendMany(appends: readonly StreamAppend[], options: AppendManyOptions = {}): Promise<AppendResult[]> {
+    if (!Array.isArray(appends)) throw new TypeError("appendMany: appends must be an array of StreamAppend");
+    const request: pb.AppendManyRequest = {
+      appends: appends.map(appendRequest),
+      condition: conditionToProto(options.condition),
     };
+    const ctx: CallContext = {
+      appends: appends.map((a) => ({ stream: a.stream, expected: a.expected ?? ExpectedVersion.any(), streamType: a.streamType })),
+    };
+    const r = await this.unary<pb.AppendManyRequest, pb.AppendManyResponse>(
+      (req, md, opts, cb) => this.stub.appendMany(req, md, opts, cb),
+      request,
+      options,
+      ctx,
+    );
+    return r.results.map(appendResult);
   }
 
   /** Reads one page of a stream. Rejects with StreamNotFoundError when the stream has no events. */

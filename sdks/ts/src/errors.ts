@@ -23,6 +23,12 @@ export class EventStoreError extends Error {
   readonly details: string;
   /** Trailing metadata of the call, if any. */
   readonly metadata: Metadata | undefined;
+  /**
+   * The 0-based index of the append at fault in a failed `appendMany` (or conditional `append`),
+   * from the trailing metadata `es-append-index`; undefined when no single append is at fault
+   * (the request-wide condition failed) and for other calls.
+   */
+  readonly appendIndex: number | undefined;
 
   constructor(message: string, code: status, options: EventStoreErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
@@ -30,6 +36,8 @@ export class EventStoreError extends Error {
     this.code = code;
     this.details = options.details ?? message;
     this.metadata = options.metadata;
+    const index = decimalTrailer(options.metadata, "es-append-index");
+    this.appendIndex = index === undefined ? undefined : Number(index);
   }
 
   /** The status code's name, e.g. "ABORTED". */
@@ -54,6 +62,31 @@ export class WrongExpectedVersionError extends EventStoreError {
     options: EventStoreErrorOptions = {},
   ) {
     super(message, status.ABORTED, options);
+  }
+}
+
+/**
+ * ABORTED: an event matching the append's condition was committed after its `after` position;
+ * nothing was written. Read again (from `after + 1`), decide again, and retry.
+ */
+export class AppendConditionFailedError extends EventStoreError {
+  constructor(
+    message: string,
+    /** The global position of the first matching event after `after` (trailer `es-condition-position`). */
+    readonly position: bigint,
+    options: EventStoreErrorOptions = {},
+  ) {
+    super(message, status.ABORTED, options);
+  }
+}
+
+/**
+ * UNIMPLEMENTED: the server (or its storage backend) does not offer what the call needs, e.g.
+ * `appendMany` or a conditional append on a server without tags and conditions. Nothing was written.
+ */
+export class UnimplementedError extends EventStoreError {
+  constructor(message: string, options: EventStoreErrorOptions = {}) {
+    super(message, status.UNIMPLEMENTED, options);
   }
 }
 
@@ -149,6 +182,8 @@ export interface CallContext {
   stream?: string | undefined;
   expected?: ExpectedVersion | undefined;
   streamType?: string | undefined;
+  /** AppendMany: the context of each append; `es-append-index` picks the one at fault. */
+  appends?: readonly CallContext[] | undefined;
 }
 
 interface ServiceErrorLike {
@@ -164,14 +199,19 @@ function isServiceErrorLike(err: unknown): err is ServiceErrorLike {
 
 const UUID_RE = /[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/;
 
-/** Parses the trailer `es-actual-version` (decimal ASCII). */
-export function actualVersionFromMetadata(metadata: Metadata | undefined): bigint | undefined {
-  const values = metadata?.get("es-actual-version") ?? [];
+/** Parses a decimal ASCII trailer such as `es-actual-version`. */
+function decimalTrailer(metadata: Metadata | undefined, key: string): bigint | undefined {
+  const values = metadata?.get(key) ?? [];
   for (const v of values) {
     const text = typeof v === "string" ? v : v.toString("utf8");
     if (/^[0-9]+$/.test(text.trim())) return BigInt(text.trim());
   }
   return undefined;
+}
+
+/** Parses the trailer `es-actual-version` (decimal ASCII). */
+export function actualVersionFromMetadata(metadata: Metadata | undefined): bigint | undefined {
+  return decimalTrailer(metadata, "es-actual-version");
 }
 
 /** Turns a @grpc/grpc-js error (or anything thrown by a call) into a typed EventStoreError. */
@@ -185,8 +225,14 @@ export function toEventStoreError(err: unknown, ctx: CallContext = {}): EventSto
   const details = err.details ?? err.message ?? "";
   const options: EventStoreErrorOptions = { details, metadata: err.metadata, cause: err };
   const message = `${status[code] ?? code}: ${details}`;
+  if (ctx.appends !== undefined) {
+    const index = decimalTrailer(err.metadata, "es-append-index");
+    ctx = (index === undefined ? undefined : ctx.appends[Number(index)]) ?? {};
+  }
   switch (code) {
-    case status.ABORTED:
+    case status.ABORTED: {
+      const position = decimalTrailer(err.metadata, "es-condition-position");
+      if (position !== undefined) return new AppendConditionFailedError(message, position, options);
       return new WrongExpectedVersionError(
         message,
         ctx.stream ?? "",
@@ -194,6 +240,7 @@ export function toEventStoreError(err: unknown, ctx: CallContext = {}): EventSto
         actualVersionFromMetadata(err.metadata),
         options,
       );
+    }
     case status.NOT_FOUND:
       return new StreamNotFoundError(message, ctx.stream ?? "", options);
     case status.ALREADY_EXISTS:
@@ -214,6 +261,8 @@ export function toEventStoreError(err: unknown, ctx: CallContext = {}): EventSto
       return new ResourceExhaustedError(message, options);
     case status.CANCELLED:
       return new CancelledError(message, options);
+    case status.UNIMPLEMENTED:
+      return new UnimplementedError(message, options);
     default:
       return new EventStoreError(message, code, options);
   }

@@ -3,6 +3,7 @@
 import { randomBytes } from "node:crypto";
 import * as pb from "./gen/eventstore/v1/eventstore";
 import { toUint32, toUint64 } from "./numbers";
+import { tagsToProto } from "./query";
 
 export const JSON_CONTENT_TYPE = "application/json";
 
@@ -32,6 +33,11 @@ export interface EventInput {
   causationId?: string | undefined;
   /** When it happened by the client's clock: a Date, or Unix milliseconds. */
   occurredAt?: Date | number | bigint | undefined;
+  /**
+   * What the event is about, for queries and append conditions (e.g. "course:c1"): up to 32,
+   * each 1..256 bytes of UTF-8 without control characters, no two alike.
+   */
+  tags?: readonly string[] | undefined;
 }
 
 /** Options of `jsonEvent`: every EventInput field but the type, payload and content type. */
@@ -117,7 +123,7 @@ export function eventToProto(e: EventInput): pb.EventData {
     correlationId: e.correlationId ?? "",
     causationId: e.causationId ?? "",
     occurredAtUnixMs: toUnixMs(e.occurredAt),
-    tags: [],
+    tags: tagsToProto(e.tags),
   };
 }
 
@@ -153,6 +159,8 @@ export class RecordedEvent {
   readonly occurredAtUnixMs: bigint;
   /** Server clock at commit, Unix ms. */
   readonly recordedAtUnixMs: bigint;
+  /** The event's tags as appended, in the same order (frozen). */
+  readonly tags: readonly string[];
 
   constructor(e: pb.RecordedEvent) {
     this.streamId = e.streamId;
@@ -169,6 +177,7 @@ export class RecordedEvent {
     this.causationId = e.causationId;
     this.occurredAtUnixMs = e.occurredAtUnixMs;
     this.recordedAtUnixMs = e.recordedAtUnixMs;
+    this.tags = Object.freeze([...(e.tags ?? [])]);
   }
 
   /** `recordedAtUnixMs` as a Date. */

@@ -1,5 +1,6 @@
 // @eventstore-c/client — TypeScript client of the eventstore gRPC server (eventstore.v1).
 export {
+  AppendManyOptions,
   AppendOptions,
   AppendResult,
   CallOptions,
@@ -12,11 +13,13 @@ export {
   ReadStreamIterOptions,
   ReadStreamOptions,
   ReadStreamPage,
+  StreamAppend,
   TlsOptions,
   TokenSource,
 } from "./client";
 export {
   AlreadyExistsError,
+  AppendConditionFailedError,
   CancelledError,
   DeadlineExceededError,
   EventStoreError,
@@ -28,11 +31,13 @@ export {
   StreamTypeMismatchError,
   UnauthenticatedError,
   UnavailableError,
+  UnimplementedError,
   WrongExpectedVersionError,
 } from "./errors";
 export { EventInput, JSON_CONTENT_TYPE, jsonEvent, JsonEventOptions, newEventId, parseJson, RecordedEvent } from "./events";
 export { ExpectedVersion, ExpectedVersionName } from "./expected";
 export { Filter } from "./filter";
+export { AppendCondition, Query, QueryItem } from "./query";
 export {
   DEFAULT_MAX_BATCH,
   ReconnectInfo,

@@ -92,7 +92,7 @@ it("npm pack → install into a project outside the repository → its example r
   }
   const listed = await run("tar", ["-tzf", path.join(work, tarball)], { timeout: 30_000 });
   const files = listed.stdout.split("\n").filter(Boolean).map((f) => f.replace(/^package\//, ""));
-  const need = ["package.json", "README.md", "LICENSE", "dist/index.js", "dist/index.d.ts", "dist/gen/eventstore/v1/eventstore.d.ts", "examples/quickstart.ts"];
+  const need = ["package.json", "README.md", "LICENSE", "dist/index.js", "dist/index.d.ts", "dist/gen/eventstore/v1/eventstore.d.ts", "examples/quickstart.ts", "examples/enrolment.ts"];
   if (process.env.ES_TS_PACKAGE) need.push("API.md");
   for (const f of need) {
     assert.ok(files.includes(f), `the tarball has ${f}`);
