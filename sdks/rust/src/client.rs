@@ -14,8 +14,8 @@ use crate::error::{from_status, is_transport_failure, Call};
 use crate::proto::event_store_client::EventStoreClient;
 use crate::subscription::{SubscribeOptions, Subscription};
 use crate::{
-    proto, AllPage, AppendOptions, AppendResult, Error, EventData, ReadAllOptions,
-    ReadStreamOptions, RecordedEvent, StreamPage,
+    proto, AllPage, AppendCondition, AppendOptions, AppendResult, Error, EventData,
+    ExpectedVersion, ReadAllOptions, ReadStreamOptions, RecordedEvent, StreamAppend, StreamPage,
 };
 
 /// TLS settings: the CA that signed the server's certificate, and optionally
@@ -378,15 +378,28 @@ impl Client {
         I: IntoIterator<Item = EventData>,
     {
         let options = options.into();
-        let (kind, version) = options.expected.to_wire();
-        let message = proto::AppendRequest {
-            stream_id: stream.into(),
-            stream_type: options.stream_type.unwrap_or_default(),
-            expected_kind: kind as i32,
-            expected_version: version,
-            events: events.into_iter().map(EventData::into_wire).collect(),
-            condition: None,
+        let one = StreamAppend {
+            stream: stream.into(),
+            events: events.into_iter().collect(),
+            expected: options.expected,
+            stream_type: options.stream_type,
         };
+        if let Some(condition) = options.condition {
+            // As an AppendMany of one append: a server without conditions
+            // answers UNIMPLEMENTED instead of dropping the condition. The
+            // index of the one append says nothing: its error is returned as is.
+            let mut results =
+                self.append_many([one], Some(condition))
+                    .await
+                    .map_err(|e| match e {
+                        Error::InAppend { error, .. } => *error,
+                        other => other,
+                    })?;
+            return results
+                .pop()
+                .ok_or_else(|| Error::Other(Status::internal("AppendMany returned no result")));
+        }
+        let message = one.into_wire();
         let idempotent = message.events.iter().all(|e| !e.event_id.is_empty());
         self.unary(
             message,
@@ -396,6 +409,46 @@ impl Client {
         .await
         .map(Into::into)
         .map_err(|status| from_status(status, Call::Append(options.expected)))
+    }
+
+    /// Commits several appends (1..100, to one or several streams, each with
+    /// its own expected version) atomically: all of them, in one contiguous
+    /// run of global positions in request order, or none. `condition` is
+    /// checked once, against the log as it was before the request. Returns
+    /// one result per append, in order.
+    ///
+    /// Errors: the error of the append at fault wrapped in
+    /// [`Error::InAppend`] with its index (e.g. a
+    /// [`Error::WrongExpectedVersion`] whose `actual` counts the earlier
+    /// appends of the request); [`Error::AppendConditionFailed`] for the
+    /// condition; [`Error::Unimplemented`] from a server without the feature.
+    /// Like [`Client::append`], it is sent once more after a broken connection
+    /// when every event has an id.
+    pub async fn append_many<I>(
+        &self,
+        appends: I,
+        condition: Option<AppendCondition>,
+    ) -> Result<Vec<AppendResult>, Error>
+    where
+        I: IntoIterator<Item = StreamAppend>,
+    {
+        let appends: Vec<StreamAppend> = appends.into_iter().collect();
+        let expected: Vec<ExpectedVersion> = appends.iter().map(|a| a.expected).collect();
+        let message = proto::AppendManyRequest {
+            appends: appends.into_iter().map(StreamAppend::into_wire).collect(),
+            condition: condition.as_ref().map(AppendCondition::to_wire),
+        };
+        let idempotent = message
+            .appends
+            .iter()
+            .flat_map(|a| &a.events)
+            .all(|e| !e.event_id.is_empty());
+        self.unary(message, idempotent, |mut c, r| async move {
+            c.append_many(r).await
+        })
+        .await
+        .map(|r| r.results.into_iter().map(Into::into).collect())
+        .map_err(|status| from_status(status, Call::AppendMany(&expected)))
     }
 
     /// Reads one page of a stream. A stream without events is

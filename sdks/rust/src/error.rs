@@ -9,6 +9,12 @@ use crate::ExpectedVersion;
 /// Trailing metadata key in which the server reports a stream's actual last
 /// version when an expected-version check fails.
 pub(crate) const ACTUAL_VERSION_TRAILER: &str = "es-actual-version";
+/// Trailing metadata key: the global position of the first event that made
+/// an append condition fail.
+pub(crate) const CONDITION_POSITION_TRAILER: &str = "es-condition-position";
+/// Trailing metadata key: the 0-based index of the append at fault in a
+/// failed AppendMany.
+pub(crate) const APPEND_INDEX_TRAILER: &str = "es-append-index";
 
 /// Everything a call of this crate can fail with.
 ///
@@ -29,6 +35,41 @@ pub enum Error {
         /// no events), from the trailer `es-actual-version`; `None` only if
         /// the server did not send that trailer.
         actual: Option<u64>,
+    },
+
+    /// An event matching the append's condition was committed after its
+    /// `after` position (`ABORTED`); nothing was written. Read again (from
+    /// `after + 1`), decide again and retry.
+    #[error("append condition failed: a matching event at position {position}")]
+    AppendConditionFailed {
+        /// The global position of the first matching event after `after`,
+        /// from the trailer `es-condition-position`.
+        position: u64,
+    },
+
+    /// One append of [`crate::Client::append_many`] failed (named by the
+    /// trailer `es-append-index`); nothing was written. `error` is what that
+    /// append alone would have got, e.g. [`Error::WrongExpectedVersion`] whose
+    /// `actual` counts the earlier appends of the same request. Errors that
+    /// no single append caused (a failed request-wide condition, a request-wide
+    /// limit) come without this wrapper. [`Error::append_index`] and
+    /// [`Error::unwrap_append`] help matching.
+    #[error("append {index} of the request: {error}")]
+    InAppend {
+        /// The 0-based index of the append at fault.
+        index: usize,
+        /// The error of that append.
+        #[source]
+        error: Box<Error>,
+    },
+
+    /// The server or its storage backend does not offer what the call needs
+    /// (`UNIMPLEMENTED`), e.g. [`crate::Client::append_many`] or a conditional
+    /// append on a server without tags and conditions. Nothing was written.
+    #[error("unimplemented: {message}")]
+    Unimplemented {
+        /// The server's message.
+        message: String,
     },
 
     /// The stream has no events (`NOT_FOUND` from a read of one stream).
@@ -109,6 +150,9 @@ impl Error {
     pub fn code(&self) -> Option<Code> {
         Some(match self {
             Error::WrongExpectedVersion { .. } => Code::Aborted,
+            Error::AppendConditionFailed { .. } => Code::Aborted,
+            Error::InAppend { error, .. } => return error.code(),
+            Error::Unimplemented { .. } => Code::Unimplemented,
             Error::StreamNotFound { .. } => Code::NotFound,
             Error::AlreadyExists { .. } => Code::AlreadyExists,
             Error::InvalidArgument { .. } => Code::InvalidArgument,
@@ -123,13 +167,32 @@ impl Error {
     /// True when the same call may succeed later: the server was unreachable
     /// or shutting down.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Unavailable { .. })
+        matches!(self.unwrap_append(), Error::Unavailable { .. })
+    }
+
+    /// The index of the append at fault, for an [`Error::InAppend`].
+    pub fn append_index(&self) -> Option<usize> {
+        match self {
+            Error::InAppend { index, .. } => Some(*index),
+            _ => None,
+        }
+    }
+
+    /// The error itself, or for an [`Error::InAppend`] the error of the
+    /// append at fault: `match err.unwrap_append() { Error::WrongExpectedVersion { .. } => …, … }`.
+    pub fn unwrap_append(&self) -> &Error {
+        match self {
+            Error::InAppend { error, .. } => error.unwrap_append(),
+            other => other,
+        }
     }
 }
 
 /// Which call a status belongs to, for the variants that need context.
 pub(crate) enum Call<'a> {
     Append(ExpectedVersion),
+    /// The expected version of each append of an AppendMany.
+    AppendMany(&'a [ExpectedVersion]),
     ReadStream(&'a str),
     Other,
 }
@@ -157,9 +220,30 @@ fn describe(status: &Status) -> String {
     message
 }
 
+fn decimal_trailer<T: std::str::FromStr>(status: &Status, key: &str) -> Option<T> {
+    status
+        .metadata()
+        .get(key)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// Maps a gRPC status to the typed error.
 pub(crate) fn from_status(status: Status, call: Call<'_>) -> Error {
     let status = normalize(status);
+    if let Call::AppendMany(expected) = call {
+        let index: Option<usize> = decimal_trailer(&status, APPEND_INDEX_TRAILER);
+        return match index {
+            Some(index) => {
+                let own = expected.get(index).copied().unwrap_or_default();
+                Error::InAppend {
+                    index,
+                    error: Box::new(from_status(status, Call::Append(own))),
+                }
+            }
+            None => from_status(status, Call::Other),
+        };
+    }
     if is_transport_failure(&status) {
         return Error::Unavailable {
             message: describe(&status),
@@ -167,17 +251,18 @@ pub(crate) fn from_status(status: Status, call: Call<'_>) -> Error {
     }
     let message = status.message().to_string();
     match status.code() {
-        Code::Aborted => match call {
-            Call::Append(expected) => Error::WrongExpectedVersion {
-                expected,
-                actual: status
-                    .metadata()
-                    .get(ACTUAL_VERSION_TRAILER)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse().ok()),
-            },
-            _ => Error::Other(status),
-        },
+        Code::Aborted => {
+            if let Some(position) = decimal_trailer(&status, CONDITION_POSITION_TRAILER) {
+                return Error::AppendConditionFailed { position };
+            }
+            match call {
+                Call::Append(expected) => Error::WrongExpectedVersion {
+                    expected,
+                    actual: decimal_trailer(&status, ACTUAL_VERSION_TRAILER),
+                },
+                _ => Error::Other(status),
+            }
+        }
         Code::NotFound => match call {
             Call::ReadStream(stream) => Error::StreamNotFound {
                 stream: stream.to_string(),
@@ -191,6 +276,7 @@ pub(crate) fn from_status(status: Status, call: Call<'_>) -> Error {
             message: describe(&status),
         },
         Code::Unauthenticated => Error::Unauthenticated { message },
+        Code::Unimplemented => Error::Unimplemented { message },
         _ => Error::Other(status),
     }
 }

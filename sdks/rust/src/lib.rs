@@ -67,8 +67,9 @@ pub use subscription::{
     DEFAULT_MAX_BATCH,
 };
 pub use types::{
-    AllPage, AppendOptions, AppendResult, Direction, EventData, ExpectedVersion, Filter,
-    ReadAllOptions, ReadStreamOptions, RecordedEvent, StreamPage,
+    AllPage, AppendCondition, AppendOptions, AppendResult, Direction, EventData, ExpectedVersion,
+    Filter, Query, QueryItem, ReadAllOptions, ReadStreamOptions, RecordedEvent, StreamAppend,
+    StreamPage,
 };
 
 /// The gRPC library this crate is built on ([`Error::Other`] holds a

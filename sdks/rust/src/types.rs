@@ -55,12 +55,225 @@ pub struct AppendOptions {
     /// for a stream sticks; a different one later fails with
     /// [`crate::Error::StreamTypeMismatch`]. `None`: no opinion.
     pub stream_type: Option<String>,
+    /// Fail with [`crate::Error::AppendConditionFailed`] if an event matching
+    /// the condition was committed after its `after` position. An append with
+    /// a condition is sent as an AppendMany of one append, so that a server
+    /// without conditions answers [`crate::Error::Unimplemented`] instead of
+    /// ignoring it.
+    pub condition: Option<AppendCondition>,
 }
 
 impl AppendOptions {
-    /// Options with this expected version and no stream type.
+    /// Options with this expected version, no stream type and no condition.
     pub fn new(expected: ExpectedVersion) -> Self {
         AppendOptions {
+            expected,
+            stream_type: None,
+            condition: None,
+        }
+    }
+
+    /// Sets the stream's type.
+    pub fn stream_type(mut self, stream_type: impl Into<String>) -> Self {
+        self.stream_type = Some(stream_type.into());
+        self
+    }
+
+    /// Sets the append condition.
+    pub fn condition(mut self, condition: AppendCondition) -> Self {
+        self.condition = Some(condition);
+        self
+    }
+}
+
+impl From<AppendCondition> for AppendOptions {
+    fn from(condition: AppendCondition) -> Self {
+        AppendOptions::default().condition(condition)
+    }
+}
+
+fn strings<I, S>(values: I) -> Vec<String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    values.into_iter().map(Into::into).collect()
+}
+
+/// One item of a [`Query`]: matches an event whose type is one of
+/// `event_types` (any type when empty) and which carries every one of `tags`
+/// (any tags when empty). An item with both empty matches every event.
+/// Strings are matched exactly as given.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct QueryItem {
+    /// The event types, any one of which matches; empty = any type.
+    pub event_types: Vec<String>,
+    /// The tags an event must all carry; empty = any tags.
+    pub tags: Vec<String>,
+}
+
+impl QueryItem {
+    /// An item that matches events carrying all of these tags, of any type.
+    pub fn tags<I, S>(tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        QueryItem {
+            event_types: Vec::new(),
+            tags: strings(tags),
+        }
+    }
+
+    /// An item that matches events of any of these types, whatever their tags.
+    pub fn event_types<I, S>(types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        QueryItem {
+            event_types: strings(types),
+            tags: Vec::new(),
+        }
+    }
+
+    /// Also requires one of these event types.
+    pub fn and_event_types<I, S>(mut self, types: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.event_types.extend(types.into_iter().map(Into::into));
+        self
+    }
+
+    /// Also requires these tags.
+    pub fn and_tags<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self
+    }
+
+    fn to_wire(&self) -> proto::QueryItem {
+        proto::QueryItem {
+            event_types: self.event_types.clone(),
+            tags: self.tags.clone(),
+        }
+    }
+}
+
+/// Selects events by type and tag: an event matches when any of the items
+/// does (OR). The server allows up to 16 items, each with up to 32 types and
+/// 32 tags.
+///
+/// ```
+/// use eventstore_client::{Filter, Query, QueryItem};
+/// let query = Query::of(QueryItem::tags(["course:c1"]).and_event_types(["StudentEnrolled"]))
+///     .or(QueryItem::tags(["student:s7"]));
+/// let filter = Filter::query(query);
+/// assert_eq!(filter.items.len(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct Query {
+    /// The items, OR'ed.
+    pub items: Vec<QueryItem>,
+}
+
+impl Query {
+    /// A query of one item.
+    pub fn of(item: QueryItem) -> Self {
+        Query { items: vec![item] }
+    }
+
+    /// This query with one more item, OR'ed with the others.
+    pub fn or(mut self, item: QueryItem) -> Self {
+        self.items.push(item);
+        self
+    }
+
+    pub(crate) fn to_wire(&self) -> Vec<proto::QueryItem> {
+        self.items.iter().map(QueryItem::to_wire).collect()
+    }
+}
+
+impl From<QueryItem> for Query {
+    fn from(item: QueryItem) -> Self {
+        Query::of(item)
+    }
+}
+
+impl FromIterator<QueryItem> for Query {
+    fn from_iter<T: IntoIterator<Item = QueryItem>>(iter: T) -> Self {
+        Query {
+            items: iter.into_iter().collect(),
+        }
+    }
+}
+
+/// Makes an append fail if an event matching `fail_if_events_match` was
+/// committed at a global position above `after` (0: anywhere in the log),
+/// checked atomically with the commit. `after` is normally the
+/// [`AllPage::head_position`] of the read the decision was based on. A failed
+/// condition is [`crate::Error::AppendConditionFailed`].
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct AppendCondition {
+    /// 1..16 items (required).
+    pub fail_if_events_match: Query,
+    /// Only events with a global position above this are considered.
+    pub after: u64,
+}
+
+impl AppendCondition {
+    /// Fail if any event matching `query` exists (in the whole log, until
+    /// [`AppendCondition::after`] narrows it).
+    pub fn new(query: impl Into<Query>) -> Self {
+        AppendCondition {
+            fail_if_events_match: query.into(),
+            after: 0,
+        }
+    }
+
+    /// Only events committed after this global position count.
+    pub fn after(mut self, position: u64) -> Self {
+        self.after = position;
+        self
+    }
+
+    pub(crate) fn to_wire(&self) -> proto::AppendCondition {
+        proto::AppendCondition {
+            fail_if_events_match: self.fail_if_events_match.to_wire(),
+            after: self.after,
+        }
+    }
+}
+
+/// One append of [`crate::Client::append_many`]: events to one stream under
+/// its own expected-version check (made as the earlier appends of the same
+/// request leave the stream) and, optionally, the stream's type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamAppend {
+    /// The stream.
+    pub stream: String,
+    /// The events, in order.
+    pub events: Vec<EventData>,
+    /// The expected-version check.
+    pub expected: ExpectedVersion,
+    /// The stream's type; `None`: no opinion.
+    pub stream_type: Option<String>,
+}
+
+impl StreamAppend {
+    /// `events` to `stream` with this expected version.
+    pub fn new<I>(stream: impl Into<String>, events: I, expected: ExpectedVersion) -> Self
+    where
+        I: IntoIterator<Item = EventData>,
+    {
+        StreamAppend {
+            stream: stream.into(),
+            events: events.into_iter().collect(),
             expected,
             stream_type: None,
         }
@@ -70,6 +283,18 @@ impl AppendOptions {
     pub fn stream_type(mut self, stream_type: impl Into<String>) -> Self {
         self.stream_type = Some(stream_type.into());
         self
+    }
+
+    pub(crate) fn into_wire(self) -> proto::AppendRequest {
+        let (kind, version) = self.expected.to_wire();
+        proto::AppendRequest {
+            stream_id: self.stream,
+            stream_type: self.stream_type.unwrap_or_default(),
+            expected_kind: kind as i32,
+            expected_version: version,
+            events: self.events.into_iter().map(EventData::into_wire).collect(),
+            condition: None,
+        }
     }
 }
 
@@ -105,6 +330,10 @@ pub struct EventData {
     pub causation_id: Option<String>,
     /// When the event happened by the client's clock, Unix milliseconds.
     pub occurred_at_unix_ms: Option<u64>,
+    /// What the event is about, for queries and append conditions (e.g.
+    /// `course:c1`): up to 32, each 1..256 bytes without control characters,
+    /// no two alike.
+    pub tags: Vec<String>,
 }
 
 impl EventData {
@@ -121,6 +350,7 @@ impl EventData {
             correlation_id: None,
             causation_id: None,
             occurred_at_unix_ms: None,
+            tags: Vec::new(),
         }
     }
 
@@ -166,6 +396,22 @@ impl EventData {
         self
     }
 
+    /// Adds one tag.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Adds these tags.
+    pub fn tags<I, S>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self
+    }
+
     /// Sets the correlation id.
     pub fn correlation_id(mut self, id: impl Into<String>) -> Self {
         self.correlation_id = Some(id.into());
@@ -199,7 +445,7 @@ impl EventData {
             correlation_id: self.correlation_id.unwrap_or_default(),
             causation_id: self.causation_id.unwrap_or_default(),
             occurred_at_unix_ms: self.occurred_at_unix_ms.unwrap_or(0),
-            tags: Vec::new(),
+            tags: self.tags,
         }
     }
 }
@@ -235,6 +481,8 @@ pub struct RecordedEvent {
     pub occurred_at_unix_ms: Option<u64>,
     /// Server clock at commit, Unix milliseconds.
     pub recorded_at_unix_ms: u64,
+    /// As appended, in the same order.
+    pub tags: Vec<String>,
 }
 
 impl RecordedEvent {
@@ -270,6 +518,7 @@ impl From<proto::RecordedEvent> for RecordedEvent {
             causation_id: non_empty(e.causation_id),
             occurred_at_unix_ms: (e.occurred_at_unix_ms != 0).then_some(e.occurred_at_unix_ms),
             recorded_at_unix_ms: e.recorded_at_unix_ms,
+            tags: e.tags,
         }
     }
 }
@@ -393,14 +642,15 @@ impl From<proto::ReadStreamResponse> for StreamPage {
     }
 }
 
-/// Selects events of the global log; when both parts are given an event must
-/// match both.
+/// Selects events of the global log; an event must match every part given.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Filter {
     /// Only streams whose id starts with this; empty = all streams.
     pub stream_prefix: String,
     /// Only these event types (exact names); empty = all types.
     pub event_types: Vec<String>,
+    /// Only events that one of these query items matches; empty = no query.
+    pub items: Vec<QueryItem>,
 }
 
 impl Filter {
@@ -408,8 +658,22 @@ impl Filter {
     pub fn stream_prefix(prefix: impl Into<String>) -> Self {
         Filter {
             stream_prefix: prefix.into(),
-            event_types: Vec::new(),
+            ..Default::default()
         }
+    }
+
+    /// Only events that `query` matches.
+    pub fn query(query: impl Into<Query>) -> Self {
+        Filter {
+            items: query.into().items,
+            ..Default::default()
+        }
+    }
+
+    /// Also requires a match of `query` (its items are added to the filter's).
+    pub fn and_query(mut self, query: impl Into<Query>) -> Self {
+        self.items.extend(query.into().items);
+        self
     }
 
     /// Only events of these types.
@@ -419,8 +683,8 @@ impl Filter {
         S: Into<String>,
     {
         Filter {
-            stream_prefix: String::new(),
             event_types: types.into_iter().map(Into::into).collect(),
+            ..Default::default()
         }
     }
 
@@ -438,7 +702,7 @@ impl Filter {
         proto::Filter {
             stream_prefix: self.stream_prefix.clone(),
             event_types: self.event_types.clone(),
-            items: Vec::new(),
+            items: self.items.iter().map(QueryItem::to_wire).collect(),
         }
     }
 }

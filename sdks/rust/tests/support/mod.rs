@@ -271,6 +271,9 @@ pub enum FakeAnswer {
     Status(u32),
     /// Nothing, ever (for deadlines).
     Hang,
+    /// Like a server without AppendMany: an empty AppendResponse to
+    /// `Append`, UNIMPLEMENTED to every other call.
+    OnlyAppend,
 }
 
 /// A minimal gRPC server over raw HTTP/2 that records the request headers
@@ -306,6 +309,27 @@ pub async fn fake_server(answer: FakeAnswer) -> (u16, Arc<Mutex<Vec<http::Header
                             let _ = respond.send_response(response, true);
                         }
                         FakeAnswer::Hang => held.push(respond),
+                        FakeAnswer::OnlyAppend => {
+                            let ok = request.uri().path() == "/eventstore.v1.EventStore/Append";
+                            let mut response = http::Response::builder()
+                                .status(200)
+                                .header("content-type", "application/grpc");
+                            if !ok {
+                                response = response.header("grpc-status", "12");
+                            }
+                            let Ok(mut body) =
+                                respond.send_response(response.body(()).unwrap(), !ok)
+                            else {
+                                continue;
+                            };
+                            if ok {
+                                // One message of length 0 (an empty AppendResponse), then status 0.
+                                let _ = body.send_data(From::from(&[0u8, 0, 0, 0, 0][..]), false);
+                                let mut trailers = http::HeaderMap::new();
+                                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                                let _ = body.send_trailers(trailers);
+                            }
+                        }
                     }
                 }
             });
