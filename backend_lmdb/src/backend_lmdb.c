@@ -14,7 +14,20 @@
  *              are appended in order (MDB_APPENDDUP), so their pages fill.
  *              ReadStream walks a stream's list with a cursor.
  *   - ids:     binary event id -> position, for idempotency and EEXIST.
+ *   - stream_names: number -> stream id \0 type \0; records name their
+ *              stream by number, and reads and idempotency lookups resolve
+ *              it here (written when the stream is new or gets its type).
+ *   - types, type_names: the event-type dictionary, name -> number and
+ *              number -> name; numbers from 1 in order of first use, given
+ *              inside the write transaction that first stores the type.
  *   - format:  "records" -> the record format's number (check_format).
+ *
+ * Records (lmdb_internal.h) hold numbers, not names: with 256-byte
+ * payloads, a stream id and an event type in every record were what kept
+ * the log at 12 events a 4 KiB page instead of 13. A read resolves each
+ * number through a direct-mapped cache of its own (names_t: one lookup per
+ * stream and type per page, not per event) and copies each name into the
+ * page once.
  *
  * Writes: group commit by the appending threads themselves, one group at a
  * time (leader and followers; there is no committer thread). An append
@@ -110,7 +123,9 @@
 #define DEFAULT_MAP_SIZE ((uint64_t)1 << 30)
 #define DEFAULT_MAX_READERS 1024
 #define STREAM_VAL_FIXED 16 /* number and last version */
-#define RECORD_FORMAT 2     /* of the log's records (lmdb_internal.h); see check_format */
+#define RECORD_FORMAT 3     /* of the log's records (lmdb_internal.h); see check_format */
+#define MAX_DBS 8           /* the named databases below, with room for none more */
+#define NAME_SLOTS 64       /* of a read's name cache (names_t), a power of two */
 #define INDEX_ENTRY 16      /* an index entry: version, position (both big-endian) */
 
 /* append_item_t.state */
@@ -134,7 +149,9 @@ typedef struct es_lmdb {
   int lock_fd;       /* DIR/lock, flock'ed exclusively */
   MDB_env *env;
   MDB_dbi log, streams, index, ids;
-  pthread_rwlock_t resize; /* read side: any transaction; write side: set_mapsize */
+  MDB_dbi stream_names;      /* stream number -> id \0 type \0 */
+  MDB_dbi types, type_names; /* event type <-> its number */
+  pthread_rwlock_t resize;   /* read side: any transaction; write side: set_mapsize */
 
   /* The queue: under qlock. */
   pthread_mutex_t qlock;
@@ -231,6 +248,38 @@ static int log_get(es_lmdb_t *m, MDB_txn *txn, uint64_t position, rec_view_t *ou
   return es__lmdb_rec_decode(v.mv_data, v.mv_size, out) ? 0 : MDB_CORRUPTED;
 }
 
+/* The id and type of the stream numbered number (pointers into the
+ * transaction's memory): 0, MDB_NOTFOUND or another LMDB error. */
+static int stream_name_get(es_lmdb_t *m, MDB_txn *txn, uint64_t number, const char **id,
+                           const char **type) {
+  size_t key = (size_t)number;
+  MDB_val k = {sizeof key, &key}, v;
+  int rc = mdb_get(txn, m->stream_names, &k, &v);
+  if (rc) return rc;
+  const char *s = v.mv_data;
+  const char *nul = v.mv_size ? memchr(s, '\0', v.mv_size) : NULL;
+  if (!nul || nul == s || s[v.mv_size - 1] != '\0') return MDB_CORRUPTED;
+  *id = s;
+  *type = nul + 1;
+  return 0;
+}
+
+/* The event type numbered number (0 is ""): 0, MDB_NOTFOUND or another
+ * LMDB error. */
+static int type_name_get(es_lmdb_t *m, MDB_txn *txn, uint64_t number, const char **name) {
+  if (number == 0) {
+    *name = "";
+    return 0;
+  }
+  size_t key = (size_t)number;
+  MDB_val k = {sizeof key, &key}, v;
+  int rc = mdb_get(txn, m->type_names, &k, &v);
+  if (rc) return rc;
+  if (v.mv_size < 2 || ((const char *)v.mv_data)[v.mv_size - 1] != '\0') return MDB_CORRUPTED;
+  *name = v.mv_data;
+  return 0;
+}
+
 static int begin_read(es_lmdb_t *m, MDB_txn **txn, es_err_t *err) {
   pthread_rwlock_rdlock(&m->resize);
   int rc = mdb_txn_begin(m->env, NULL, MDB_RDONLY, txn);
@@ -263,11 +312,14 @@ static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
   int rc = mdb_get(d->txn, d->m->ids, &k, &v);
   if (rc == MDB_NOTFOUND) return false;
   rec_view_t r;
+  const char *stream_id, *stream_type;
   if (rc == 0 && v.mv_size == sizeof(uint64_t)) {
     uint64_t pos = get_u64(v.mv_data);
     rc = log_get(d->m, d->txn, pos, &r);
+    if (rc == 0) rc = stream_name_get(d->m, d->txn, r.h.stream, &stream_id, &stream_type);
+    if (rc == MDB_NOTFOUND) rc = MDB_CORRUPTED; /* an id without its event or stream */
     if (rc == 0) {
-      out->stream_id = r.stream_id;
+      out->stream_id = stream_id;
       out->stream_version = r.h.version;
       out->global_position = pos;
       out->recorded_at_unix_ms = r.h.recorded_at;
@@ -283,9 +335,68 @@ static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
   return false;
 }
 
+/* The event types one write transaction looked up or gave a number: the last
+ * one is remembered, as the events of a batch mostly share their type. It
+ * lives as long as the transaction (an aborted one's numbers are gone). */
+typedef struct type_memo {
+  const char *name; /* the last type, in its request's memory, or NULL */
+  uint64_t number;  /* its number */
+  uint64_t next;    /* the next free number, 0 until one was needed */
+} type_memo_t;
+
+/* The number of event type name, given one when it has none yet (the next
+ * after the highest). 0 or an LMDB error. */
+static int type_number(es_lmdb_t *m, MDB_txn *txn, type_memo_t *memo, const char *name,
+                       uint64_t *out) {
+  if (name[0] == '\0') {
+    *out = 0;
+    return 0;
+  }
+  if (memo->name && strcmp(memo->name, name) == 0) {
+    *out = memo->number;
+    return 0;
+  }
+  size_t len = strlen(name);
+  MDB_val k = {len, (void *)name}, v;
+  uint64_t number;
+  int rc = mdb_get(txn, m->types, &k, &v);
+  if (rc == 0) {
+    if (v.mv_size != sizeof number) return MDB_CORRUPTED;
+    number = get_u64(v.mv_data);
+  } else if (rc == MDB_NOTFOUND) {
+    if (memo->next == 0) {
+      MDB_cursor *cur;
+      if ((rc = mdb_cursor_open(txn, m->type_names, &cur))) return rc;
+      MDB_val lk, lv;
+      rc = mdb_cursor_get(cur, &lk, &lv, MDB_LAST);
+      mdb_cursor_close(cur);
+      if (rc == 0)
+        memo->next = get_u64(lk.mv_data) + 1;
+      else if (rc == MDB_NOTFOUND)
+        memo->next = 1;
+      else
+        return rc;
+    }
+    number = memo->next++;
+    v.mv_size = sizeof number;
+    v.mv_data = &number;
+    if ((rc = mdb_put(txn, m->types, &k, &v, MDB_NOOVERWRITE))) return rc;
+    size_t key = (size_t)number;
+    MDB_val nk = {sizeof key, &key}, nv = {len + 1, (void *)name};
+    if ((rc = mdb_put(txn, m->type_names, &nk, &nv, MDB_APPEND))) return rc;
+  } else {
+    return rc;
+  }
+  memo->name = name;
+  memo->number = number;
+  *out = number;
+  return 0;
+}
+
 /* Decides item and writes its events into txn. Returns 0 with item->rc
  * set (the decision's answer), or an LMDB error that voids the whole group. */
-static int append_one(es_lmdb_t *m, MDB_txn *txn, append_item_t *item, uint64_t *head) {
+static int append_one(es_lmdb_t *m, MDB_txn *txn, type_memo_t *memo, append_item_t *item,
+                      uint64_t *head) {
   const es_append_req_t *req = item->req;
   size_t n = req->event_count;
   size_t id_len = strlen(req->stream_id);
@@ -307,6 +418,7 @@ static int append_one(es_lmdb_t *m, MDB_txn *txn, append_item_t *item, uint64_t 
    * before the puts, which may move the page s.type points into. */
   const char *req_type = req->stream_type ? req->stream_type : "";
   const char *type = s.type[0] ? s.type : req_type;
+  bool named = exists && strcmp(type, s.type) == 0; /* stream_names holds it as it is */
   size_t type_len = strlen(type);
   size_t row_len = STREAM_VAL_FIXED + type_len + 1;
   uint8_t small[STREAM_VAL_FIXED + 512];
@@ -323,15 +435,18 @@ static int append_one(es_lmdb_t *m, MDB_txn *txn, append_item_t *item, uint64_t 
   for (size_t i = 0; i < n && rc == 0; i++) {
     const es_event_data_t *ev = &req->events[i];
     uint64_t pos = first_pos + i, version = last + 1 + i;
+    rec_keys_t keys = {number, 0, version, recorded_at};
+    rc = type_number(m, txn, memo, ev->event_type ? ev->event_type : "", &keys.type);
+    if (rc) break;
     size_t size;
     /* The sizes were checked before the item was queued. */
-    es__lmdb_rec_size(ev, id_len, version, recorded_at, &size, NULL);
+    es__lmdb_rec_size(ev, &keys, &size, NULL);
     size_t key = (size_t)pos;
     MDB_val k = {sizeof key, &key}, v = {size, NULL};
     rc = mdb_put(txn, m->log, &k, &v, MDB_APPEND | MDB_RESERVE);
     if (rc) break;
     uint8_t flags = (uint8_t)((i == 0 ? REC_FIRST : 0) | (i == n - 1 ? REC_LAST : 0));
-    es__lmdb_rec_write(v.mv_data, ev, req->stream_id, id_len, version, recorded_at, flags);
+    es__lmdb_rec_write(v.mv_data, ev, &keys, flags);
 
     MDB_val ik = {ES_UUID_LEN, (void *)ev->id}, iv = {sizeof pos, &pos};
     rc = mdb_put(txn, m->ids, &ik, &iv, MDB_NOOVERWRITE);
@@ -348,6 +463,16 @@ static int append_one(es_lmdb_t *m, MDB_txn *txn, append_item_t *item, uint64_t 
   if (rc == 0) {
     MDB_val k = {id_len, (void *)req->stream_id}, v = {row_len, row};
     rc = mdb_put(txn, m->streams, &k, &v, 0);
+  }
+  if (rc == 0 && !named) {
+    /* A new stream (numbers grow: appended) or its type given at last. */
+    size_t nkey = (size_t)number;
+    MDB_val k = {sizeof nkey, &nkey}, v = {id_len + 1 + type_len + 1, NULL};
+    rc = mdb_put(txn, m->stream_names, &k, &v, exists ? MDB_RESERVE : MDB_RESERVE | MDB_APPEND);
+    if (rc == 0) {
+      memcpy(v.mv_data, req->stream_id, id_len + 1);
+      memcpy((char *)v.mv_data + id_len + 1, row + STREAM_VAL_FIXED, type_len + 1);
+    }
   }
   if (row != small) free(row);
   if (rc) return rc;
@@ -444,9 +569,10 @@ static void commit_group(es_lmdb_t *m, append_item_t *group) {
       return;
     }
     size_t wrote = 0, count = 0;
+    type_memo_t memo = {NULL, 0, 0};
     for (append_item_t *it = group; it && rc == 0; it = it->next) {
       it->wrote = false;
-      rc = append_one(m, txn, it, &head);
+      rc = append_one(m, txn, &memo, it, &head);
       wrote += it->wrote;
       count++;
     }
@@ -554,9 +680,16 @@ static int lmdb_append(es_backend_t *b, const es_append_req_t *req, es_append_re
   if (id_len == 0 || id_len > (size_t)maxkey)
     return es_err_set(err, ES_ETOOBIG, "stream_id: %zu bytes, the lmdb backend holds 1 to %d",
                       id_len, maxkey);
+  const rec_keys_t most = {UINT64_MAX, UINT64_MAX, UINT64_MAX, UINT64_MAX};
   for (size_t i = 0; i < req->event_count; i++) {
+    const char *type = req->events[i].event_type;
+    size_t type_len = type ? strlen(type) : 0;
+    if (type_len > (size_t)maxkey) /* a key of the types dictionary */
+      return es_err_set(err, ES_ETOOBIG,
+                        "events[%zu].event_type: %zu bytes, the lmdb backend holds at most %d", i,
+                        type_len, maxkey);
     size_t size;
-    int rc = es__lmdb_rec_size(&req->events[i], id_len, UINT64_MAX, UINT64_MAX, &size, err);
+    int rc = es__lmdb_rec_size(&req->events[i], &most, &size, err);
     if (rc) return rc;
   }
   if (atomic_load(&m->failed)) return es_err_set(err, ES_EUNAVAIL, "%s", m->failed_msg);
@@ -582,6 +715,68 @@ static int lmdb_append(es_backend_t *b, const es_append_req_t *req, es_append_re
 
 /* ---- reads ------------------------------------------------------------ */
 
+/* The names a read met, by number: a direct-mapped cache for one read
+ * transaction and the page it fills. A page of events of a few streams
+ * looks each name up once and copies it into the page once (page_name_t);
+ * a slot taken by another number only costs a lookup again. */
+typedef struct stream_slot {
+  uint64_t number; /* 0: empty (numbers are positions) */
+  page_name_t id, type;
+} stream_slot_t;
+
+typedef struct type_slot {
+  uint64_t number; /* 0 ("") is never cached: see type_of */
+  page_name_t name;
+} type_slot_t;
+
+typedef struct names {
+  stream_slot_t streams[NAME_SLOTS];
+  type_slot_t types[NAME_SLOTS];
+  page_name_t empty_type;
+} names_t;
+
+static void names_init(names_t *c) {
+  memset(c, 0, sizeof *c);
+  c->empty_type.src = "";
+}
+
+/* Stream numbers are first positions, which batches space regularly: mixed
+ * so that such runs spread over the slots. */
+static size_t slot_of(uint64_t number) {
+  return (size_t)((number * UINT64_C(0x9E3779B97F4A7C15)) >> 58) & (NAME_SLOTS - 1);
+}
+
+static int stream_of(es_lmdb_t *m, MDB_txn *txn, names_t *c, uint64_t number, stream_slot_t **out) {
+  stream_slot_t *s = &c->streams[slot_of(number)];
+  if (s->number != number) {
+    const char *id, *type;
+    int rc = stream_name_get(m, txn, number, &id, &type);
+    if (rc) return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc; /* an event of no stream */
+    s->number = number;
+    s->id = (page_name_t){id, NULL};
+    s->type = (page_name_t){type, NULL};
+  }
+  *out = s;
+  return 0;
+}
+
+static int type_of(es_lmdb_t *m, MDB_txn *txn, names_t *c, uint64_t number, page_name_t **out) {
+  if (number == 0) {
+    *out = &c->empty_type;
+    return 0;
+  }
+  type_slot_t *t = &c->types[slot_of(number)];
+  if (t->number != number) {
+    const char *name;
+    int rc = type_name_get(m, txn, number, &name);
+    if (rc) return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc; /* a type not in the dictionary */
+    t->number = number;
+    t->name = (page_name_t){name, NULL};
+  }
+  *out = &t->name;
+  return 0;
+}
+
 static int read_failed(es_page_t *out, es_err_t *err, int code, const char *what, int mrc) {
   es_page_free(out);
   memset(out, 0, sizeof *out);
@@ -597,13 +792,20 @@ static int lmdb_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es
   size_t len = strlen(id);
   MDB_txn *txn;
   MDB_cursor *cur = NULL;
+  names_t *names = malloc(sizeof *names);
+  if (!names) return es_err_set(err, ES_ENOMEM, "out of memory reading a stream");
+  names_init(names);
   int rc = begin_read(m, &txn, err);
-  if (rc) return rc;
+  if (rc) {
+    free(names);
+    return rc;
+  }
   stream_row_t s = {0, 0, ""};
   bool found = false;
   int mrc = len ? stream_get(m, txn, id, len, &found, &s) : 0;
   if (mrc) goto lmdb_error;
   if (!found) {
+    free(names);
     end_read(m, txn);
     return es_err_set(err, ES_ENOTFOUND, "stream '%s' not found", id);
   }
@@ -618,6 +820,8 @@ static int lmdb_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es
   else
     v = (req->from_version == 0 || req->from_version > last) ? last : req->from_version;
   if ((mrc = mdb_cursor_open(txn, m->index, &cur))) goto lmdb_error;
+  /* Every event is of this stream: its names are known. */
+  page_name_t sid = {id, NULL}, stype = {s.type, NULL};
   /* The index holds versions 1..last of the stream densely: one step of the
    * cursor per version, within the stream's list. */
   size_t key = (size_t)s.number;
@@ -635,9 +839,14 @@ static int lmdb_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es
     uint64_t pos = get_be64((const uint8_t *)val.mv_data + 8);
     rec_view_t r;
     if ((mrc = log_get(m, txn, pos, &r))) goto lmdb_error;
-    if ((added = es__lmdb_page_add(&pb, &r, pos, s.type)) <= 0) break;
+    page_name_t *etype;
+    if (r.h.stream != s.number) mrc = MDB_CORRUPTED; /* the index names another stream's event */
+    if (mrc || (mrc = type_of(m, txn, names, r.h.type, &etype))) goto lmdb_error;
+    rec_names_t rn = {&sid, &stype, etype};
+    if ((added = es__lmdb_page_add(&pb, &r, pos, &rn)) <= 0) break;
     v = forward ? v + 1 : v - 1;
   }
+  free(names);
   mdb_cursor_close(cur);
   end_read(m, txn);
   if (added < 0) return read_failed(out, err, ES_ENOMEM, "a stream", 0);
@@ -651,31 +860,10 @@ static int lmdb_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es
   return ES_OK;
 
 lmdb_error:
+  free(names);
   if (cur) mdb_cursor_close(cur);
   end_read(m, txn);
   return read_failed(out, err, ES_EUNAVAIL, "a stream", mrc);
-}
-
-/* The stream type of stream_id for a page, cached for a run of events of
- * one stream. The cache holds pointers into the transaction's memory. */
-typedef struct type_cache {
-  const char *stream_id; /* of the last lookup, or NULL */
-  const char *type;
-} type_cache_t;
-
-static int type_of(es_lmdb_t *m, MDB_txn *txn, type_cache_t *c, const rec_view_t *r,
-                   const char **type) {
-  if (!c->stream_id || strcmp(c->stream_id, r->stream_id) != 0) {
-    stream_row_t s = {0, 0, ""};
-    bool found;
-    int rc = stream_get(m, txn, r->stream_id, r->h.stream_len, &found, &s);
-    if (rc) return rc;
-    if (!found) return MDB_CORRUPTED; /* an event of a stream that is not there */
-    c->stream_id = r->stream_id;
-    c->type = s.type;
-  }
-  *type = c->type;
-  return 0;
 }
 
 static int lmdb_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t *out,
@@ -687,10 +875,15 @@ static int lmdb_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_
   uint64_t scanned = 0;
   MDB_txn *txn;
   MDB_cursor *cur = NULL;
-  type_cache_t tc = {NULL, NULL};
   int added = 1, mrc;
+  names_t *names = malloc(sizeof *names);
+  if (!names) return es_err_set(err, ES_ENOMEM, "out of memory reading the log");
+  names_init(names);
   int rc = begin_read(m, &txn, err);
-  if (rc) return rc;
+  if (rc) {
+    free(names);
+    return rc;
+  }
   es_page_builder_t pb;
   es_page_builder_start(&pb, out, limit, max_bytes);
   if ((mrc = mdb_cursor_open(txn, m->log, &cur))) goto lmdb_error;
@@ -724,14 +917,19 @@ static int lmdb_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_
       mrc = MDB_CORRUPTED;
       goto lmdb_error;
     }
-    if (!filter || es_filter_match(filter, r.stream_id, r.event_type)) {
-      const char *type;
-      if ((mrc = type_of(m, txn, &tc, &r, &type))) goto lmdb_error;
-      if ((added = es__lmdb_page_add(&pb, &r, p, type)) <= 0) break;
+    stream_slot_t *stream;
+    page_name_t *etype;
+    if ((mrc = stream_of(m, txn, names, r.h.stream, &stream)) ||
+        (mrc = type_of(m, txn, names, r.h.type, &etype)))
+      goto lmdb_error;
+    if (!filter || es_filter_match(filter, stream->id.src, etype->src)) {
+      rec_names_t rn = {&stream->id, &stream->type, etype};
+      if ((added = es__lmdb_page_add(&pb, &r, p, &rn)) <= 0) break;
     }
     p = forward ? p + 1 : p - 1;
     scanned++;
   }
+  free(names);
   mdb_cursor_close(cur);
   end_read(m, txn);
   if (added < 0) return read_failed(out, err, ES_ENOMEM, "the log", 0);
@@ -745,6 +943,7 @@ static int lmdb_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_
   return ES_OK;
 
 lmdb_error:
+  free(names);
   if (cur) mdb_cursor_close(cur);
   end_read(m, txn);
   return read_failed(out, err, ES_EUNAVAIL, "the log", mrc);
@@ -809,15 +1008,16 @@ int es__lmdb_make_dirs(const char *dir) {
 }
 
 /* The record format (lmdb_internal.h) is named by the `format` table. A new
- * store gets the current one; a store without it that holds events was
- * written before the format was named (fixed-width headers) and is refused
- * rather than misread. */
+ * or empty store gets the current one (it holds nothing to misread); a
+ * store with events is refused rather than misread when its format is
+ * another (2: stream id and event type in every record), or when it has no
+ * `format` table (written before formats were named: fixed-width headers). */
 static int check_format(es_lmdb_t *m, MDB_txn *txn, es_err_t *err) {
   MDB_dbi fmt;
   int mrc = mdb_dbi_open(txn, "format", MDB_CREATE, &fmt);
   MDB_val k = {7, "records"}, v;
   if (mrc == 0) mrc = mdb_get(txn, fmt, &k, &v);
-  if (mrc == MDB_NOTFOUND && m->head == 0) {
+  if ((mrc == MDB_NOTFOUND || mrc == 0) && m->head == 0) {
     uint32_t mine = RECORD_FORMAT;
     v.mv_size = sizeof mine;
     v.mv_data = &mine;
@@ -827,7 +1027,8 @@ static int check_format(es_lmdb_t *m, MDB_txn *txn, es_err_t *err) {
   if (mrc == MDB_NOTFOUND)
     return es_err_set(err, ES_EINTERNAL,
                       "data directory '%s': its events are in an earlier record format of the "
-                      "lmdb backend (before format %d), which this version does not read",
+                      "lmdb backend (from before formats were named), which this version "
+                      "(format %d) does not read",
                       m->dir, RECORD_FORMAT);
   if (mrc)
     return es_err_set(err, ES_EUNAVAIL, "data directory '%s': lmdb: %s", m->dir, mdb_strerror(mrc));
@@ -835,8 +1036,8 @@ static int check_format(es_lmdb_t *m, MDB_txn *txn, es_err_t *err) {
   if (v.mv_size == sizeof theirs) memcpy(&theirs, v.mv_data, sizeof theirs);
   if (theirs != RECORD_FORMAT)
     return es_err_set(err, ES_EINTERNAL,
-                      "data directory '%s': record format %u of the lmdb backend, this version "
-                      "reads format %d",
+                      "data directory '%s': its events are in record format %u of the lmdb "
+                      "backend, and this version reads format %d only",
                       m->dir, (unsigned)theirs, RECORD_FORMAT);
   return ES_OK;
 }
@@ -909,7 +1110,7 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
   if ((mrc = mdb_env_create(&m->env))) goto lmdb_fail;
   m->map_size = opts->map_size ? opts->map_size : DEFAULT_MAP_SIZE;
   if ((mrc = mdb_env_set_mapsize(m->env, (size_t)m->map_size))) goto lmdb_fail;
-  if ((mrc = mdb_env_set_maxdbs(m->env, 5))) goto lmdb_fail;
+  if ((mrc = mdb_env_set_maxdbs(m->env, MAX_DBS))) goto lmdb_fail;
   if ((mrc = mdb_env_set_maxreaders(m->env,
                                     opts->max_readers ? opts->max_readers : DEFAULT_MAX_READERS)))
     goto lmdb_fail;
@@ -927,6 +1128,11 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
                           &m->index)))
     goto lmdb_fail;
   if ((mrc = mdb_dbi_open(txn, "ids", MDB_CREATE, &m->ids))) goto lmdb_fail;
+  if ((mrc = mdb_dbi_open(txn, "stream_names", MDB_CREATE | MDB_INTEGERKEY, &m->stream_names)))
+    goto lmdb_fail;
+  if ((mrc = mdb_dbi_open(txn, "types", MDB_CREATE, &m->types))) goto lmdb_fail;
+  if ((mrc = mdb_dbi_open(txn, "type_names", MDB_CREATE | MDB_INTEGERKEY, &m->type_names)))
+    goto lmdb_fail;
   MDB_cursor *cur;
   if ((mrc = mdb_cursor_open(txn, m->log, &cur))) goto lmdb_fail;
   MDB_val k, v;

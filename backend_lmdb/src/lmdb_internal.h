@@ -6,20 +6,25 @@
  * position) is a header followed by its variable parts:
  *
  *   id (16 bytes) | flags (1 byte) | version | recorded_at | occurred_at |
- *   event_version | payload_len | stream_len | metadata_count |
- *   payload | stream_id \0 | event_type \0 | content_type \0 (absent when it
- *   is the default) | correlation_id \0 | causation_id \0 |
+ *   event_version | payload_len | stream number | event type number |
+ *   metadata_count | payload | content_type \0 (absent when it is the
+ *   default) | correlation_id \0 | causation_id \0 |
  *   metadata key \0 value \0 ...
  *
- * The seven integers are unsigned LEB128 varints (7 bits a byte, low first):
+ * The eight integers are unsigned LEB128 varints (7 bits a byte, low first):
  * a typical header takes about 30 bytes where fixed-width fields took 56,
  * which is a tenth of an event with a 256-byte payload, and what decides how
  * many events share a 4 KiB page of the log. Decoding copies the header out
  * into rec_hdr_t; LMDB hands out values only 2-byte aligned, so nothing is
  * ever cast in place.
- * The stream id sits in every record (not only in the streams table) so that
- * a filtered ReadAll decides from the record alone and a decision's view of
- * a stored id needs one lookup.
+ *
+ * Names are stored once, not in every record: the stream by its number (the
+ * position of its first event; the `stream_names` table gives its id and
+ * type) and the event type by its number in the `types` dictionary (0 is the
+ * empty type, which has no entry). With 256-byte payloads that is what puts
+ * 13 events on a page of the log instead of 12. A read resolves each number
+ * once per page through a small cache (backend_lmdb.c), and copies each name
+ * into the page once, however many of its events the page holds.
  */
 #ifndef ES_LMDB_INTERNAL_H
 #define ES_LMDB_INTERNAL_H
@@ -47,7 +52,8 @@ typedef struct rec_hdr {
   uint64_t occurred_at;    /* client clock (ms), as given */
   uint32_t event_version;  /* schema version, as given */
   uint32_t payload_len;    /* bytes of payload */
-  uint16_t stream_len;     /* bytes of the stream id (≤ LMDB's key size) */
+  uint64_t stream;         /* the stream's number (its first event's position) */
+  uint64_t type;           /* the event type's number, 0 = "" */
   uint16_t metadata_count; /* key/value pairs at the end */
   uint8_t flags;           /* REC_* */
 } rec_hdr_t;
@@ -56,8 +62,6 @@ typedef struct rec_hdr {
 typedef struct rec_view {
   rec_hdr_t h;
   const uint8_t *payload;
-  const char *stream_id;
-  const char *event_type;
   const char *content_type;
   const char *correlation_id;
   const char *causation_id;
@@ -66,16 +70,24 @@ typedef struct rec_view {
   size_t size;          /* bytes of the whole record */
 } rec_view_t;
 
-/* Bytes the record of ev in stream stream_id takes with that version and
- * recorded_at (UINT64_MAX for both gives an upper bound). ES_ETOOBIG when a
- * field does not fit the format (err names it). */
-int es__lmdb_rec_size(const es_event_data_t *ev, size_t stream_len, uint64_t version,
-                      uint64_t recorded_at, size_t *size, es_err_t *err);
+/* The numbers and stamps of a record beside its event data. */
+typedef struct rec_keys {
+  uint64_t stream;      /* the stream's number */
+  uint64_t type;        /* the event type's number */
+  uint64_t version;     /* stream version */
+  uint64_t recorded_at; /* ms */
+} rec_keys_t;
+
+/* Bytes the record of ev takes with those keys (UINT64_MAX for all gives an
+ * upper bound). ES_ETOOBIG when a field does not fit the format (err names
+ * it). */
+int es__lmdb_rec_size(const es_event_data_t *ev, const rec_keys_t *keys, size_t *size,
+                      es_err_t *err);
 
 /* Writes the record of ev into dst (es__lmdb_rec_size bytes for the same
- * version and recorded_at). */
-void es__lmdb_rec_write(uint8_t *dst, const es_event_data_t *ev, const char *stream_id,
-                        size_t stream_len, uint64_t version, uint64_t recorded_at, uint8_t flags);
+ * keys). */
+void es__lmdb_rec_write(uint8_t *dst, const es_event_data_t *ev, const rec_keys_t *keys,
+                        uint8_t flags);
 
 /* Takes apart size bytes at data. false when they are not a well-formed
  * record (a damaged store). */
@@ -87,11 +99,24 @@ bool es__lmdb_rec_decode(const void *data, size_t size, rec_view_t *out);
  * old snapshot, which would keep LMDB from reusing pages and make the file
  * grow. */
 
-/* Tries to add the record r at position with the stream's type (NUL
- * terminated, borrowed). Returns 1 when added (copied), 0 when the page is
- * full by count or bytes (r is not added), ES_ENOMEM. */
+/* A name the events of a page refer to: where it was read (the read
+ * transaction's memory, or the request's), and its copy in the page's arena,
+ * made when the first event that names it is added (NULL until then). */
+typedef struct page_name {
+  const char *src;
+  const char *copy;
+} page_name_t;
+
+/* The names of one event. */
+typedef struct rec_names {
+  page_name_t *stream_id, *stream_type, *event_type;
+} rec_names_t;
+
+/* Tries to add the record r at position with its names. Returns 1 when
+ * added (copied), 0 when the page is full by count or bytes (r is not
+ * added), ES_ENOMEM. */
 int es__lmdb_page_add(es_page_builder_t *pb, const rec_view_t *r, uint64_t position,
-                      const char *stream_type);
+                      const rec_names_t *names);
 
 /* mkdir -p dir (mode 0700 for what it creates): 0 or an errno value. */
 int es__lmdb_make_dirs(const char *dir);

@@ -5,8 +5,11 @@
  * A read copies each event it returns, once, into blocks owned by the page
  * (the bytes it will send, nothing else: the header's integers go into the
  * view, the variable part is copied as it is stored and the view points into
- * the copy). The read transaction ends before the read returns, so a
- * subscriber that holds a page while its client is slow pins no snapshot.
+ * the copy). The stream id, stream type and event type are not in the
+ * record: each is copied into the page once, by the first event that names
+ * it, and its other events point at that copy. The read transaction ends
+ * before the read returns, so a subscriber that holds a page while its
+ * client is slow pins no snapshot.
  */
 #include <stdalign.h>
 #include <stdlib.h>
@@ -60,15 +63,15 @@ static bool take_varint(const uint8_t **p, const uint8_t *end, uint64_t *v) {
   return false;
 }
 
-static size_t header_len(const es_event_data_t *ev, size_t stream_len, uint64_t version,
-                         uint64_t recorded_at) {
-  return ES_UUID_LEN + 1 + varint_len(version) + varint_len(recorded_at) +
+static size_t header_len(const es_event_data_t *ev, const rec_keys_t *keys) {
+  return ES_UUID_LEN + 1 + varint_len(keys->version) + varint_len(keys->recorded_at) +
          varint_len(ev->occurred_at_unix_ms) + varint_len(ev->event_version) +
-         varint_len(ev->payload_len) + varint_len(stream_len) + varint_len(ev->metadata_count);
+         varint_len(ev->payload_len) + varint_len(keys->stream) + varint_len(keys->type) +
+         varint_len(ev->metadata_count);
 }
 
-int es__lmdb_rec_size(const es_event_data_t *ev, size_t stream_len, uint64_t version,
-                      uint64_t recorded_at, size_t *size, es_err_t *err) {
+int es__lmdb_rec_size(const es_event_data_t *ev, const rec_keys_t *keys, size_t *size,
+                      es_err_t *err) {
   const char *ct = str_or_empty(ev->content_type);
   *size = 0;
   if (ev->metadata_count > UINT16_MAX)
@@ -78,8 +81,7 @@ int es__lmdb_rec_size(const es_event_data_t *ev, size_t stream_len, uint64_t ver
     return es_err_set(err, ES_ETOOBIG, "payload: %zu bytes, the lmdb backend holds %u",
                       ev->payload_len, (unsigned)UINT32_MAX);
   /* Validation bounds every length far below overflow. */
-  size_t n = header_len(ev, stream_len, version, recorded_at) + ev->payload_len + stream_len + 1;
-  n += strlen(str_or_empty(ev->event_type)) + 1;
+  size_t n = header_len(ev, keys) + ev->payload_len;
   if (!is_default_ct(ct)) n += strlen(ct) + 1;
   n += strlen(str_or_empty(ev->correlation_id)) + 1;
   n += strlen(str_or_empty(ev->causation_id)) + 1;
@@ -97,26 +99,24 @@ static uint8_t *put_str(uint8_t *p, const char *s, size_t len) {
   return p + len + 1;
 }
 
-void es__lmdb_rec_write(uint8_t *dst, const es_event_data_t *ev, const char *stream_id,
-                        size_t stream_len, uint64_t version, uint64_t recorded_at, uint8_t flags) {
+void es__lmdb_rec_write(uint8_t *dst, const es_event_data_t *ev, const rec_keys_t *keys,
+                        uint8_t flags) {
   const char *ct = str_or_empty(ev->content_type);
   bool default_ct = is_default_ct(ct);
   uint8_t *p = dst;
   memcpy(p, ev->id, ES_UUID_LEN);
   p += ES_UUID_LEN;
   *p++ = (uint8_t)(flags | (default_ct ? REC_DEFAULT_CT : 0));
-  p = put_varint(p, version);
-  p = put_varint(p, recorded_at);
+  p = put_varint(p, keys->version);
+  p = put_varint(p, keys->recorded_at);
   p = put_varint(p, ev->occurred_at_unix_ms);
   p = put_varint(p, ev->event_version);
   p = put_varint(p, ev->payload_len);
-  p = put_varint(p, stream_len);
+  p = put_varint(p, keys->stream);
+  p = put_varint(p, keys->type);
   p = put_varint(p, ev->metadata_count);
   if (ev->payload_len) memcpy(p, ev->payload, ev->payload_len);
   p += ev->payload_len;
-  p = put_str(p, stream_id, stream_len);
-  const char *type = str_or_empty(ev->event_type);
-  p = put_str(p, type, strlen(type));
   if (!default_ct) p = put_str(p, ct, strlen(ct));
   const char *corr = str_or_empty(ev->correlation_id);
   p = put_str(p, corr, strlen(corr));
@@ -142,32 +142,27 @@ static const char *take_str(const uint8_t **p, const uint8_t *end) {
 bool es__lmdb_rec_decode(const void *data, size_t size, rec_view_t *out) {
   const uint8_t *p = data;
   const uint8_t *end = p + size;
-  if (size < ES_UUID_LEN + 1 + 7) return false; /* the id, flags, seven varints */
+  if (size < ES_UUID_LEN + 1 + 8) return false; /* the id, flags, eight varints */
   memcpy(out->h.id, p, ES_UUID_LEN);
   p += ES_UUID_LEN;
   out->h.flags = *p++;
-  uint64_t occurred, ev_version, payload_len, stream_len, mcount;
+  uint64_t occurred, ev_version, payload_len, mcount;
   if (!take_varint(&p, end, &out->h.version) || !take_varint(&p, end, &out->h.recorded_at) ||
       !take_varint(&p, end, &occurred) || !take_varint(&p, end, &ev_version) ||
-      !take_varint(&p, end, &payload_len) || !take_varint(&p, end, &stream_len) ||
-      !take_varint(&p, end, &mcount))
+      !take_varint(&p, end, &payload_len) || !take_varint(&p, end, &out->h.stream) ||
+      !take_varint(&p, end, &out->h.type) || !take_varint(&p, end, &mcount))
     return false;
-  if (ev_version > UINT32_MAX || payload_len > UINT32_MAX || stream_len > UINT16_MAX ||
-      mcount > UINT16_MAX)
+  if (ev_version > UINT32_MAX || payload_len > UINT32_MAX || mcount > UINT16_MAX ||
+      out->h.stream == 0)
     return false;
   out->h.occurred_at = occurred;
   out->h.event_version = (uint32_t)ev_version;
   out->h.payload_len = (uint32_t)payload_len;
-  out->h.stream_len = (uint16_t)stream_len;
   out->h.metadata_count = (uint16_t)mcount;
   out->hdr_len = (size_t)(p - (const uint8_t *)data);
   if ((size_t)(end - p) < out->h.payload_len) return false;
   out->payload = p;
   p += out->h.payload_len;
-  if ((size_t)(end - p) <= out->h.stream_len || p[out->h.stream_len] != '\0') return false;
-  out->stream_id = (const char *)p;
-  p += out->h.stream_len + 1;
-  if (!(out->event_type = take_str(&p, end))) return false;
   if (out->h.flags & REC_DEFAULT_CT) {
     out->content_type = ES_DEFAULT_CONTENT_TYPE;
   } else if (!(out->content_type = take_str(&p, end))) {
@@ -218,15 +213,23 @@ static void *arena_alloc(es_page_t *page, size_t n) {
   return p;
 }
 
-/* Points the view's fields at r (in LMDB's memory for the size check). */
-static void view_fill(es_recorded_t *v, const rec_view_t *r, uint64_t position,
-                      const char *stream_type) {
-  v->stream_id = r->stream_id;
-  v->stream_type = stream_type;
+/* The copy of name in the page's arena, made once per page; NULL when out
+ * of memory. */
+static const char *name_copy(es_page_t *page, page_name_t *name) {
+  if (name->copy) return name->copy;
+  if (name->src[0] == '\0') return name->copy = "";
+  size_t len = strlen(name->src);
+  char *t = arena_alloc(page, len + 1);
+  if (!t) return NULL;
+  memcpy(t, name->src, len + 1);
+  return name->copy = t;
+}
+
+/* Points the view's fields at r. */
+static void view_fill(es_recorded_t *v, const rec_view_t *r, uint64_t position) {
   v->stream_version = r->h.version;
   v->global_position = position;
   es_uuid_format(r->h.id, v->event_id);
-  v->event_type = r->event_type;
   v->event_version = r->h.event_version;
   v->content_type = r->content_type;
   v->payload = r->payload;
@@ -240,8 +243,12 @@ static void view_fill(es_recorded_t *v, const rec_view_t *r, uint64_t position,
 }
 
 int es__lmdb_page_add(es_page_builder_t *pb, const rec_view_t *r, uint64_t position,
-                      const char *stream_type) {
+                      const rec_names_t *names) {
   es_page_t *page = pb->page;
+  const char *stream_id = name_copy(page, names->stream_id);
+  const char *stream_type = name_copy(page, names->stream_type);
+  const char *event_type = name_copy(page, names->event_type);
+  if (!stream_id || !stream_type || !event_type) return ES_ENOMEM;
   int rc;
   es_recorded_t *v = es_page_builder_slot(pb, &rc);
   if (!v) return rc;
@@ -260,10 +267,11 @@ int es__lmdb_page_add(es_page_builder_t *pb, const rec_view_t *r, uint64_t posit
   /* The copy has the stored layout, so each pointer moves by one offset. */
   const unsigned char *base = r->payload;
 #define MOVED(ptr) ((const char *)(copy + ((const unsigned char *)(ptr)-base)))
-  view_fill(v, r, position, stream_type);
+  view_fill(v, r, position);
+  v->stream_id = stream_id;
+  v->stream_type = stream_type;
+  v->event_type = event_type;
   v->payload = copy;
-  v->stream_id = MOVED(r->stream_id);
-  v->event_type = MOVED(r->event_type);
   if (!(r->h.flags & REC_DEFAULT_CT)) v->content_type = MOVED(r->content_type);
   v->correlation_id = MOVED(r->correlation_id);
   v->causation_id = MOVED(r->causation_id);
@@ -277,20 +285,6 @@ int es__lmdb_page_add(es_page_builder_t *pb, const rec_view_t *r, uint64_t posit
   }
   v->metadata = mcount ? kv : NULL;
   v->metadata_count = mcount;
-
-  /* The stream's type: shared with the previous event when equal. */
-  const es_recorded_t *prev = page->count ? v - 1 : NULL;
-  if (stream_type[0] == '\0') {
-    v->stream_type = "";
-  } else if (prev && strcmp(prev->stream_type, stream_type) == 0) {
-    v->stream_type = prev->stream_type;
-  } else {
-    size_t len = strlen(stream_type);
-    char *t = arena_alloc(page, len + 1);
-    if (!t) return ES_ENOMEM;
-    memcpy(t, stream_type, len + 1);
-    v->stream_type = t;
-  }
 
   /* Not taken when over the budget: its copy stays in the arena until the
    * page is freed (at most one event per page). */

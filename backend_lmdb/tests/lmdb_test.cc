@@ -744,8 +744,9 @@ TEST(LmdbBackend, AStoreOfAMillionEventsServesWithinASecondOfOpening) {
 // 100 at a time over 100 streams as a busy store would get them. The
 // fixed-width record header and an index of (stream, version) keys took
 // 512 bytes here; varint headers and the index as fixed-size sorted lists
-// appended in order, 435.
-TEST(LmdbBackend, AnEventOf256BytesTakesLessThan440BytesOnDisk) {
+// appended in order, 435; the stream and the event type named by number
+// instead of by their names in every record (record format 3), 404.
+TEST(LmdbBackend, AnEventOf256BytesTakesLessThan410BytesOnDisk) {
   std::string dir = TempDir();
   es_backend_t *b = Open(dir);
   ASSERT_NE(nullptr, b);
@@ -760,7 +761,7 @@ TEST(LmdbBackend, AnEventOf256BytesTakesLessThan440BytesOnDisk) {
   double per_event = double(st.st_size) / double(kEvents);
   printf("data.mdb: %lld bytes for %llu events: %.1f bytes per event\n", (long long)st.st_size,
          (unsigned long long)kEvents, per_event);
-  EXPECT_LT(per_event, 440.0);
+  EXPECT_LT(per_event, 410.0);
 }
 
 // A store whose records are in an earlier format (written before the format
@@ -800,5 +801,220 @@ TEST(LmdbBackend, AStoreInAnEarlierRecordFormatIsRefused) {
   es_backend_close(b);
   b = Open(fresh);
   ASSERT_NE(nullptr, b);
+  es_backend_close(b);
+}
+
+// A store of record format 2 (stream ids and event types in every record)
+// is refused with the reason: this version would read its stream id as a
+// number.
+TEST(LmdbBackend, AStoreInRecordFormat2IsRefused) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, Append(b, "s", 2).rc);
+  es_backend_close(b);
+  MDB_env *env = nullptr;
+  ASSERT_EQ(0, mdb_env_create(&env));
+  ASSERT_EQ(0, mdb_env_set_maxdbs(env, 8));
+  ASSERT_EQ(0, mdb_env_open(env, dir.c_str(), 0, 0600));
+  MDB_txn *txn = nullptr;
+  ASSERT_EQ(0, mdb_txn_begin(env, nullptr, 0, &txn));
+  MDB_dbi fmt;
+  ASSERT_EQ(0, mdb_dbi_open(txn, "format", 0, &fmt));
+  uint32_t two = 2;
+  MDB_val k = {7, const_cast<char *>("records")}, v = {sizeof two, &two};
+  ASSERT_EQ(0, mdb_put(txn, fmt, &k, &v, 0));
+  ASSERT_EQ(0, mdb_txn_commit(txn));
+  mdb_env_close(env);
+
+  es_lmdb_options_t opts;
+  es_lmdb_options_default(&opts);
+  es_err_t err{};
+  b = nullptr;
+  EXPECT_EQ(ES_EINTERNAL, es_lmdb_open(dir.c_str(), &opts, &b, &err));
+  EXPECT_EQ(nullptr, b);
+  EXPECT_NE(nullptr, strstr(err.msg, "record format 2 of the lmdb backend")) << err.msg;
+  EXPECT_NE(nullptr, strstr(err.msg, "reads format 3 only")) << err.msg;
+  EXPECT_NE(nullptr, strstr(err.msg, dir.c_str())) << err.msg;
+}
+
+namespace {
+
+// Appends one event per type in types to stream, with that stream type
+// (NULL = none given) and ids (or assigned when empty).
+Appended AppendNamed(es_backend_t *b, const std::string &stream, const char *stream_type,
+                     const std::vector<std::string> &types,
+                     const std::vector<std::string> &ids = {}) {
+  es_limits_t limits;
+  es_limits_default(&limits);
+  std::vector<es_event_data_t> evs(types.size());
+  for (size_t i = 0; i < types.size(); i++) {
+    es_event_data_t &e = evs[i];
+    std::memset(&e, 0, sizeof e);
+    e.event_id = ids.empty() ? "" : ids[i].c_str();
+    e.event_type = types[i].c_str();
+    e.content_type = "";
+    e.payload = reinterpret_cast<const uint8_t *>(types[i].data());
+    e.payload_len = types[i].size();
+    e.correlation_id = "";
+    e.causation_id = "";
+  }
+  es_append_req_t req;
+  std::memset(&req, 0, sizeof req);
+  req.stream_id = stream.c_str();
+  req.stream_type = stream_type;
+  req.expected_kind = ES_EXPECT_ANY;
+  req.events = evs.data();
+  req.event_count = evs.size();
+  Appended a{};
+  a.rc = es_append_prepare(&limits, &req, &a.err);
+  if (a.rc == ES_OK) a.rc = es_backend_append(b, &req, &a.res, &a.err);
+  return a;
+}
+
+// The log read in pages of page_size, forward or backward, optionally
+// filtered by one event type.
+std::vector<Ev> ReadLog(es_backend_t *b, uint32_t page_size, int direction,
+                        const char *event_type = nullptr) {
+  std::vector<Ev> all;
+  uint64_t from = direction == ES_FORWARD ? 1 : 0;
+  for (;;) {
+    es_read_all_req_t req;
+    std::memset(&req, 0, sizeof req);
+    req.from_position = from;
+    req.max_count = page_size;
+    req.direction = direction;
+    req.max_bytes = 4 << 20;
+    if (event_type) {
+      req.filter.event_types = &event_type;
+      req.filter.event_type_count = 1;
+    }
+    es_page_t page;
+    std::memset(&page, 0, sizeof page);
+    es_err_t err{};
+    int rc = es_backend_read_all(b, &req, &page, &err);
+    EXPECT_EQ(ES_OK, rc) << err.msg;
+    if (rc) break;
+    for (size_t i = 0; i < page.count; i++) {
+      const es_recorded_t &r = page.events[i];
+      all.push_back({r.global_position, r.stream_version, r.stream_id, r.event_id,
+                     std::string(reinterpret_cast<const char *>(r.payload), r.payload_len),
+                     r.event_type, r.stream_type, r.metadata_count});
+    }
+    from = page.next;
+    bool end = page.is_end;
+    es_page_free(&page);
+    if (end) break;
+  }
+  return all;
+}
+
+}  // namespace
+
+// Records name their stream and event type by number (lmdb_internal.h);
+// every read gives the names back: ReadAll forward, backward and filtered by
+// type, ReadStream, an idempotent retry's lookup, after a reopen too. More
+// streams and types than a read's name cache has slots, interleaved so that
+// slots are taken over within a page; a stream that gets its type later
+// shows it on all its events; type numbers go on after a reopen.
+TEST(LmdbBackend, StreamsAndEventTypesAreNamedByNumberAndReadBackByName) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  const int kStreams = 100, kTypes = 90, kRounds = 3;
+  auto stream_of = [](int s) { return "named-" + std::to_string(s); };
+  auto type_of = [&](int s, int round) {
+    return "Type" + std::to_string((s * 7 + round * 13) % kTypes);
+  };
+  auto kind_of = [](int s) { return "Kind" + std::to_string(s % 3); };
+  for (int round = 0; round < kRounds; round++) {
+    for (int s = 0; s < kStreams; s++) {
+      // Odd streams get their type only from the second round on.
+      std::string kind = kind_of(s);
+      const char *st = s % 2 && round == 0 ? nullptr : kind.c_str();
+      std::vector<std::string> types = {type_of(s, round), "Common"};
+      std::vector<std::string> ids = {Uuid(1000 + (uint64_t)(round * kStreams + s) * 2),
+                                      Uuid(1001 + (uint64_t)(round * kStreams + s) * 2)};
+      Appended a = AppendNamed(b, stream_of(s), st, types, ids);
+      ASSERT_EQ(ES_OK, a.rc) << a.err.msg;
+    }
+  }
+  const size_t kEvents = (size_t)kStreams * kRounds * 2;
+  auto check = [&](es_backend_t *store) {
+    for (uint32_t page : {7u, 1000u}) {
+      for (int dir_ : {ES_FORWARD, ES_BACKWARD}) {
+        std::vector<Ev> log = ReadLog(store, page, dir_);
+        ASSERT_EQ(kEvents, log.size());
+        for (size_t i = 0; i < log.size(); i++) {
+          const Ev &e = log[dir_ == ES_FORWARD ? i : log.size() - 1 - i];
+          size_t n = i / 2;  // the append: round * kStreams + s
+          int round = (int)(n / kStreams), s = (int)(n % kStreams);
+          ASSERT_EQ(i + 1, e.position);
+          EXPECT_EQ(stream_of(s), e.stream) << e.position;
+          EXPECT_EQ(kind_of(s), e.stream_type) << e.position;
+          EXPECT_EQ(i % 2 ? "Common" : type_of(s, round), e.type) << e.position;
+          EXPECT_EQ(e.type, e.payload) << e.position;
+          EXPECT_EQ((uint64_t)(round * 2 + i % 2 + 1), e.version) << e.position;
+        }
+      }
+    }
+    // Filtered by an event type: exactly that type's events, by name.
+    std::vector<Ev> t5 = ReadLog(store, 11, ES_FORWARD, "Type5");
+    size_t want = 0;
+    for (int round = 0; round < kRounds; round++)
+      for (int s = 0; s < kStreams; s++) want += type_of(s, round) == "Type5";
+    EXPECT_EQ(want, t5.size());
+    for (const Ev &e : t5) EXPECT_EQ("Type5", e.type);
+    // ReadStream of every stream.
+    for (int s = 0; s < kStreams; s++) {
+      es_read_stream_req_t rs;
+      std::memset(&rs, 0, sizeof rs);
+      std::string id = stream_of(s);
+      rs.stream_id = id.c_str();
+      rs.max_count = 100;
+      rs.direction = ES_FORWARD;
+      rs.max_bytes = 4 << 20;
+      es_page_t page;
+      std::memset(&page, 0, sizeof page);
+      es_err_t err{};
+      ASSERT_EQ(ES_OK, es_backend_read_stream(store, &rs, &page, &err)) << err.msg;
+      ASSERT_EQ((size_t)kRounds * 2, page.count);
+      for (size_t i = 0; i < page.count; i++) {
+        EXPECT_EQ(id, page.events[i].stream_id);
+        EXPECT_EQ(kind_of(s), page.events[i].stream_type);
+        EXPECT_EQ(i % 2 ? std::string("Common") : type_of(s, (int)i / 2),
+                  page.events[i].event_type);
+      }
+      es_page_free(&page);
+    }
+    // An exact retry is a duplicate (the stored id's stream is found by its
+    // number); the same id in another stream is refused.
+    Appended retry = AppendNamed(
+        store, stream_of(42), nullptr, {type_of(42, 1), "Common"},
+        {Uuid(1000 + (uint64_t)(kStreams + 42) * 2), Uuid(1001 + (uint64_t)(kStreams + 42) * 2)});
+    ASSERT_EQ(ES_OK, retry.rc) << retry.err.msg;
+    EXPECT_TRUE(retry.res.duplicate);
+    EXPECT_EQ((uint64_t)(kStreams + 42) * 2 + 1, retry.res.first_position);
+    Appended elsewhere = AppendNamed(store, stream_of(43), nullptr, {"Common"}, {Uuid(1000)});
+    EXPECT_NE(ES_OK, elsewhere.rc);
+  };
+  check(b);
+  es_backend_close(b);
+
+  b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  check(b);
+  // New types after the reopen take new numbers; old ones keep theirs.
+  Appended more = AppendNamed(b, "after", "Later", {"Fresh", "Type5", "Fresher", "Fresh"});
+  ASSERT_EQ(ES_OK, more.rc) << more.err.msg;
+  std::vector<Ev> log = ReadLog(b, 1000, ES_FORWARD);
+  ASSERT_EQ(kEvents + 4, log.size());
+  const char *want[] = {"Fresh", "Type5", "Fresher", "Fresh"};
+  for (size_t i = 0; i < 4; i++) {
+    EXPECT_EQ(want[i], log[kEvents + i].type);
+    EXPECT_EQ("after", log[kEvents + i].stream);
+    EXPECT_EQ("Later", log[kEvents + i].stream_type);
+  }
+  EXPECT_EQ("Type0", log[0].type);
   es_backend_close(b);
 }
