@@ -836,6 +836,29 @@ TEST(LmdbBackend, AStoreInRecordFormat2IsRefused) {
   EXPECT_NE(nullptr, strstr(err.msg, "record format 2 of the lmdb backend")) << err.msg;
   EXPECT_NE(nullptr, strstr(err.msg, "reads format 3 only")) << err.msg;
   EXPECT_NE(nullptr, strstr(err.msg, dir.c_str())) << err.msg;
+
+  // A store of format 2 without events holds nothing to misread: it opens
+  // and takes the current format.
+  std::string empty = TempDir();
+  b = Open(empty);
+  ASSERT_NE(nullptr, b);
+  es_backend_close(b);
+  ASSERT_EQ(0, mdb_env_create(&env));
+  ASSERT_EQ(0, mdb_env_set_maxdbs(env, 8));
+  ASSERT_EQ(0, mdb_env_open(env, empty.c_str(), 0, 0600));
+  ASSERT_EQ(0, mdb_txn_begin(env, nullptr, 0, &txn));
+  ASSERT_EQ(0, mdb_dbi_open(txn, "format", 0, &fmt));
+  ASSERT_EQ(0, mdb_put(txn, fmt, &k, &v, 0));
+  ASSERT_EQ(0, mdb_txn_commit(txn));
+  mdb_env_close(env);
+  b = Open(empty);
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, Append(b, "s", 1).rc);
+  es_backend_close(b);
+  b = Open(empty);
+  ASSERT_NE(nullptr, b);
+  EXPECT_EQ(1u, WholeLog(b).size());
+  es_backend_close(b);
 }
 
 namespace {
