@@ -57,6 +57,7 @@ enum {
   RC_CAUSATION_ID,
   RC_OCCURRED_AT,
   RC_RECORDED_AT,
+  RC_TAGS,
   RC_COUNT
 };
 
@@ -140,17 +141,20 @@ static void pool_flush(es_pg_t *pg) {
   for (int i = 0; i < n; i++) PQfinish(stale[i]);
 }
 
-/* Runs a prepared reader statement with binary parameters and results.
- * Returns the result (OUT, freed with PQclear) or NULL with *rc and err set. */
-static PGresult *reader_exec(es_pg_t *pg, const char *stmt, int n, const char *const *vals,
-                             const int *lens, const int *fmts, const char *what, int *rc,
-                             es_err_t *err) {
+/* Runs a reader statement with binary parameters and results: the prepared
+ * statement `stmt`, or when it is NULL the text `sql` with parameter types
+ * `types` (a query built for its filter). Returns the result (OUT, freed
+ * with PQclear) or NULL with *rc and err set. */
+static PGresult *reader_exec_any(es_pg_t *pg, const char *stmt, const char *sql, const Oid *types,
+                                 int n, const char *const *vals, const int *lens, const int *fmts,
+                                 const char *what, int *rc, es_err_t *err) {
   for (int attempt = 0;; attempt++) {
     PGconn *c;
     bool fresh;
     *rc = pool_get(pg, &c, &fresh, err);
     if (*rc) return NULL;
-    PGresult *res = es__pg_exec_prepared(pg, c, stmt, n, vals, lens, fmts, 1);
+    PGresult *res = stmt ? es__pg_exec_prepared(pg, c, stmt, n, vals, lens, fmts, 1)
+                         : es__pg_exec_params(pg, c, sql, n, types, vals, lens, fmts, 1);
     if (PQresultStatus(res) == PGRES_TUPLES_OK) {
       pool_put(pg, c);
       *rc = ES_OK;
@@ -167,6 +171,12 @@ static PGresult *reader_exec(es_pg_t *pg, const char *stmt, int n, const char *c
     if (fresh || attempt > 0 || timed_out) return NULL;
     es_err_clear(err);
   }
+}
+
+static PGresult *reader_exec(es_pg_t *pg, const char *stmt, int n, const char *const *vals,
+                             const int *lens, const int *fmts, const char *what, int *rc,
+                             es_err_t *err) {
+  return reader_exec_any(pg, stmt, NULL, NULL, n, vals, lens, fmts, what, rc, err);
 }
 
 /* ---- pages --------------------------------------------------------------- */
@@ -191,6 +201,10 @@ static uint64_t get_u64(const PGresult *res, int row, int col) {
   return PQgetlength(res, row, col) == 8 ? es__pg_get64(PQgetvalue(res, row, col)) : 0;
 }
 
+static long tag_count(const PGresult *res, int row) {
+  return es__pg_array_count(PQgetvalue(res, row, RC_TAGS), PQgetlength(res, row, RC_TAGS));
+}
+
 /* Checks the shape of an event row, so that the views below can trust it. */
 static bool row_ok(const PGresult *res, int row) {
   static const int int8_cols[] = {RC_POSITION, RC_STREAM_VERSION, RC_EVENT_VERSION, RC_OCCURRED_AT,
@@ -202,7 +216,7 @@ static bool row_ok(const PGresult *res, int row) {
       es__pg_array_count(PQgetvalue(res, row, RC_META_KEYS), PQgetlength(res, row, RC_META_KEYS));
   long nv = es__pg_array_count(PQgetvalue(res, row, RC_META_VALUES),
                                PQgetlength(res, row, RC_META_VALUES));
-  return nk >= 0 && nk == nv;
+  return nk >= 0 && nk == nv && tag_count(res, row) >= 0;
 }
 
 /* Fills out with the event rows of res (every row from `first` on that has
@@ -214,8 +228,13 @@ static bool row_ok(const PGresult *res, int row) {
 static int page_build(PGresult *res, size_t limit, size_t max_bytes, es_page_t *out, int *stop_row,
                       es_err_t *err) {
   int rows = PQntuples(res);
-  size_t n_events = 0, n_meta = 0, meta_bytes = 0;
+  size_t n_events = 0, n_meta = 0, meta_bytes = 0, n_tags = 0;
   *stop_row = -1;
+  if (PQnfields(res) != RC_COUNT) {
+    PQclear(res);
+    return es_err_set(err, ES_EINTERNAL, "PostgreSQL returned %d columns for a page, not %d",
+                      PQnfields(res), RC_COUNT);
+  }
   for (int r = 0; r < rows; r++) {
     if (!has_event(res, r)) continue;
     if (!row_ok(res, r)) {
@@ -229,20 +248,27 @@ static int page_build(PGresult *res, size_t limit, size_t max_bytes, es_page_t *
     /* Upper bound of the strings: the array bytes plus one NUL each. */
     meta_bytes += (size_t)PQgetlength(res, r, RC_META_KEYS) +
                   (size_t)PQgetlength(res, r, RC_META_VALUES) + 2 * (size_t)nk;
+    /* Tags are copied the same way (NUL-terminated), after the metadata. */
+    long nt = tag_count(res, r);
+    n_tags += (size_t)nt;
+    meta_bytes += (size_t)PQgetlength(res, r, RC_TAGS) + (size_t)nt;
   }
   if (n_events == 0) {
     PQclear(res);
     return ES_OK;
   }
   size_t kv_off = (sizeof(page_mem_t) + _Alignof(es_kv_t) - 1) & ~(_Alignof(es_kv_t) - 1);
-  size_t str_off = kv_off + n_meta * sizeof(es_kv_t);
-  /* Temporary pointer/length arrays for one row's metadata. */
+  size_t tags_off = kv_off + n_meta * sizeof(es_kv_t);
+  size_t str_off = tags_off + n_tags * sizeof(const char *);
+  /* Temporary pointer/length arrays for one row's metadata (or tags). */
   size_t max_row_meta = 0;
   for (int r = 0; r < rows; r++)
     if (has_event(res, r)) {
       long nk =
           es__pg_array_count(PQgetvalue(res, r, RC_META_KEYS), PQgetlength(res, r, RC_META_KEYS));
+      long nt = tag_count(res, r);
       if ((size_t)nk > max_row_meta) max_row_meta = (size_t)nk;
+      if ((size_t)nt > max_row_meta) max_row_meta = (size_t)nt;
     }
   page_mem_t *mem = malloc(str_off + meta_bytes);
   es_recorded_t *events = malloc(n_events * sizeof *events);
@@ -258,6 +284,7 @@ static int page_build(PGresult *res, size_t limit, size_t max_bytes, es_page_t *
   }
   mem->res = res;
   es_kv_t *kv = (es_kv_t *)(void *)((char *)mem + kv_off);
+  const char **tp = (const char **)(void *)((char *)mem + tags_off);
   char *str = (char *)mem + str_off;
   const char **vp = kp + max_row_meta + 1;
   size_t *vl = kl + max_row_meta + 1;
@@ -307,12 +334,31 @@ static int page_build(PGresult *res, size_t limit, size_t max_bytes, es_page_t *
         str += vl[i] + 1;
       }
     }
-    size_t size = es_recorded_size_bound(v);
+    long nt = tag_count(res, r);
+    v->tags = nt ? tp : NULL;
+    v->tag_count = (size_t)nt;
+    if (nt > 0) {
+      if (es__pg_array_parse(PQgetvalue(res, r, RC_TAGS), PQgetlength(res, r, RC_TAGS), kp, kl)) {
+        free(events);
+        free(kp);
+        free(kl);
+        page_release(mem);
+        return es_err_set(err, ES_EINTERNAL, "PostgreSQL returned malformed tags");
+      }
+      for (long i = 0; i < nt; i++) {
+        memcpy(str, kp[i], kl[i]);
+        str[kl[i]] = '\0';
+        tp[i] = str;
+        str += kl[i] + 1;
+      }
+    }
+    size_t size = es_recorded_size_bound(v) + es_recorded_tags_size(v);
     if (count > 0 && (size > max_bytes || bytes + size > max_bytes)) {
       *stop_row = r;
       break;
     }
     kv += nk; /* the views of an accepted event stay */
+    tp += nt;
     bytes += size;
     count++;
   }
@@ -377,6 +423,71 @@ static int pg_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es_p
 
 static void start_threads(es_pg_t *pg);
 
+/* ReadAll with Filter.items: the text es__pg_items_sql builds for f, with
+ * the six parameters of es_all_fwd / es_all_bwd (vals6, lens6) and then each
+ * item's types, tags and (indexed) each of its tags. */
+static PGresult *read_items(es_pg_t *pg, bool fwd, const es_filter_t *f, bool indexed,
+                            const char *const *vals6, const int *lens6, int *rc, es_err_t *err) {
+  static const Oid head_types[6] = {ES_PG_OID_INT8, ES_PG_OID_INT8, ES_PG_OID_INT4,
+                                    ES_PG_OID_INT8, ES_PG_OID_TEXT, ES_PG_OID_TEXT_ARRAY};
+  size_t n = 6;
+  for (size_t i = 0; i < f->item_count; i++) n += 2 + (indexed ? f->items[i].tag_count : 0);
+  char *sql = es__pg_items_sql(pg, fwd, f, indexed);
+  const char **vals = calloc(n, sizeof *vals);
+  int *lens = calloc(n, sizeof *lens), *fmts = calloc(n, sizeof *fmts);
+  Oid *types = calloc(n, sizeof *types);
+  es_pg_buf_t *arrays = calloc(2 * f->item_count + 1, sizeof *arrays); /* never 0 bytes */
+  PGresult *res = NULL;
+  if (!sql || !vals || !lens || !fmts || !types || !arrays) goto nomem;
+  for (size_t k = 0; k < 6; k++) {
+    vals[k] = vals6[k];
+    lens[k] = lens6[k];
+    types[k] = head_types[k];
+  }
+  size_t k = 6;
+  for (size_t i = 0; i < f->item_count; i++) {
+    const es_query_item_t *it = &f->items[i];
+    es_pg_buf_t *ty = &arrays[2 * i], *tg = &arrays[2 * i + 1];
+    if (es__pg_array_begin(ty, ES_PG_OID_TEXT, it->event_type_count) ||
+        es__pg_array_begin(tg, ES_PG_OID_TEXT, it->tag_count))
+      goto nomem;
+    for (size_t j = 0; j < it->event_type_count; j++) {
+      const char *t = it->event_types[j] ? it->event_types[j] : "";
+      if (es__pg_array_elem(ty, t, strlen(t))) goto nomem;
+    }
+    for (size_t j = 0; j < it->tag_count; j++) {
+      const char *t = it->tags[j] ? it->tags[j] : "";
+      if (es__pg_array_elem(tg, t, strlen(t))) goto nomem;
+    }
+    vals[k] = ty->data;
+    lens[k] = (int)ty->len;
+    types[k++] = ES_PG_OID_TEXT_ARRAY;
+    vals[k] = tg->data;
+    lens[k] = (int)tg->len;
+    types[k++] = ES_PG_OID_TEXT_ARRAY;
+    for (size_t j = 0; indexed && j < it->tag_count; j++) {
+      vals[k] = it->tags[j] ? it->tags[j] : "";
+      lens[k] = (int)strlen(vals[k]);
+      types[k++] = ES_PG_OID_TEXT;
+    }
+  }
+  for (size_t j = 0; j < n; j++) fmts[j] = 1;
+  res = reader_exec_any(pg, NULL, sql, types, (int)n, vals, lens, fmts, "reading the log by query",
+                        rc, err);
+  goto done;
+nomem:
+  *rc = es_err_set(err, ES_ENOMEM, "out of memory reading the log by query");
+done:
+  for (size_t i = 0; arrays && i < 2 * f->item_count; i++) es__pg_buf_free(&arrays[i]);
+  free(arrays);
+  free(types);
+  free(fmts);
+  free(lens);
+  free(vals);
+  free(sql);
+  return res;
+}
+
 static int pg_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t *out,
                        es_err_t *err) {
   es_pg_t *pg = (es_pg_t *)b;
@@ -384,7 +495,15 @@ static int pg_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t 
   start_threads(pg); /* a reader of the log may wait for others' commits */
   bool fwd = req->direction == ES_FORWARD;
   bool filtered = es_filter_active(&req->filter);
-  uint64_t scan = filtered && req->max_scan ? cap_u64(req->max_scan, POSITION_CAP) : POSITION_CAP;
+  const es_filter_t *f = &req->filter;
+  size_t n_items = filtered ? f->item_count : 0;
+  /* Every item names a tag: the tag index gives the candidates (pg_util.c,
+   * es__pg_items_sql), so the read needs no scan bound. */
+  bool indexed = n_items > 0;
+  for (size_t i = 0; i < n_items; i++)
+    if (f->items[i].tag_count == 0) indexed = false;
+  uint64_t scan =
+      filtered && req->max_scan && !indexed ? cap_u64(req->max_scan, POSITION_CAP) : POSITION_CAP;
   uint64_t from = cap_u64(req->from_position, POSITION_CAP);
   if (fwd && from == 0) from = 1;
   uint64_t hi = from + scan - 1; /* FORWARD: the last position to scan (before the head) */
@@ -405,12 +524,17 @@ static int pg_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t 
   es__pg_put64(p2, fwd ? hi : scan);
   es__pg_put32(p3, limit);
   es__pg_put64(p4, cap_u64(req->max_bytes, POSITION_CAP));
-  const char *vals[6] = {(const char *)p1, (const char *)p2, (const char *)p3,
-                         (const char *)p4, prefix,           types.data};
-  int lens[6] = {8, 8, 4, 8, (int)strlen(prefix), (int)types.len};
-  int fmts[6] = {1, 1, 1, 1, 1, 1};
-  PGresult *res = reader_exec(pg, fwd ? "es_all_fwd" : "es_all_bwd", 6, vals, lens, fmts,
-                              "reading the log", &rc, err);
+  const char *vals6[6] = {(const char *)p1, (const char *)p2, (const char *)p3,
+                          (const char *)p4, prefix,           types.data};
+  int lens6[6] = {8, 8, 4, 8, (int)strlen(prefix), (int)types.len};
+  int fmts6[6] = {1, 1, 1, 1, 1, 1};
+  PGresult *res;
+  if (n_items == 0) {
+    res = reader_exec(pg, fwd ? "es_all_fwd" : "es_all_bwd", 6, vals6, lens6, fmts6,
+                      "reading the log", &rc, err);
+  } else {
+    res = read_items(pg, fwd, f, indexed, vals6, lens6, &rc, err);
+  }
   es__pg_buf_free(&types);
   if (!res) return rc;
   if (PQntuples(res) == 0) {
@@ -704,6 +828,7 @@ static size_t pg_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t m
 
 static const es_backend_methods_t pg_methods = {
     .stats = pg_backend_stats,
+    .features = ES_BACKEND_TAGS | ES_BACKEND_QUERY,
     .name = "postgres",
     .blocking = 1,
     .close = pg_close,

@@ -57,7 +57,7 @@ typedef struct map {
   size_t cap; /* allocated slots */
 } map_t;
 
-enum { N_WRITE_PARAMS = 26 };
+enum { N_WRITE_PARAMS = 30 };
 
 /* What the committer knows of a stream it wrote or read under the lock. */
 typedef struct cached_stream {

@@ -63,7 +63,7 @@
 #define ES_PG_MAX_LOST_ATTEMPTS 8 /* per append; more than the committer ever makes */
 
 /* The latest schema version this build knows (pg_schema.c). */
-#define ES_PG_SCHEMA_VERSION 2
+#define ES_PG_SCHEMA_VERSION 3
 
 /* What a connection is for: decides which statements are prepared on it. */
 typedef enum es_pg_role {
@@ -256,6 +256,14 @@ bool es__pg_conn_broken(PGconn *conn);
 /* Builds pg->sql for pg->schema. ES_ENOMEM. */
 int es__pg_sql_build(es_pg_t *pg, es_err_t *err);
 void es__pg_sql_free(es_pg_sql_t *sql);
+
+/* The text of a ReadAll with Filter.items f (Extension 1), FORWARD or
+ * BACKWARD; malloc'ed, or NULL when out of memory. Its parameters: $1..$6
+ * as es_all_fwd / es_all_bwd's (from, scan bound, limit, byte budget,
+ * prefix, types); then per item in order its types (text[]) and its tags
+ * (text[]), and when `indexed` (every item has a tag: candidates come from
+ * the tag index) each of its tags (text) too. */
+char *es__pg_items_sql(const es_pg_t *pg, bool fwd, const es_filter_t *f, bool indexed);
 
 /* "template" with every "{S}" replaced by quoted_schema; malloc'ed or NULL. */
 char *es__pg_subst(const char *template_sql, const char *quoted_schema);

@@ -77,6 +77,19 @@ static const migration_t MIGRATIONS[] = {
      * Adding a nullable column without a default rewrites nothing. */
     {2, "commit tokens",
      "ALTER TABLE {S}.es_events ADD COLUMN commit_token bigint;"},
+    /* Extension 1: an event's tags, in the order given, on its row (reads
+     * return them with the event), and the tag index: one row per (tag,
+     * position), written by the statement that writes the events. A query
+     * item's tag finds its positions there in order (the primary key), so
+     * reading a tag's events and checking a condition cost what the tag's
+     * events cost, not what the log does. A constant default adds the
+     * column without rewriting the table. */
+    {3, "tags and the tag index",
+     "ALTER TABLE {S}.es_events ADD COLUMN tags text[] NOT NULL DEFAULT '{}';"
+     "CREATE TABLE {S}.es_tags ("
+     "  tag text COLLATE \"C\" NOT NULL,"
+     "  position bigint NOT NULL CHECK (position > 0),"
+     "  CONSTRAINT es_tags_pkey PRIMARY KEY (tag, position));"},
 };
 
 /* clang-format on */

@@ -53,6 +53,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -558,7 +559,7 @@ char *es__pg_subst(const char *t, const char *quoted_schema) {
 #define EVENT_COLUMNS                                                                      \
   "e.position, e.stream_id, e.stream_version, e.event_id, e.event_type, e.event_version, " \
   "e.content_type, e.payload, e.metadata_keys, e.metadata_values, e.correlation_id, "      \
-  "e.causation_id, e.occurred_at_unix_ms, e.recorded_at_unix_ms"
+  "e.causation_id, e.occurred_at_unix_ms, e.recorded_at_unix_ms, e.tags"
 
 /* A page: the rows in order, LIMIT $3, and no more than fit the byte budget
  * $4. body_bytes never exceeds es_recorded_size_bound(), so every row the
@@ -600,6 +601,19 @@ static const char SQL_ALL_FWD[] =
     "LEFT JOIN {S}.es_streams s ON s.stream_id = e.stream_id "
     "WHERE h.id = 1 ORDER BY e.position";
 
+/* ReadAll with Filter.items (Extension 1): es_all_fwd / es_all_bwd with the
+ * items' test added, built per request (es__pg_items_sql). */
+#define ALL_FWD_HEAD "SELECT h.head, s.stream_type, " EVENT_COLUMNS " FROM {S}.es_log_head h "
+#define ALL_FWD_WHERE "e.position >= $1 AND e.position <= LEAST(h.head, $2)" FILTER
+#define ALL_BWD_HEAD                                                                   \
+  "SELECT h.head, s.stream_type, " EVENT_COLUMNS " FROM {S}.es_log_head h "            \
+  "CROSS JOIN LATERAL (SELECT CASE WHEN $1 = 0 OR $1 > h.head THEN h.head ELSE $1 END " \
+  "AS start) st "
+#define ALL_BWD_WHERE "e.position <= st.start AND e.position >= st.start - $2 + 1" FILTER
+#define ALL_TAIL(ORDER)                                          \
+  "LEFT JOIN {S}.es_streams s ON s.stream_id = e.stream_id " \
+  "WHERE h.id = 1 ORDER BY " ORDER
+
 /* $1 from position (0 or beyond the head: the head), $2 positions to scan. */
 static const char SQL_ALL_BWD[] =
     "SELECT h.head, s.stream_type, " EVENT_COLUMNS " FROM {S}.es_log_head h "
@@ -627,14 +641,116 @@ static const char SQL_LOOKUP[] =
     "NULL::int4, NULL::int4, s.stream_type, NULL::int8 "
     "FROM {S}.es_streams s WHERE s.stream_id = ANY ($2)";
 
+/* clang-format on */
+
+/* A growing SQL text; *ok turns false when memory runs out. */
+static void sql_add(es_pg_buf_t *b, bool *ok, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void sql_add(es_pg_buf_t *b, bool *ok, const char *fmt, ...) {
+  if (!*ok) return;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(NULL, 0, fmt, ap);
+  va_end(ap);
+  if (n < 0 || es__pg_buf_reserve(b, (size_t)n + 1)) {
+    *ok = false;
+    return;
+  }
+  va_start(ap, fmt);
+  vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+  va_end(ap);
+  b->len += (size_t)n;
+}
+
+/* The text of a ReadAll with Filter.items; see pg_internal.h for its
+ * parameters.
+ *
+ * Every item is tested on the event's own row: its types, and its tags
+ * contained in the row's tags (e.tags @> the item's tags). Read that way the
+ * filter is exact, but it only bounds a scan of the log. When every item
+ * names a tag (`indexed`), the events are also restricted to candidates from
+ * the tag index: per item, the positions of its first tag in reading order
+ * (es_tags' primary key), each probed for the item's other tags (the
+ * intersection; PostgreSQL may start from another of the item's tags when
+ * its statistics of es_tags show that one to be rarer) and joined with its
+ * event, which must pass the item's types, the stream prefix and the
+ * filter's types; each item's list stops at the page's count ($3). The page
+ * is the first $3 of the merged lists, so a read costs what the candidates
+ * up to its last event cost, not the log between them, and needs no scan
+ * bound. */
+char *es__pg_items_sql(const es_pg_t *pg, bool fwd, const es_filter_t *f, bool indexed) {
+  es_pg_buf_t b = {0};
+  bool ok = true;
+  char *head = es__pg_subst(fwd ? ALL_FWD_HEAD : ALL_BWD_HEAD, pg->sql.quoted_schema);
+  char *tail = es__pg_subst(fwd ? ALL_TAIL("e.position") : ALL_TAIL("e.position DESC"),
+                            pg->sql.quoted_schema);
+  const char *q = pg->sql.quoted_schema;
+  const char *order = fwd ? "e.position" : "e.position DESC";
+  if (!head || !tail) ok = false;
+  sql_add(&b, &ok, "%s", head);
+  sql_add(&b, &ok,
+          "LEFT JOIN LATERAL (SELECT x.* FROM (SELECT e.*, row_number() OVER w AS rn, "
+          "sum(e.body_bytes) OVER w AS run FROM %s.es_events e WHERE %s AND (",
+          q, fwd ? ALL_FWD_WHERE : ALL_BWD_WHERE);
+  int p = 7;
+  for (size_t i = 0; i < f->item_count; i++) {
+    sql_add(&b, &ok,
+            "%s((cardinality($%d::text[]) = 0 OR e.event_type = ANY ($%d::text[])) "
+            "AND e.tags @> $%d::text[])",
+            i ? " OR " : "", p, p, p + 1);
+    p += 2 + (indexed ? (int)f->items[i].tag_count : 0);
+  }
+  sql_add(&b, &ok, ")");
+  if (indexed) {
+    sql_add(&b, &ok, " AND e.position IN (SELECT c.position FROM (");
+    p = 7;
+    for (size_t i = 0; i < f->item_count; i++) {
+      const es_query_item_t *it = &f->items[i];
+      int t0 = p + 2;
+      sql_add(&b, &ok, "%s(SELECT g0.position FROM %s.es_tags g0 ", i ? " UNION ALL " : "", q);
+      for (size_t k = 1; k < it->tag_count; k++)
+        sql_add(&b, &ok,
+                "JOIN %s.es_tags g%zu ON g%zu.position = g0.position AND g%zu.tag = $%d::text ", q,
+                k, k, k, t0 + (int)k);
+      sql_add(&b, &ok,
+              "JOIN %s.es_events a ON a.position = g0.position WHERE g0.tag = $%d::text AND %s "
+              "AND ($5 = '' OR starts_with(a.stream_id, $5)) "
+              "AND (cardinality($6) = 0 OR a.event_type = ANY ($6)) "
+              "AND (cardinality($%d::text[]) = 0 OR a.event_type = ANY ($%d::text[])) "
+              "ORDER BY g0.position%s LIMIT $3)",
+              q, t0,
+              fwd ? "g0.position >= $1 AND g0.position <= h.head" : "g0.position <= st.start", p, p,
+              fwd ? "" : " DESC");
+      p += 2 + (int)it->tag_count;
+    }
+    sql_add(&b, &ok, ") c)");
+  }
+  sql_add(&b, &ok,
+          " WINDOW w AS (ORDER BY %s) ORDER BY %s LIMIT $3) x "
+          "WHERE x.rn <= 2 OR x.run - x.body_bytes <= $4) e ON true %s",
+          order, order, tail);
+  free(head);
+  free(tail);
+  if (!ok) {
+    es__pg_buf_free(&b);
+    return NULL;
+  }
+  return b.data;
+}
+
+/* SQL reads better laid out by hand: */
+/* clang-format off */
+
 /* After a lost COMMIT: did the attempt with commit token $2 store event $1? */
 static const char SQL_FIND_EVENT[] =
     "SELECT count(*) FROM {S}.es_events WHERE event_id = $1 AND commit_token = $2";
 
 /* Everything a group commit writes, in one statement: the head, the events
  * (one array per column; each event's metadata is its slice of two flat
- * arrays), the streams' new last versions and types, and the NOTIFY that
- * tells the other servers (delivered at commit, in commit order).
+ * arrays, its tags its slice of a third), the tag index's rows (every tag
+ * with its event's position), the streams' new last versions and types, and
+ * the NOTIFY that tells the other servers (delivered at commit, in commit
+ * order).
  *
  * The head row comes first, and the inserts read from it (CROSS JOIN h), so
  * the global lock is taken before any row is written: a writer that waits
@@ -648,19 +764,22 @@ static const char SQL_WRITE[] =
     "WHERE id = 1 RETURNING head), "
     "r AS (SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], "
     "$5::int4[], $6::int4[], $7::int4[], $8::uuid[], $9::text[], $10::text[], $11::text[], "
-    "$12::text[], $13::text[], $14::int4[], $15::int4[], $16::bytea[]) AS r(position, "
-    "stream_version, event_version, occurred_at, batch_index, batch_size, body_bytes, event_id, "
-    "stream_id, event_type, content_type, correlation_id, causation_id, meta_off, meta_cnt, "
-    "payload)), "
+    "$12::text[], $13::text[], $14::int4[], $15::int4[], $16::bytea[], $27::int4[], "
+    "$28::int4[]) AS r(position, stream_version, event_version, occurred_at, batch_index, "
+    "batch_size, body_bytes, event_id, stream_id, event_type, content_type, correlation_id, "
+    "causation_id, meta_off, meta_cnt, payload, tag_off, tag_cnt)), "
     "ins AS (INSERT INTO {S}.es_events (position, stream_version, event_version, "
     "occurred_at_unix_ms, recorded_at_unix_ms, batch_index, batch_size, body_bytes, event_id, "
     "stream_id, event_type, content_type, correlation_id, causation_id, metadata_keys, "
-    "metadata_values, payload, commit_token) SELECT r.position, r.stream_version, r.event_version, "
-    "r.occurred_at, $17::int8, r.batch_index, r.batch_size, r.body_bytes, r.event_id, "
-    "r.stream_id, r.event_type, r.content_type, r.correlation_id, r.causation_id, "
+    "metadata_values, payload, commit_token, tags) SELECT r.position, r.stream_version, "
+    "r.event_version, r.occurred_at, $17::int8, r.batch_index, r.batch_size, r.body_bytes, "
+    "r.event_id, r.stream_id, r.event_type, r.content_type, r.correlation_id, r.causation_id, "
     "($18::text[])[r.meta_off + 1 : r.meta_off + r.meta_cnt], "
-    "($19::text[])[r.meta_off + 1 : r.meta_off + r.meta_cnt], r.payload, $26::int8 "
+    "($19::text[])[r.meta_off + 1 : r.meta_off + r.meta_cnt], r.payload, $26::int8, "
+    "coalesce(($29::text[])[r.tag_off + 1 : r.tag_off + r.tag_cnt], '{}') "
     "FROM r CROSS JOIN h), "
+    "tg AS (INSERT INTO {S}.es_tags (tag, position) SELECT t.tag, t.position "
+    "FROM unnest($29::text[], $30::int8[]) AS t(tag, position) CROSS JOIN h), "
     "st AS (INSERT INTO {S}.es_streams (stream_id, stream_type, last_version) "
     "SELECT u.stream_id, u.stream_type, u.last_version "
     "FROM unnest($20::text[], $21::text[], $22::int8[]) AS u(stream_id, stream_type, "
@@ -775,7 +894,11 @@ long es__pg_array_count(const char *value, int len) {
   uint32_t ndim = es__pg_get32(value);
   if (ndim == 0) return 0;
   if (ndim != 1 || len < 20) return -1;
-  return (long)es__pg_get32(value + 12);
+  uint32_t n = es__pg_get32(value + 12);
+  /* Every element takes at least its 4-byte length: a count the value
+   * cannot hold is malformed (callers size their arrays by it). */
+  if ((uint64_t)n * 4 > (uint64_t)(len - 20)) return -1;
+  return (long)n;
 }
 
 int es__pg_array_parse(const char *value, int len, const char **vals, size_t *lens) {

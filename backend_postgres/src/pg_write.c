@@ -2,7 +2,8 @@
  * The parameters of es_write (pg_util.c), the one statement that commits a
  * group: one binary array per column of the events, two flat arrays of
  * metadata keys and values (each event's slice given by offset and count),
- * the streams' new states, the old and new head and the NOTIFY channel.
+ * the same for tags, with each tag's position for the tag index (Extension
+ * 1), the streams' new states, the old and new head and the NOTIFY channel.
  * Binary arrays, built in buffers the committer keeps from group to group:
  * no escaping, no per-event statements.
  */
@@ -21,12 +22,14 @@ size_t es__pg_event_bytes(const es_event_data_t *ev) {
 int es__pg_build_write(committer_t *cm, es_pg_waiter_t **ws, size_t n, uint64_t recorded_at,
                        uint64_t old_head, uint64_t head, const char **vals, int *lens) {
   es_pg_buf_t *p = cm->params;
-  size_t rows = 0, metas = 0, dirty = 0;
+  size_t rows = 0, metas = 0, tags = 0, dirty = 0;
   for (size_t i = 0; i < n; i++) {
     if (!cm->wrote[i]) continue;
     rows += ws[i]->req->event_count;
-    for (size_t j = 0; j < ws[i]->req->event_count; j++)
+    for (size_t j = 0; j < ws[i]->req->event_count; j++) {
       metas += ws[i]->req->events[j].metadata_count;
+      tags += ws[i]->req->events[j].tag_count;
+    }
   }
   for (size_t i = 0; i < cm->n_states; i++) dirty += cm->states[i].dirty;
 
@@ -40,8 +43,13 @@ int es__pg_build_write(committer_t *cm, es_pg_waiter_t **ws, size_t n, uint64_t 
   if (es__pg_array_begin(&p[17], ES_PG_OID_TEXT, metas) ||
       es__pg_array_begin(&p[18], ES_PG_OID_TEXT, metas))
     return ES_ENOMEM;
+  if (es__pg_array_begin(&p[26], ES_PG_OID_INT4, rows) ||
+      es__pg_array_begin(&p[27], ES_PG_OID_INT4, rows) ||
+      es__pg_array_begin(&p[28], ES_PG_OID_TEXT, tags) ||
+      es__pg_array_begin(&p[29], ES_PG_OID_INT8, tags))
+    return ES_ENOMEM;
 
-  uint32_t meta_off = 0;
+  uint32_t meta_off = 0, tag_off = 0;
   for (size_t i = 0; i < n; i++) {
     if (!cm->wrote[i]) continue;
     const es_append_req_t *req = ws[i]->req;
@@ -74,8 +82,17 @@ int es__pg_build_write(committer_t *cm, es_pg_waiter_t **ws, size_t n, uint64_t 
         const char *k = str_or_empty(ev->metadata[m].key), *v = str_or_empty(ev->metadata[m].value);
         rc |= es__pg_array_elem(&p[17], k, strlen(k)) | es__pg_array_elem(&p[18], v, strlen(v));
       }
+      /* The event's tags: its slice of $29 on its row, and one row of the
+       * tag index each ($29 with $30). */
+      rc |= es__pg_array_u32(&p[26], tag_off) | es__pg_array_u32(&p[27], (uint32_t)ev->tag_count);
+      for (size_t t = 0; t < ev->tag_count; t++) {
+        const char *tag = str_or_empty(ev->tags[t]);
+        rc |= es__pg_array_elem(&p[28], tag, strlen(tag)) |
+              es__pg_array_u64(&p[29], o->first_position + j);
+      }
       if (rc) return ES_ENOMEM;
       meta_off += (uint32_t)ev->metadata_count;
+      tag_off += (uint32_t)ev->tag_count;
     }
   }
   /* $17 recorded_at, $23 head, $24 channel, $25 the head before, $26 the

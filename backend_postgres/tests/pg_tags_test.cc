@@ -1,0 +1,309 @@
+// Tags and queries (Extension 1) on the PostgreSQL backend, beyond what the
+// conformance suite checks on every backend:
+//
+//   - tags survive a close and reopen, and the tag index (es_tags) holds one
+//     row per tag of every stored event, written with the events: an append
+//     that fails writes none;
+//   - a read by query whose items all name a tag is served by the tag index:
+//     a rare tag's events come back from a long log in one page under a scan
+//     bound of 10 events (a scan would stop after 10), also when the item
+//     pairs the rare tag with one every event carries; an item of types
+//     only still scans, within the bound;
+//   - a subscription with query items hands out exactly the query's events;
+//   - tags read back from the database are bounds-checked: a value whose
+//     array header claims more elements than its bytes hold is refused as a
+//     malformed row, not trusted.
+//
+// Every test uses the shared throwaway PostgreSQL (tests/pg/pg_fixture.h)
+// with a schema of its own.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "es/backend.h"
+#include "es/backend_postgres.h"
+#include "es/subscription.h"
+#include "es/validate.h"
+#include "tests/pg/pg_fixture.h"
+
+namespace {
+
+std::string Uuid(uint64_t n) {
+  char buf[ES_UUID_STR_LEN + 1];
+  std::snprintf(buf, sizeof buf, "00000000-0000-4000-8000-%012llx",
+                static_cast<unsigned long long>(n & 0xffffffffffffULL));
+  return buf;
+}
+
+struct Ev {
+  std::string type;
+  std::vector<std::string> tags;
+};
+
+struct Rec {
+  uint64_t position;
+  std::string type;
+  std::vector<std::string> tags;
+};
+
+struct Page {
+  int rc = ES_OK;
+  es_err_t err{};
+  std::vector<Rec> events;
+  uint64_t next = 0;
+  bool is_end = false;
+};
+
+std::vector<uint64_t> Positions(const Page &p) {
+  std::vector<uint64_t> v;
+  for (const auto &e : p.events) v.push_back(e.position);
+  return v;
+}
+
+class PgTagsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string error;
+    ASSERT_TRUE(es_pg_test::SharedPgUrl(&url_, &error)) << error;
+    schema_ = es_pg_test::UniqueSchema("tg");
+    es_limits_default(&limits_);
+  }
+  void TearDown() override {
+    for (es_backend_t *b : open_) es_backend_close(b);
+    std::string error;
+    es_pg_test::PgExec(url_, "DROP SCHEMA IF EXISTS \"" + schema_ + "\" CASCADE", &error);
+  }
+  es_backend_t *Open() {
+    es_pg_options_t o;
+    es_pg_options_default(&o);
+    o.connections = 2;
+    o.schema = schema_.c_str();
+    es_backend_t *b = nullptr;
+    es_err_t err{};
+    EXPECT_EQ(ES_OK, es_pg_open(url_.c_str(), &o, &b, &err)) << err.msg;
+    if (b) open_.push_back(b);
+    return b;
+  }
+  void Close(es_backend_t *b) {
+    open_.erase(std::find(open_.begin(), open_.end(), b));
+    es_backend_close(b);
+  }
+  // One append of evs to stream, prepared as the server does.
+  int Append(es_backend_t *b, const std::string &stream, const std::vector<Ev> &evs,
+             int kind = ES_EXPECT_ANY, uint64_t expected = 0, es_err_t *err_out = nullptr) {
+    std::vector<std::string> ids;
+    std::vector<std::vector<const char *>> tags(evs.size());
+    std::vector<es_event_data_t> data(evs.size());
+    for (size_t i = 0; i < evs.size(); i++) ids.push_back(Uuid(next_id_++));
+    for (size_t i = 0; i < evs.size(); i++) {
+      for (const auto &t : evs[i].tags) tags[i].push_back(t.c_str());
+      es_event_data_t &d = data[i];
+      std::memset(&d, 0, sizeof d);
+      d.event_id = ids[i].c_str();
+      d.event_type = evs[i].type.c_str();
+      d.content_type = "";
+      d.correlation_id = "";
+      d.causation_id = "";
+      d.tags = tags[i].data();
+      d.tag_count = tags[i].size();
+    }
+    es_append_req_t req;
+    std::memset(&req, 0, sizeof req);
+    req.stream_id = stream.c_str();
+    req.stream_type = "";
+    req.expected_kind = kind;
+    req.expected_version = expected;
+    req.events = data.data();
+    req.event_count = data.size();
+    es_append_result_t res{};
+    es_err_t err{};
+    int rc = es_append_prepare(&limits_, &req, &err);
+    if (rc == ES_OK) rc = es_backend_append(b, &req, &res, &err);
+    if (err_out) *err_out = err;
+    return rc;
+  }
+  // One item per entry: (types, tags).
+  Page ReadAll(es_backend_t *b,
+               const std::vector<std::pair<std::vector<std::string>, std::vector<std::string>>> &q,
+               uint64_t from, int dir, uint64_t max_scan) {
+    std::vector<std::vector<const char *>> types(q.size()), tags(q.size());
+    std::vector<es_query_item_t> items(q.size());
+    for (size_t i = 0; i < q.size(); i++) {
+      for (const auto &s : q[i].first) types[i].push_back(s.c_str());
+      for (const auto &s : q[i].second) tags[i].push_back(s.c_str());
+      items[i] = {types[i].data(), types[i].size(), tags[i].data(), tags[i].size()};
+    }
+    es_read_all_req_t req;
+    std::memset(&req, 0, sizeof req);
+    req.from_position = from;
+    req.max_count = 1000;
+    req.direction = dir;
+    req.filter.stream_prefix = "";
+    req.filter.items = items.data();
+    req.filter.item_count = items.size();
+    Page out;
+    out.rc = es_read_all_prepare(&limits_, &req, &out.err);
+    req.max_scan = max_scan;
+    es_page_t page;
+    std::memset(&page, 0, sizeof page);
+    if (out.rc == ES_OK) out.rc = es_backend_read_all(b, &req, &page, &out.err);
+    if (out.rc == ES_OK) Copy(page, &out);
+    es_page_free(&page);
+    return out;
+  }
+  Page ReadStream(es_backend_t *b, const std::string &stream) {
+    es_read_stream_req_t req;
+    std::memset(&req, 0, sizeof req);
+    req.stream_id = stream.c_str();
+    req.max_count = 1000;
+    Page out;
+    out.rc = es_read_stream_prepare(&limits_, &req, &out.err);
+    es_page_t page;
+    std::memset(&page, 0, sizeof page);
+    if (out.rc == ES_OK) out.rc = es_backend_read_stream(b, &req, &page, &out.err);
+    if (out.rc == ES_OK) Copy(page, &out);
+    es_page_free(&page);
+    return out;
+  }
+  static void Copy(const es_page_t &page, Page *out) {
+    for (size_t i = 0; i < page.count; i++) {
+      const es_recorded_t &v = page.events[i];
+      Rec r{v.global_position, v.event_type, {}};
+      for (size_t k = 0; k < v.tag_count; k++) r.tags.push_back(v.tags[k]);
+      out->events.push_back(r);
+    }
+    out->next = page.next;
+    out->is_end = page.is_end;
+  }
+  std::string Query(const std::string &sql) {
+    std::string value, error;
+    EXPECT_TRUE(es_pg_test::PgQueryValue(url_, sql, &value, &error)) << error;
+    return value;
+  }
+  std::string Table(const std::string &name) { return "\"" + schema_ + "\"." + name; }
+
+  std::string url_, schema_;
+  es_limits_t limits_;
+  std::vector<es_backend_t *> open_;
+  uint64_t next_id_ = 1;
+};
+
+TEST_F(PgTagsTest, TagsSurviveReopenAndTheIndexHoldsEachTagOnce) {
+  es_backend_t *b = Open();
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, Append(b, "s", {{"T", {"b", "a", "c"}}, {"T", {}}, {"T", {"z"}}}));
+  es_err_t err{};
+  // A failed append writes no row of the tag index either.
+  EXPECT_EQ(ES_EVERSION, Append(b, "s", {{"T", {"never"}}}, ES_EXPECT_EXACT, 1, &err)) << err.msg;
+  Close(b);
+  b = Open();
+  ASSERT_NE(nullptr, b);
+  Page p = ReadStream(b, "s");
+  ASSERT_EQ(ES_OK, p.rc) << p.err.msg;
+  ASSERT_EQ(3u, p.events.size());
+  EXPECT_EQ((std::vector<std::string>{"b", "a", "c"}), p.events[0].tags);
+  EXPECT_TRUE(p.events[1].tags.empty());
+  EXPECT_EQ((std::vector<std::string>{"z"}), p.events[2].tags);
+  EXPECT_EQ("a:1,b:1,c:1,z:3",
+            Query("SELECT string_agg(tag || ':' || position, ',' ORDER BY tag, position) FROM " +
+                  Table("es_tags")));
+  Page q = ReadAll(b, {{{}, {"a"}}}, 0, ES_FORWARD, 0);
+  EXPECT_EQ((std::vector<uint64_t>{1}), Positions(q));
+}
+
+TEST_F(PgTagsTest, ARareTagIsReadThroughTheIndexNotByAScan) {
+  es_backend_t *b = Open();
+  ASSERT_NE(nullptr, b);
+  // 8,000 events that all carry "common"; two of them also carry "rare".
+  const int kBatches = 8, kPerBatch = 1000;
+  for (int k = 0; k < kBatches; k++) {
+    std::vector<Ev> evs(kPerBatch, Ev{"Plain", {"common"}});
+    if (k == 0) evs[4] = Ev{"Marked", {"common", "rare"}};
+    if (k == kBatches - 1) evs[kPerBatch - 2] = Ev{"Marked", {"rare", "common"}};
+    ASSERT_EQ(ES_OK, Append(b, "big-" + std::to_string(k), evs));
+  }
+  const uint64_t last_rare = kBatches * kPerBatch - 1;
+  // A scan bound of 10 would stop a scan after 10 events; the index needs no
+  // scan bound, so both events come back in one page, the read ends.
+  Page p = ReadAll(b, {{{}, {"rare"}}}, 0, ES_FORWARD, 10);
+  ASSERT_EQ(ES_OK, p.rc) << p.err.msg;
+  EXPECT_EQ((std::vector<uint64_t>{5, last_rare}), Positions(p));
+  EXPECT_TRUE(p.is_end);
+  EXPECT_EQ(last_rare + 2, p.next);
+  EXPECT_EQ((std::vector<std::string>{"common", "rare"}), p.events[0].tags);
+  // Both tags of an item (an intersection with a tag every event carries),
+  // and backward.
+  p = ReadAll(b, {{{"Marked"}, {"common", "rare"}}}, 0, ES_BACKWARD, 10);
+  ASSERT_EQ(ES_OK, p.rc) << p.err.msg;
+  EXPECT_EQ((std::vector<uint64_t>{last_rare, 5}), Positions(p));
+  EXPECT_TRUE(p.is_end);
+  // Two items, one of which matches nothing.
+  p = ReadAll(b, {{{}, {"nobody"}}, {{}, {"rare"}}}, 6, ES_FORWARD, 10);
+  EXPECT_EQ((std::vector<uint64_t>{last_rare}), Positions(p));
+  // An item of types only cannot use the index: it scans, within the bound.
+  p = ReadAll(b, {{{"Marked"}, {}}}, 6, ES_FORWARD, 10);
+  ASSERT_EQ(ES_OK, p.rc) << p.err.msg;
+  EXPECT_TRUE(p.events.empty());
+  EXPECT_FALSE(p.is_end);
+  EXPECT_EQ(16u, p.next);
+}
+
+TEST_F(PgTagsTest, ASubscriptionByQueryHandsOutExactlyTheQuerysEvents) {
+  es_backend_t *b = Open();
+  ASSERT_NE(nullptr, b);
+  for (int i = 0; i < 30; i++)
+    ASSERT_EQ(ES_OK, Append(b, "s", {{"Booked", {i % 3 == 0 ? "seat:1" : "seat:2"}}}));
+  const char *tags[] = {"seat:1"};
+  es_query_item_t item = {nullptr, 0, tags, 1};
+  es_sub_opts_t opts;
+  std::memset(&opts, 0, sizeof opts);
+  opts.filter.stream_prefix = "";
+  opts.filter.items = &item;
+  opts.filter.item_count = 1;
+  es_sub_t *sub = nullptr;
+  es_err_t err{};
+  ASSERT_EQ(ES_OK, es_sub_open(b, &limits_, &opts, &sub, &err)) << err.msg;
+  std::vector<uint64_t> got;
+  for (int guard = 0; guard < 1000; guard++) {
+    es_sub_item_t it;
+    int rc = es_sub_next(sub, &it, &err);
+    ASSERT_EQ(ES_OK, rc) << err.msg;
+    if (it.kind == ES_SUB_CAUGHT_UP) break;
+    if (it.kind == ES_SUB_EVENT) {
+      got.push_back(it.event->global_position);
+      ASSERT_EQ(1u, it.event->tag_count);
+      EXPECT_STREQ("seat:1", it.event->tags[0]);
+    }
+  }
+  es_sub_close(sub);
+  std::vector<uint64_t> want;
+  for (uint64_t p = 1; p <= 30; p += 3) want.push_back(p);
+  EXPECT_EQ(want, got);
+}
+
+TEST_F(PgTagsTest, TagsWhoseArrayHeaderLiesAreRefusedNotTrusted) {
+  es_backend_t *b = Open();
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, Append(b, "s", {{"T", {"a"}}}));
+  Close(b);
+  // The column read back as raw bytes: a one-dimensional array of text that
+  // claims 2^32 - 1 elements and holds none (sized by that count, the page would ask for ~100 GB).
+  std::string error;
+  ASSERT_TRUE(
+      es_pg_test::PgExec(url_,
+                         "ALTER TABLE " + Table("es_events") +
+                             " ALTER COLUMN tags DROP DEFAULT, ALTER COLUMN tags TYPE "
+                             "bytea USING '\\x000000010000000000000019ffffffff00000001'::bytea",
+                         &error))
+      << error;
+  b = Open();
+  ASSERT_NE(nullptr, b);
+  Page p = ReadStream(b, "s");
+  EXPECT_EQ(ES_EINTERNAL, p.rc) << p.err.msg;
+  EXPECT_NE(std::string(p.err.msg).find("malformed"), std::string::npos) << p.err.msg;
+}
+
+}  // namespace
