@@ -828,7 +828,7 @@ static size_t pg_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t m
 
 static const es_backend_methods_t pg_methods = {
     .stats = pg_backend_stats,
-    .features = ES_BACKEND_TAGS | ES_BACKEND_QUERY,
+    .features = ES_BACKEND_TAGS | ES_BACKEND_QUERY | ES_BACKEND_CONDITION,
     .name = "postgres",
     .blocking = 1,
     .close = pg_close,

@@ -19,13 +19,21 @@
  * backend; a passing append gets positions H+1.. and joins the group's
  * view, so a later append of the same group sees it (its versions, its ids).
  * The decisions are made before anything is written, so one append's failure
- * never touches another's, with no savepoints. This file runs the group's
+ * never touches another's, with no savepoints. An append with a condition
+ * (Extension 1) is decided by es_append_decide_conditional, whose last check
+ * asks whether an event matching the condition's query was committed after
+ * its `after`: the database answers inside the transaction, once the head-row
+ * lock is held (check_conditions), so nothing can commit between the check
+ * and the write, on any server; the group's earlier passing appends answer
+ * for their own events (pg_decide.c). This file runs the group's
  * transaction, one of two ways:
  *
- * The locking path, two round trips (libpq pipelines):
+ * The locking path, two round trips (libpq pipelines), three with
+ * conditions:
  *   1. BEGIN; es_lock; es_lookup      the global lock and the head H; the
  *                                     stored events with any of the group's
  *                                     ids, and the group's streams
+ *   1b. one query per condition       the first match after its `after`
  *      decide
  *   2. es_write; COMMIT               the passing appends' events, the
  *                                     streams, the new head and the NOTIFY
@@ -42,6 +50,7 @@
  * PostgreSQL executes and flushes; with one server, every group goes this
  * way. A group with any failing or duplicate append takes the locking path
  * (a failure decided from the cache could not be checked by the statement),
+ * and so does a group with a condition (the cache knows nothing of the log),
  * and so does a group whose optimistic statement was refused, followed by a
  * few more (another writer is active: FAST_BACKOFF_GROUPS).
  *
@@ -350,7 +359,14 @@ static const char UNKNOWN_OUTCOME[] =
 static outcome_t try_fast(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err_t *gerr) {
   es_pg_t *pg = cm->pg;
   size_t events = 0;
-  for (size_t i = 0; i < n; i++) events += ws[i]->req->event_count;
+  for (size_t i = 0; i < n; i++) {
+    /* A condition is a question about the whole log, which the cache cannot
+     * answer: it is checked under the lock. */
+    if (ws[i]->req->condition) return OUT_SLOW;
+    events += ws[i]->req->event_count;
+  }
+  cm->group = ws;
+  cm->group_n = 0;
   if (es__pg_group_reserve(cm, n, events)) return OUT_SLOW;
   uint64_t recorded_at = es_now_unix_ms();
   uint64_t head = cm->last_head, new_head = head;
@@ -409,6 +425,108 @@ static outcome_t try_fast(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err
   return OUT_DONE;
 }
 
+/* Extension 1: the conditions of the group's appends, asked of the database
+ * inside the locking path's transaction, once the head-row lock is held:
+ * one query per conditional append (es__pg_condition_sql), all in one
+ * pipeline, so a group with conditions costs one more round trip. Every
+ * writer of every server takes the same lock first, so what the queries see
+ * is the whole log up to `head`, and nothing can commit before this
+ * transaction does: no matching event slips in between the check and the
+ * write. A condition whose `after` is at or beyond the head has nothing to
+ * ask. Each answer (bounds-checked: a position after `after`, at most the
+ * head) goes to the waiter's condition_stored. OUT_DONE when answered. */
+static outcome_t check_conditions(committer_t *cm, es_pg_waiter_t **ws, size_t n, uint64_t head,
+                                  es_err_t *gerr) {
+  es_pg_t *pg = cm->pg;
+  PGconn *c = cm->conn;
+  int nq = 0;
+  for (size_t i = 0; i < n; i++) {
+    ws[i]->condition_stored = 0;
+    if (ws[i]->req->condition && ws[i]->req->condition->after < head) nq++;
+  }
+  if (nq == 0) return OUT_DONE;
+  PGresult **r = calloc((size_t)nq, sizeof *r);
+  if (!r) {
+    rollback(cm);
+    es_err_set(gerr, ES_ENOMEM, "out of memory checking %d conditions", nq);
+    return OUT_FAIL;
+  }
+  bool sent = true;
+  for (size_t i = 0; i < n && sent; i++) {
+    const es_append_condition_t *cond = ws[i]->req->condition;
+    if (!cond || cond->after >= head) continue;
+    size_t np = 1;
+    for (size_t k = 0; k < cond->item_count; k++) np += 1 + cond->items[k].tag_count;
+    char *sql = es__pg_condition_sql(pg, cond);
+    const char **vals = calloc(np, sizeof *vals);
+    int *lens = calloc(np, sizeof *lens), *fmts = calloc(np, sizeof *fmts);
+    es_pg_buf_t *types = calloc(cond->item_count + 1, sizeof *types);
+    uint8_t after[8];
+    es__pg_put64(after, cond->after);
+    sent = sql && vals && lens && fmts && types;
+    if (sent) {
+      size_t p = 0;
+      vals[p] = (const char *)after;
+      lens[p++] = 8;
+      for (size_t k = 0; k < cond->item_count && sent; k++) {
+        const es_query_item_t *it = &cond->items[k];
+        sent = es__pg_array_begin(&types[k], ES_PG_OID_TEXT, it->event_type_count) == ES_OK;
+        for (size_t j = 0; j < it->event_type_count && sent; j++) {
+          const char *t = str_or_empty(it->event_types[j]);
+          sent = es__pg_array_elem(&types[k], t, strlen(t)) == ES_OK;
+        }
+        vals[p] = types[k].data;
+        lens[p++] = (int)types[k].len;
+        for (size_t j = 0; j < it->tag_count; j++) {
+          vals[p] = str_or_empty(it->tags[j]);
+          lens[p] = (int)strlen(vals[p]);
+          p++;
+        }
+      }
+      for (size_t j = 0; j < np; j++) fmts[j] = 1;
+      /* libpq copies the values into its buffer: they may go right after. */
+      if (sent) sent = PQsendQueryParams(c, sql, (int)np, NULL, vals, lens, fmts, 1) == 1;
+    }
+    for (size_t k = 0; types && k < cond->item_count; k++) es__pg_buf_free(&types[k]);
+    free(types);
+    free(fmts);
+    free(lens);
+    free(vals);
+    free(sql);
+  }
+  bool out_of_step = false;
+  uint64_t deadline = es__pg_reply_deadline(pg);
+  bool synced = sent && PQpipelineSync(c) && pipe_read(pg, c, r, nq, deadline, &out_of_step);
+  bool ok = synced;
+  for (int q = 0; q < nq && ok; q++)
+    ok = status_is(r[q], PGRES_TUPLES_OK) && PQntuples(r[q]) == 1 && PQnfields(r[q]) == 1;
+  if (!ok) {
+    outcome_t o = failed(cm, r, nq, synced, "checking a condition", gerr, n > 1);
+    free(r);
+    return o;
+  }
+  int q = 0;
+  bool sane = true;
+  for (size_t i = 0; i < n; i++) {
+    const es_append_condition_t *cond = ws[i]->req->condition;
+    if (!cond || cond->after >= head) continue;
+    const PGresult *res = r[q++];
+    if (PQgetisnull(res, 0, 0)) continue;
+    uint64_t pos = PQgetlength(res, 0, 0) == 8 ? es__pg_get64(PQgetvalue(res, 0, 0)) : 0;
+    if (pos <= cond->after || pos > head) sane = false;
+    ws[i]->condition_stored = pos;
+  }
+  clear_all(r, nq);
+  free(r);
+  if (!sane) {
+    for (size_t i = 0; i < n; i++) ws[i]->condition_stored = 0;
+    rollback(cm);
+    es_err_set(gerr, ES_EINTERNAL, "PostgreSQL answered a condition with a position out of range");
+    return OUT_FAIL;
+  }
+  return OUT_DONE;
+}
+
 /* The locking path: two round trips, each a libpq pipeline.
  *   1. BEGIN; es_lock; es_lookup        then the decisions, in C
  *   2. es_write; COMMIT
@@ -456,7 +574,11 @@ static outcome_t locked_attempt(committer_t *cm, es_pg_waiter_t **ws, size_t n, 
     return OUT_FAIL;
   }
 
-  /* Decisions. */
+  /* The conditions, then the decisions. */
+  outcome_t co = check_conditions(cm, ws, n, head, gerr);
+  if (co != OUT_DONE) return co;
+  cm->group = ws;
+  cm->group_n = n;
   uint64_t recorded_at = es_now_unix_ms();
   uint64_t new_head = head;
   size_t appends = 0;

@@ -84,11 +84,13 @@ typedef struct committer {
   es_pg_buf_t lookup[2];              /* es_lookup parameters */
   es_pg_buf_t params[N_WRITE_PARAMS]; /* es_write parameters */
   PGresult *lookup_res;               /* keeps the strings of known/states alive */
-  bool conn_fresh;                    /* conn was opened for this group */
-  es_pg_session_t session;            /* conn's server process; once conn is lost, the
-                                         lost one's until resolve_commit ends it */
-  uint64_t token;                     /* the commit token of the current attempt */
-  uint64_t token_seed;                /* new_token's state (pg_commit.c); 0 = not seeded */
+  es_pg_waiter_t **group;             /* the group being decided (borrowed), for conditions */
+  size_t group_n;
+  bool conn_fresh;         /* conn was opened for this group */
+  es_pg_session_t session; /* conn's server process; once conn is lost, the
+                              lost one's until resolve_commit ends it */
+  uint64_t token;          /* the commit token of the current attempt */
+  uint64_t token_seed;     /* new_token's state (pg_commit.c); 0 = not seeded */
 
   /* The optimistic path. Exact as long as nobody else committed since
    * last_head; the write statement checks exactly that. */

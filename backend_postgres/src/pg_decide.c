@@ -8,7 +8,8 @@
  * decided by the core (es_append_decide) against that view, in arrival
  * order; one that passes gets positions from the group's running head and
  * joins the view, so a later append of the same group sees its versions and
- * ids. Nothing is written until every append of the group is decided.
+ * ids (and a later append's condition sees its events). Nothing is written
+ * until every append of the group is decided.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,35 @@ static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
   return true;
 }
 
+/* The condition's view (Extension 1): the first matching event after
+ * `after` that is committed (the committer asked the database, under the
+ * head-row lock: w->condition_stored), else the first one among the events
+ * that earlier appends of this group were decided to write, which commit
+ * before this append's in the same transaction. The stored ones come first:
+ * their positions are below the group's. */
+static bool match_condition(void *ctx, const es_append_condition_t *cond, uint64_t *position) {
+  const decide_ctx_t *d = ctx;
+  const committer_t *cm = d->cm;
+  if (d->w->condition_stored) {
+    *position = d->w->condition_stored;
+    return true;
+  }
+  for (size_t j = 0; j < cm->group_n; j++) {
+    if (!cm->wrote[j]) continue;
+    const es_pg_waiter_t *o = cm->group[j];
+    for (size_t k = 0; k < o->req->event_count; k++) {
+      const es_event_data_t *ev = &o->req->events[k];
+      uint64_t p = o->out->first_position + k;
+      if (p > cond->after &&
+          es_query_match(cond->items, cond->item_count, ev->event_type, ev->tags, ev->tag_count)) {
+        *position = p;
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 /* Decides one append (es_append_decide) against what is stored plus the
  * group's earlier decisions. Fills w->rc, w->out and w->err; true when the
  * append is to be written, then positions are reserved from *head and its
@@ -75,8 +105,10 @@ bool es__pg_decide(committer_t *cm, es_pg_waiter_t *w, uint64_t *head, uint64_t 
 
   decide_ctx_t dctx = {cm, w};
   es_append_view_t view = {s->last, s->type, lookup_id, &dctx};
+  es_condition_view_t cview = {match_condition, &dctx};
   es_append_decision_t decision;
-  w->rc = es_append_decide(req, &view, &decision, out, w->err);
+  w->rc = es_append_decide_conditional(req, &view, req->condition ? &cview : NULL, &decision, out,
+                                       w->err);
   if (w->rc != ES_OK || decision == ES_APPEND_STORED) return false;
 
   /* To be written: positions, and the view for later appends. */

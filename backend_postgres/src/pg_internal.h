@@ -106,6 +106,10 @@ struct es_pg_waiter {
    * the group while the append waits. */
   uint64_t lost_tokens[ES_PG_MAX_LOST_ATTEMPTS];
   int n_lost;
+  /* Extension 1: the answer to req->condition from the database in the
+   * current attempt (pg_commit.c), under the head-row lock: the smallest
+   * matching position after `after` that is committed, 0 = none. */
+  uint64_t condition_stored;
 };
 
 typedef struct es_pg_lane es_pg_lane_t; /* pg_queue.c */
@@ -264,6 +268,12 @@ void es__pg_sql_free(es_pg_sql_t *sql);
  * (text[]), and when `indexed` (every item has a tag: candidates come from
  * the tag index) each of its tags (text) too. */
 char *es__pg_items_sql(const es_pg_t *pg, bool fwd, const es_filter_t *f, bool indexed);
+
+/* The text of the check of condition c (Extension 1): one row, the smallest
+ * position > $1 (int8) of an event matching c's items, NULL when none;
+ * malloc'ed, or NULL when out of memory. Its parameters after $1: per item
+ * in order its types (text[]), then each of its tags (text). */
+char *es__pg_condition_sql(const es_pg_t *pg, const es_append_condition_t *c);
 
 /* "template" with every "{S}" replaced by quoted_schema; malloc'ed or NULL. */
 char *es__pg_subst(const char *template_sql, const char *quoted_schema);

@@ -738,6 +738,54 @@ char *es__pg_items_sql(const es_pg_t *pg, bool fwd, const es_filter_t *f, bool i
   return b.data;
 }
 
+/* The text of a condition check (Extension 1); see pg_internal.h for its
+ * parameters. The smallest position after $1 of an event matching one of
+ * the items: per item the first match, through the tag index for an item
+ * with tags (its first tag's positions from $1 on, probed for its other
+ * tags and joined with the event for its types) and by the log's primary
+ * key for an item of types only (a scan from $1, which only stops at a
+ * match). Run by the committer inside its transaction, after the head-row
+ * lock was taken: its snapshot holds every commit before, and none can
+ * follow until this transaction ends. */
+char *es__pg_condition_sql(const es_pg_t *pg, const es_append_condition_t *c) {
+  es_pg_buf_t b = {0};
+  bool ok = true;
+  const char *q = pg->sql.quoted_schema;
+  sql_add(&b, &ok, "SELECT min(c.position) FROM (");
+  int p = 2;
+  for (size_t i = 0; i < c->item_count; i++) {
+    const es_query_item_t *it = &c->items[i];
+    const char *sep = i ? " UNION ALL " : "";
+    if (it->tag_count == 0) {
+      sql_add(&b, &ok,
+              "%s(SELECT a.position FROM %s.es_events a WHERE a.position > $1::int8 "
+              "AND (cardinality($%d::text[]) = 0 OR a.event_type = ANY ($%d::text[])) "
+              "ORDER BY a.position LIMIT 1)",
+              sep, q, p, p);
+      p += 1;
+      continue;
+    }
+    sql_add(&b, &ok, "%s(SELECT g0.position FROM %s.es_tags g0 ", sep, q);
+    for (size_t k = 1; k < it->tag_count; k++)
+      sql_add(&b, &ok,
+              "JOIN %s.es_tags g%zu ON g%zu.position = g0.position AND g%zu.tag = $%d::text ", q, k,
+              k, k, p + 1 + (int)k);
+    sql_add(&b, &ok,
+            "JOIN %s.es_events a ON a.position = g0.position WHERE g0.tag = $%d::text "
+            "AND g0.position > $1::int8 "
+            "AND (cardinality($%d::text[]) = 0 OR a.event_type = ANY ($%d::text[])) "
+            "ORDER BY g0.position LIMIT 1)",
+            q, p + 1, p, p);
+    p += 1 + (int)it->tag_count;
+  }
+  sql_add(&b, &ok, ") c(position)");
+  if (!ok) {
+    es__pg_buf_free(&b);
+    return NULL;
+  }
+  return b.data;
+}
+
 /* SQL reads better laid out by hand: */
 /* clang-format off */
 

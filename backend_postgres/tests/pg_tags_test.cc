@@ -1,15 +1,24 @@
-// Tags and queries (Extension 1) on the PostgreSQL backend, beyond what the
-// conformance suite checks on every backend:
+// Tags, queries and conditions (Extension 1) on the PostgreSQL backend,
+// beyond what the conformance suite checks on every backend:
 //
-//   - tags survive a close and reopen, and the tag index (es_tags) holds one
-//     row per tag of every stored event, written with the events: an append
-//     that fails writes none;
+//   - tags survive a close and reopen, and so does the idempotency of a
+//     conditional append (its retry is a duplicate, whatever its condition
+//     says now); the tag index (es_tags) holds one row per tag of every
+//     stored event, written with the events: an append that fails writes
+//     none;
 //   - a read by query whose items all name a tag is served by the tag index:
 //     a rare tag's events come back from a long log in one page under a scan
 //     bound of 10 events (a scan would stop after 10), also when the item
 //     pairs the rare tag with one every event carries; an item of types
 //     only still scans, within the bound;
 //   - a subscription with query items hands out exactly the query's events;
+//   - conditions hold across servers: two backends on one database, 100
+//     bookers split across them, each reading the booked seats by query,
+//     deciding and appending with `after` = the head it read, retrying when
+//     the condition fails: exactly 30 bookings of 30 seats;
+//   - two conditional appends committed in one group: the second one's
+//     condition sees the first one's event, which is not in the database
+//     yet but commits first, in the same transaction;
 //   - tags read back from the database are bounds-checked: a value whose
 //     array header claims more elements than its bytes hold is refused as a
 //     malformed row, not trusted.
@@ -19,8 +28,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "es/backend.h"
@@ -91,9 +103,11 @@ class PgTagsTest : public ::testing::Test {
     open_.erase(std::find(open_.begin(), open_.end(), b));
     es_backend_close(b);
   }
-  // One append of evs to stream, prepared as the server does.
+  // One append of evs to stream, prepared as the server does, with an
+  // optional condition (one item: types, tags).
   int Append(es_backend_t *b, const std::string &stream, const std::vector<Ev> &evs,
-             int kind = ES_EXPECT_ANY, uint64_t expected = 0, es_err_t *err_out = nullptr) {
+             int kind = ES_EXPECT_ANY, uint64_t expected = 0, es_err_t *err_out = nullptr,
+             const Ev *cond = nullptr, uint64_t after = 0) {
     std::vector<std::string> ids;
     std::vector<std::vector<const char *>> tags(evs.size());
     std::vector<es_event_data_t> data(evs.size());
@@ -118,6 +132,14 @@ class PgTagsTest : public ::testing::Test {
     req.expected_version = expected;
     req.events = data.data();
     req.event_count = data.size();
+    const char *ctype = cond ? cond->type.c_str() : nullptr;
+    std::vector<const char *> ctags;
+    if (cond)
+      for (const auto &t : cond->tags) ctags.push_back(t.c_str());
+    es_query_item_t citem = {&ctype, cond && !cond->type.empty() ? 1u : 0u, ctags.data(),
+                             ctags.size()};
+    es_append_condition_t c = {&citem, 1, after};
+    if (cond) req.condition = &c;
     es_append_result_t res{};
     es_err_t err{};
     int rc = es_append_prepare(&limits_, &req, &err);
@@ -188,7 +210,7 @@ class PgTagsTest : public ::testing::Test {
   std::string url_, schema_;
   es_limits_t limits_;
   std::vector<es_backend_t *> open_;
-  uint64_t next_id_ = 1;
+  std::atomic<uint64_t> next_id_{1};
 };
 
 TEST_F(PgTagsTest, TagsSurviveReopenAndTheIndexHoldsEachTagOnce) {
@@ -212,6 +234,27 @@ TEST_F(PgTagsTest, TagsSurviveReopenAndTheIndexHoldsEachTagOnce) {
                   Table("es_tags")));
   Page q = ReadAll(b, {{{}, {"a"}}}, 0, ES_FORWARD, 0);
   EXPECT_EQ((std::vector<uint64_t>{1}), Positions(q));
+}
+
+TEST_F(PgTagsTest, AConditionalRetryAfterAReopenIsADuplicateWhateverTheConditionSays) {
+  es_backend_t *b = Open();
+  ASSERT_NE(nullptr, b);
+  const Ev seat{"Booked", {"seat:1"}};
+  uint64_t first_id = next_id_;
+  es_err_t err{};
+  ASSERT_EQ(ES_OK, Append(b, "booking", {seat}, ES_EXPECT_ANY, 0, &err, &seat, 0)) << err.msg;
+  Close(b);
+  b = Open();
+  ASSERT_NE(nullptr, b);
+  // The same request again (same id): its condition now matches its own
+  // event, but a retry is acknowledged as the original.
+  next_id_ = first_id;
+  EXPECT_EQ(ES_OK, Append(b, "booking", {seat}, ES_EXPECT_ANY, 0, &err, &seat, 0)) << err.msg;
+  // A new booking of the same seat fails on the condition, naming the first.
+  err = es_err_t{};
+  EXPECT_EQ(ES_ECONDITION, Append(b, "booking-2", {seat}, ES_EXPECT_ANY, 0, &err, &seat, 0));
+  EXPECT_EQ(1u, err.condition_position);
+  EXPECT_EQ("1", Query("SELECT count(*) FROM " + Table("es_events")));
 }
 
 TEST_F(PgTagsTest, ARareTagIsReadThroughTheIndexNotByAScan) {
@@ -282,6 +325,108 @@ TEST_F(PgTagsTest, ASubscriptionByQueryHandsOutExactlyTheQuerysEvents) {
   std::vector<uint64_t> want;
   for (uint64_t p = 1; p <= 30; p += 3) want.push_back(p);
   EXPECT_EQ(want, got);
+}
+
+TEST_F(PgTagsTest, ThirtySeatsAreBookedExactlyOnceByBookersOnTwoServers) {
+  es_backend_t *servers[2] = {Open(), Open()};
+  ASSERT_NE(nullptr, servers[0]);
+  ASSERT_NE(nullptr, servers[1]);
+  const int kSeats = 30, kBookers = 100;
+  const Ev booked{"Booked", {"show:1"}};
+  std::atomic<int> booked_count{0}, conflicts{0}, errors{0};
+  std::atomic<bool> go{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kBookers; t++) {
+    threads.emplace_back([&, t] {
+      es_backend_t *b = servers[t % 2];
+      while (!go.load()) std::this_thread::yield();
+      for (int attempt = 0; attempt < 500; attempt++) {
+        // Read the decision's events by query, up to the head.
+        Page p = ReadAll(b, {{{"Booked"}, {"show:1"}}}, 0, ES_FORWARD, 0);
+        if (p.rc != ES_OK || !p.is_end) {
+          errors++;
+          return;
+        }
+        if (static_cast<int>(p.events.size()) >= kSeats) return;  // sold out
+        uint64_t after = p.next - 1;                              // the head that was read
+        es_err_t err{};
+        int rc = Append(b, "booking-" + std::to_string(t), {booked}, ES_EXPECT_ANY, 0, &err,
+                        &booked, after);
+        if (rc == ES_OK) {
+          booked_count++;
+          return;
+        }
+        if (rc != ES_ECONDITION || !err.has_condition_position || err.condition_position <= after) {
+          errors++;
+          return;
+        }
+        conflicts++;
+      }
+      errors++;
+    });
+  }
+  go = true;
+  for (auto &th : threads) th.join();
+  EXPECT_EQ(0, errors.load());
+  EXPECT_EQ(kSeats, booked_count.load()) << conflicts.load() << " conflicts";
+  Page all = ReadAll(servers[0], {{{"Booked"}, {"show:1"}}}, 0, ES_FORWARD, 0);
+  EXPECT_EQ(static_cast<size_t>(kSeats), all.events.size());
+  EXPECT_EQ(std::to_string(kSeats), Query("SELECT count(*) FROM " + Table("es_events")));
+}
+
+// Holds the first optimistic write after it is armed until released, so
+// that the appends queued meanwhile form the next group together.
+struct Gate {
+  std::atomic<bool> armed{false}, held{false}, release{false};
+  static void BeforeWrite(void *arg) {
+    Gate *g = static_cast<Gate *>(arg);
+    if (!g->armed.exchange(false)) return;
+    g->held = true;
+    while (!g->release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+};
+
+TEST_F(PgTagsTest, TheSecondConditionInOneGroupSeesTheFirstAppendsEvent) {
+  es_backend_t *b = Open();
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, Append(b, "warm", {{"Plain", {}}}));  // the next group goes the fast path
+  Gate gate;
+  es_pg_test_hooks_t hooks{};
+  hooks.before_write = Gate::BeforeWrite;
+  hooks.arg = &gate;
+  es_pg_set_test_hooks(b, &hooks);
+  gate.armed = true;
+  std::thread holder([&] { EXPECT_EQ(ES_OK, Append(b, "holder", {{"Plain", {}}})); });
+  while (!gate.held.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // Both read the head (1: the holder has not committed) and both would book
+  // the last seat; they queue behind the holder's group.
+  const Ev seat{"Booked", {"seat:9"}};
+  int rc[2] = {0, 0};
+  es_err_t err[2] = {};
+  std::vector<std::thread> bookers;
+  for (int i = 0; i < 2; i++)
+    bookers.emplace_back([&, i] {
+      rc[i] =
+          Append(b, "booking-" + std::to_string(i), {seat}, ES_EXPECT_ANY, 0, &err[i], &seat, 1);
+    });
+  // Both queue while the holder's group is held; the lane's next leader
+  // takes every queued append into its group (pg_queue.c).
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  gate.release = true;
+  holder.join();
+  for (auto &th : bookers) th.join();
+  es_pg_set_test_hooks(b, nullptr);
+  int won = (rc[0] == ES_OK) + (rc[1] == ES_OK);
+  EXPECT_EQ(1, won) << es_errname(rc[0]) << " " << es_errname(rc[1]);
+  for (int i = 0; i < 2; i++)
+    if (rc[i] != ES_OK) {
+      EXPECT_EQ(ES_ECONDITION, rc[i]) << err[i].msg;
+      EXPECT_EQ(3u, err[i].condition_position) << "the other booking, right after the holder";
+    }
+  uint64_t head = 0;
+  es_err_t herr{};
+  EXPECT_EQ(ES_OK, es_backend_head(b, &head, &herr)) << herr.msg;
+  EXPECT_EQ(3u, head);
 }
 
 TEST_F(PgTagsTest, TagsWhoseArrayHeaderLiesAreRefusedNotTrusted) {
