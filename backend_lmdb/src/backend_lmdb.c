@@ -20,6 +20,11 @@
  *   - types, type_names: the event-type dictionary, name -> number and
  *              number -> name; numbers from 1 in order of first use, given
  *              inside the write transaction that first stores the type.
+ *   - tags:    tag -> the positions of the events carrying it (Extension 1),
+ *              8 big-endian bytes each, fixed-size sorted duplicates
+ *              appended in order like `index`'s lists: 8 bytes an
+ *              occurrence. Records hold their tags too (format 4), so a
+ *              read returns them without this table.
  *   - format:  "records" -> the record format's number (check_format).
  *
  * Records (lmdb_internal.h) hold numbers, not names: with 256-byte
@@ -29,19 +34,39 @@
  * stream and type per page, not per event) and copies each name into the
  * page once.
  *
+ * Reads by query (Filter.items, Extension 1). When every item names a tag,
+ * ReadAll walks, per item, the positions of its rarest tag (the shortest
+ * list in `tags`; LMDB counts a key's duplicates without reading them),
+ * merged in reading order, and checks each candidate against the whole
+ * filter, like the memory backend: the cost follows the candidates, not the
+ * log, and max_scan bounds the candidates examined. An item of types only
+ * (or an empty one) has no index: the read scans the log within the scan
+ * bound, as any filter does. Subscriptions read through ReadAll, so they
+ * follow the same path.
+ *
  * Writes: group commit by the appending threads themselves, one group at a
  * time (leader and followers; there is no committer thread). An append
  * queues an item (its request, where its answer goes). When no group is
  * being committed, the appending thread commits at once: it takes every
  * queued item, runs each through the core's append decision
- * (es_append_decide) over a view read from its own write transaction - which
- * already holds the earlier items of the group, so the view is exact - writes
- * the ones that pass, commits once (LMDB syncs data and meta pages before
+ * (es_append_decide_conditional, or es_append_many_decide for an AppendMany)
+ * over a view read from its own write transaction - which already holds the
+ * earlier items of the group, so the view is exact, and so is a condition's
+ * answer (cond_match reads the same transaction) - writes the ones that
+ * pass, commits once (LMDB syncs data and meta pages before
  * mdb_txn_commit returns) and only then answers every item of the group.
  * Appends that arrive while a commit syncs wait in the queue and form the
  * next group; the leader wakes the first of them to commit it. One commit's
  * syncs pay for the whole group, which is what makes a durable store come
  * close to the memory backend.
+ *
+ * An AppendMany is one item: its appends are decided together (all or
+ * none) and written as one contiguous run of positions. Its records carry
+ * REC_JOINED_PREV / REC_JOINED_NEXT where one append of the request meets
+ * the next, which is what the core needs to tell a retry of the whole
+ * request (a duplicate) from a retry of a part of it (ES_EEXIST). A plain
+ * Append is an item of one append without those flags, so the two retry
+ * each other as on every backend.
  *
  * Why no committer thread: it put two thread hand-offs (the caller wakes the
  * committer, the committer wakes the caller) on the path of every append.
@@ -123,19 +148,24 @@
 #define DEFAULT_MAP_SIZE ((uint64_t)1 << 30)
 #define DEFAULT_MAX_READERS 1024
 #define STREAM_VAL_FIXED 16 /* number and last version */
-#define RECORD_FORMAT 3     /* of the log's records (lmdb_internal.h); see check_format */
-#define MAX_DBS 8           /* the named databases below, with room for none more */
+#define RECORD_FORMAT 4     /* of the log's records (lmdb_internal.h); see check_format */
+#define MAX_DBS 9           /* the named databases below, with room for none more */
 #define NAME_SLOTS 64       /* of a read's name cache (names_t), a power of two */
 #define INDEX_ENTRY 16      /* an index entry: version, position (both big-endian) */
+#define TAG_ENTRY 8         /* a tag index entry: position (big-endian) */
+#define INDEXED_ITEMS 16    /* query items a read walks the tag index for (validate.h's limit) */
 
 /* append_item_t.state */
 enum { ITEM_WAITING = 0, ITEM_DONE = 1, ITEM_LEAD = 2 };
 
-/* One queued append: the caller's request and where its answer goes. Lives
- * on the caller's stack until it is done. */
+/* One queued request (an Append, or an AppendMany's appends) and where its
+ * answer goes. Lives on the caller's stack until it is done. */
 typedef struct append_item {
-  const es_append_req_t *req;
-  es_append_result_t *out;
+  const es_append_req_t *appends; /* n entries */
+  size_t n;
+  const es_append_condition_t *cond; /* the request's condition, or NULL */
+  bool many;                         /* an AppendMany (es_append_many_decide) */
+  es_append_result_t *out;           /* n results */
   es_err_t *err;
   int rc;                   /* the answer, valid once done */
   _Atomic uint32_t state;   /* ITEM_*, set by a leader; waited on as a futex */
@@ -151,6 +181,7 @@ typedef struct es_lmdb {
   MDB_dbi log, streams, index, ids;
   MDB_dbi stream_names;      /* stream number -> id \0 type \0 */
   MDB_dbi types, type_names; /* event type <-> its number */
+  MDB_dbi tags;              /* tag -> its positions (Extension 1) */
   pthread_rwlock_t resize;   /* read side: any transaction; write side: set_mapsize */
 
   /* The queue: under qlock. */
@@ -296,6 +327,85 @@ static void end_read(es_lmdb_t *m, MDB_txn *txn) {
   pthread_rwlock_unlock(&m->resize);
 }
 
+/* ---- the tag index (any transaction) ---------------------------------- */
+
+/* One list of the tag index being walked: a cursor on the tag's duplicates
+ * and the position it stands at (0: exhausted). */
+typedef struct tag_walk {
+  MDB_cursor *cur;
+  MDB_val tag;
+  uint64_t at;
+} tag_walk_t;
+
+/* Steps w to its next position in reading order: 0 or an LMDB error. */
+static int tag_walk_step(tag_walk_t *w, bool forward) {
+  MDB_val k = w->tag, v;
+  int rc = mdb_cursor_get(w->cur, &k, &v, forward ? MDB_NEXT_DUP : MDB_PREV_DUP);
+  if (rc == MDB_NOTFOUND) {
+    w->at = 0;
+    return 0;
+  }
+  if (rc) return rc;
+  if (v.mv_size != TAG_ENTRY) return MDB_CORRUPTED;
+  w->at = get_be64(v.mv_data);
+  return 0;
+}
+
+/* Puts w on the first position >= from (FORWARD) or the last <= from
+ * (BACKWARD) of its tag. 0 or an LMDB error. */
+static int tag_walk_seek(tag_walk_t *w, bool forward, uint64_t from) {
+  uint8_t b[TAG_ENTRY];
+  put_be64(b, forward ? from : from + 1);
+  MDB_val k = w->tag, v = {sizeof b, b};
+  int rc = mdb_cursor_get(w->cur, &k, &v, MDB_GET_BOTH_RANGE);
+  if (rc == 0 && v.mv_size != TAG_ENTRY) return MDB_CORRUPTED;
+  if (forward) {
+    if (rc == MDB_NOTFOUND) {
+      w->at = 0;
+      return 0;
+    }
+    if (rc == 0) w->at = get_be64(v.mv_data);
+    return rc;
+  }
+  if (rc == 0) return tag_walk_step(w, false); /* the one before the first > from */
+  if (rc != MDB_NOTFOUND) return rc;
+  /* Every position of the tag is <= from: its last. */
+  k = w->tag;
+  if ((rc = mdb_cursor_get(w->cur, &k, &v, MDB_SET_KEY)) ||
+      (rc = mdb_cursor_get(w->cur, &k, &v, MDB_LAST_DUP))) {
+    if (rc == MDB_NOTFOUND) w->at = 0;
+    return rc == MDB_NOTFOUND ? 0 : rc;
+  }
+  if (v.mv_size != TAG_ENTRY) return MDB_CORRUPTED;
+  w->at = get_be64(v.mv_data);
+  return 0;
+}
+
+/* The tag of item (which has tags) with the fewest events, in *best (OUT;
+ * mv_data NULL when one of its tags was never used: the item matches
+ * nothing). cur is a cursor on the `tags` table. 0 or an LMDB error. */
+static int rarest_tag(MDB_cursor *cur, const es_query_item_t *item, MDB_val *best) {
+  size_t best_count = SIZE_MAX;
+  best->mv_size = 0;
+  best->mv_data = NULL;
+  for (size_t t = 0; t < item->tag_count; t++) {
+    MDB_val k = {strlen(item->tags[t]), (void *)item->tags[t]}, v;
+    size_t count;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
+    if (rc == MDB_NOTFOUND) {
+      best->mv_data = NULL;
+      return 0;
+    }
+    if (rc || (rc = mdb_cursor_count(cur, &count))) return rc;
+    if (count < best_count) {
+      best_count = count;
+      best->mv_size = strlen(item->tags[t]);
+      best->mv_data = (void *)item->tags[t];
+    }
+  }
+  return 0;
+}
+
 /* ---- committing --------------------------------------------------------- */
 
 /* The append decision's view (backend_impl.h) of the write transaction. */
@@ -303,8 +413,90 @@ typedef struct decide_ctx {
   es_lmdb_t *m;
   MDB_txn *txn;
   const es_append_req_t *req;
-  int lmdb_rc; /* an LMDB error met by a lookup (the decision is then void) */
+  uint64_t head; /* the last position the transaction holds */
+  int lmdb_rc;   /* an LMDB error met by a lookup (the decision is then void) */
 } decide_ctx_t;
+
+/* Whether the record at position p matches item (its type and tags): 1, 0,
+ * or a negated LMDB error. */
+static int item_matches_at(es_lmdb_t *m, MDB_txn *txn, const es_query_item_t *item,
+                           const rec_view_t *r) {
+  const char *type;
+  int rc = type_name_get(m, txn, r->h.type, &type);
+  if (rc) return -(rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc);
+  const char *tags[REC_MAX_TAGS];
+  es__lmdb_rec_tags(r, tags);
+  return es_query_match(item, 1, type, tags, r->tag_count);
+}
+
+/* The condition view (backend_impl.h) of the write transaction, which holds
+ * the group's earlier items, so nothing matching can slip between the check
+ * and the commit. An item with tags walks its rarest tag's positions after
+ * `after` until the first match; an item of types only scans the log after
+ * `after` (docs/dcb.md: give every item a tag). Later items look only below
+ * the best match so far. */
+static bool cond_match(void *ctx, const es_append_condition_t *cond, uint64_t *position) {
+  decide_ctx_t *d = ctx;
+  es_lmdb_t *m = d->m;
+  uint64_t best = 0; /* the smallest matching position found; 0 = none */
+  int rc = 0;
+  for (size_t i = 0; i < cond->item_count && rc == 0; i++) {
+    const es_query_item_t *item = &cond->items[i];
+    uint64_t bound = best ? best - 1 : d->head; /* look no further than this */
+    if (cond->after >= bound) continue;
+    if (item->tag_count > 0) {
+      MDB_cursor *cur;
+      MDB_val tag;
+      if ((rc = mdb_cursor_open(d->txn, m->tags, &cur))) break;
+      rc = rarest_tag(cur, item, &tag);
+      tag_walk_t w = {cur, tag, 0};
+      if (rc == 0 && tag.mv_data) rc = tag_walk_seek(&w, true, cond->after + 1);
+      while (rc == 0 && w.at && w.at <= bound) {
+        rec_view_t r;
+        if ((rc = log_get(m, d->txn, w.at, &r))) {
+          if (rc == MDB_NOTFOUND) rc = MDB_CORRUPTED; /* a tag of no event */
+          break;
+        }
+        int hit = item_matches_at(m, d->txn, item, &r);
+        if (hit < 0) rc = -hit;
+        if (hit) {
+          if (hit > 0) best = w.at;
+          break;
+        }
+        rc = tag_walk_step(&w, true);
+      }
+      mdb_cursor_close(cur);
+    } else {
+      MDB_cursor *cur;
+      if ((rc = mdb_cursor_open(d->txn, m->log, &cur))) break;
+      size_t key = (size_t)(cond->after + 1);
+      MDB_val k = {sizeof key, &key}, v;
+      MDB_cursor_op op = MDB_SET_KEY;
+      for (uint64_t p = cond->after + 1; p <= bound; p++) {
+        if ((rc = mdb_cursor_get(cur, &k, &v, op))) break;
+        op = MDB_NEXT;
+        rec_view_t r;
+        if (!es__lmdb_rec_decode(v.mv_data, v.mv_size, &r)) {
+          rc = MDB_CORRUPTED;
+          break;
+        }
+        int hit = item_matches_at(m, d->txn, item, &r);
+        if (hit < 0) rc = -hit;
+        if (hit) {
+          if (hit > 0) best = p;
+          break;
+        }
+      }
+      mdb_cursor_close(cur);
+    }
+  }
+  if (rc) {
+    if (!d->lmdb_rc) d->lmdb_rc = rc;
+    return false;
+  }
+  *position = best;
+  return best != 0;
+}
 
 static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
   decide_ctx_t *d = ctx;
@@ -325,6 +517,8 @@ static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
       out->recorded_at_unix_ms = r.h.recorded_at;
       out->batch_first = (r.h.flags & REC_FIRST) != 0;
       out->batch_last = (r.h.flags & REC_LAST) != 0;
+      out->joined_prev = (r.h.flags & REC_JOINED_PREV) != 0;
+      out->joined_next = (r.h.flags & REC_JOINED_NEXT) != 0;
       out->own_attempt = false; /* an outcome is never unknown here */
       return true;
     }
@@ -393,26 +587,24 @@ static int type_number(es_lmdb_t *m, MDB_txn *txn, type_memo_t *memo, const char
   return 0;
 }
 
-/* Decides item and writes its events into txn. Returns 0 with item->rc
- * set (the decision's answer), or an LMDB error that voids the whole group. */
-static int append_one(es_lmdb_t *m, MDB_txn *txn, type_memo_t *memo, append_item_t *item,
-                      uint64_t *head) {
-  const es_append_req_t *req = item->req;
+/* Writes the events of req into txn at positions first_pos.. with versions
+ * res->first_version.. (decided), and its stream's row. row is the stream
+ * as read before this request wrote anything, or NULL to read it now (an
+ * earlier append of the same request may have written it). joined_prev /
+ * joined_next: the REC_JOINED_* flags of an AppendMany. 0 or an LMDB
+ * error. */
+static int write_append(es_lmdb_t *m, MDB_txn *txn, type_memo_t *memo, const es_append_req_t *req,
+                        const stream_row_t *row, bool row_exists, const es_append_result_t *res,
+                        uint64_t first_pos, uint64_t recorded_at, uint8_t joined) {
   size_t n = req->event_count;
   size_t id_len = strlen(req->stream_id);
   stream_row_t s = {0, 0, ""};
-  bool exists;
-  int rc = stream_get(m, txn, req->stream_id, id_len, &exists, &s);
-  if (rc) return rc;
-
-  decide_ctx_t dctx = {m, txn, req, 0};
-  es_append_view_t view = {s.last, s.type, lookup_id, &dctx};
-  es_append_decision_t decision;
-  memset(item->out, 0, sizeof *item->out);
-  es_err_clear(item->err);
-  item->rc = es_append_decide(req, &view, &decision, item->out, item->err);
-  if (dctx.lmdb_rc) return dctx.lmdb_rc;
-  if (item->rc || decision == ES_APPEND_STORED) return 0;
+  bool exists = row_exists;
+  int rc = 0;
+  if (row)
+    s = *row;
+  else if ((rc = stream_get(m, txn, req->stream_id, id_len, &exists, &s)))
+    return rc;
 
   /* The new stream row's type: the stored one, else the request's. Copied
    * before the puts, which may move the page s.type points into. */
@@ -422,16 +614,15 @@ static int append_one(es_lmdb_t *m, MDB_txn *txn, type_memo_t *memo, append_item
   size_t type_len = strlen(type);
   size_t row_len = STREAM_VAL_FIXED + type_len + 1;
   uint8_t small[STREAM_VAL_FIXED + 512];
-  uint8_t *row = row_len <= sizeof small ? small : malloc(row_len);
-  if (!row) return ENOMEM;
-  uint64_t last = s.last, first_pos = *head + 1;
+  uint8_t *srow = row_len <= sizeof small ? small : malloc(row_len);
+  if (!srow) return ENOMEM;
+  uint64_t last = res->first_version - 1;
   uint64_t number = exists ? s.number : first_pos;
-  uint64_t new_last = last + n;
-  memcpy(row, &number, 8);
-  memcpy(row + 8, &new_last, 8);
-  memcpy(row + STREAM_VAL_FIXED, type, type_len + 1);
+  uint64_t new_last = res->last_version;
+  memcpy(srow, &number, 8);
+  memcpy(srow + 8, &new_last, 8);
+  memcpy(srow + STREAM_VAL_FIXED, type, type_len + 1);
 
-  uint64_t recorded_at = es_now_unix_ms();
   for (size_t i = 0; i < n && rc == 0; i++) {
     const es_event_data_t *ev = &req->events[i];
     uint64_t pos = first_pos + i, version = last + 1 + i;
@@ -445,7 +636,8 @@ static int append_one(es_lmdb_t *m, MDB_txn *txn, type_memo_t *memo, append_item
     MDB_val k = {sizeof key, &key}, v = {size, NULL};
     rc = mdb_put(txn, m->log, &k, &v, MDB_APPEND | MDB_RESERVE);
     if (rc) break;
-    uint8_t flags = (uint8_t)((i == 0 ? REC_FIRST : 0) | (i == n - 1 ? REC_LAST : 0));
+    uint8_t flags = (uint8_t)((i == 0 ? REC_FIRST | (joined & REC_JOINED_PREV) : 0) |
+                              (i == n - 1 ? REC_LAST | (joined & REC_JOINED_NEXT) : 0));
     es__lmdb_rec_write(v.mv_data, ev, &keys, flags);
 
     MDB_val ik = {ES_UUID_LEN, (void *)ev->id}, iv = {sizeof pos, &pos};
@@ -459,9 +651,17 @@ static int append_one(es_lmdb_t *m, MDB_txn *txn, type_memo_t *memo, append_item
     put_be64(xdata + 8, pos);
     MDB_val xk = {sizeof xkey, &xkey}, xv = {sizeof xdata, xdata};
     rc = mdb_put(txn, m->index, &xk, &xv, MDB_APPENDDUP);
+    /* Positions grow and an event names a tag once (validation): each is
+     * the newest of its tag's list. */
+    uint8_t tdata[TAG_ENTRY];
+    put_be64(tdata, pos);
+    for (size_t t = 0; t < ev->tag_count && rc == 0; t++) {
+      MDB_val tk = {strlen(ev->tags[t]), (void *)ev->tags[t]}, tv = {sizeof tdata, tdata};
+      rc = mdb_put(txn, m->tags, &tk, &tv, MDB_APPENDDUP);
+    }
   }
   if (rc == 0) {
-    MDB_val k = {id_len, (void *)req->stream_id}, v = {row_len, row};
+    MDB_val k = {id_len, (void *)req->stream_id}, v = {row_len, srow};
     rc = mdb_put(txn, m->streams, &k, &v, 0);
   }
   if (rc == 0 && !named) {
@@ -471,27 +671,101 @@ static int append_one(es_lmdb_t *m, MDB_txn *txn, type_memo_t *memo, append_item
     rc = mdb_put(txn, m->stream_names, &k, &v, exists ? MDB_RESERVE : MDB_RESERVE | MDB_APPEND);
     if (rc == 0) {
       memcpy(v.mv_data, req->stream_id, id_len + 1);
-      memcpy((char *)v.mv_data + id_len + 1, row + STREAM_VAL_FIXED, type_len + 1);
+      memcpy((char *)v.mv_data + id_len + 1, srow + STREAM_VAL_FIXED, type_len + 1);
     }
   }
-  if (row != small) free(row);
-  if (rc) return rc;
+  if (srow != small) free(srow);
+  return rc;
+}
 
-  *head += n;
-  item->wrote = true;
-  item->out->first_version = last + 1;
-  item->out->last_version = new_last;
-  item->out->first_position = first_pos;
-  item->out->last_position = first_pos + n - 1;
-  item->out->recorded_at_unix_ms = recorded_at;
-  item->out->duplicate = false;
-  return 0;
+#define SMALL_ITEM 4 /* appends of an item decided without allocating */
+
+/* Decides item (an Append, or an AppendMany: es_append_many_decide) over
+ * txn, which holds the group's earlier items, and writes its events: one
+ * contiguous run of positions after *head, which it advances. Returns 0
+ * with item->rc set (the decision's answer), or an LMDB error that voids
+ * the whole group. */
+static int append_one(es_lmdb_t *m, MDB_txn *txn, type_memo_t *memo, append_item_t *item,
+                      uint64_t *head) {
+  size_t n = item->n;
+  stream_row_t rows_small[SMALL_ITEM];
+  bool exists_small[SMALL_ITEM];
+  decide_ctx_t dctx_small[SMALL_ITEM];
+  es_append_view_t views_small[SMALL_ITEM];
+  stream_row_t *rows = rows_small;
+  bool *exists = exists_small;
+  decide_ctx_t *dctx = dctx_small;
+  es_append_view_t *views = views_small;
+  memset(item->out, 0, n * sizeof *item->out);
+  es_err_clear(item->err);
+  if (n > SMALL_ITEM) {
+    rows = malloc(n * sizeof *rows);
+    exists = malloc(n * sizeof *exists);
+    dctx = malloc(n * sizeof *dctx);
+    views = malloc(n * sizeof *views);
+    if (!rows || !exists || !dctx || !views) {
+      item->rc = es_err_set(item->err, ES_ENOMEM, "out of memory appending %zu appends", n);
+      n = 0; /* nothing to decide; freed below */
+    }
+  }
+  int rc = 0;
+  es_append_decision_t decision = ES_APPEND_STORED;
+  for (size_t a = 0; a < n && rc == 0; a++) {
+    const es_append_req_t *req = &item->appends[a];
+    rows[a] = (stream_row_t){0, 0, ""};
+    rc = stream_get(m, txn, req->stream_id, strlen(req->stream_id), &exists[a], &rows[a]);
+    dctx[a] = (decide_ctx_t){m, txn, req, *head, 0};
+    views[a] = (es_append_view_t){rows[a].last, rows[a].type, lookup_id, &dctx[a]};
+  }
+  if (rc == 0 && n > 0) {
+    /* The condition is answered over the log before the request. */
+    es_condition_view_t cview = {cond_match, &dctx[0]};
+    if (item->many) {
+      es_append_many_req_t mreq = {(es_append_req_t *)item->appends, n, item->cond};
+      es_append_many_view_t mview = {views, cview};
+      item->rc = es_append_many_decide(&mreq, &mview, &decision, item->out, item->err);
+    } else {
+      item->rc = es_append_decide_conditional(&item->appends[0], &views[0], &cview, &decision,
+                                              item->out, item->err);
+    }
+    for (size_t a = 0; a < n && rc == 0; a++) rc = dctx[a].lmdb_rc;
+  }
+  if (rc == 0 && n > 0 && item->rc == 0 && decision == ES_APPEND_WRITE) {
+    uint64_t recorded_at = es_now_unix_ms();
+    uint64_t pos = *head + 1;
+    for (size_t a = 0; a < n && rc == 0; a++) {
+      const es_append_req_t *req = &item->appends[a];
+      /* The row read before the request points into pages that the
+       * puts of an earlier append may have moved: only the first append
+       * uses it. */
+      uint8_t joined = (uint8_t)((a > 0 ? REC_JOINED_PREV : 0) | (a + 1 < n ? REC_JOINED_NEXT : 0));
+      rc = write_append(m, txn, memo, req, a == 0 ? &rows[0] : NULL, exists[a], &item->out[a], pos,
+                        recorded_at, joined);
+      es_append_result_t *out = &item->out[a];
+      out->first_position = pos;
+      out->last_position = pos + req->event_count - 1;
+      out->recorded_at_unix_ms = recorded_at;
+      out->duplicate = false;
+      pos += req->event_count;
+    }
+    if (rc == 0) {
+      *head = pos - 1;
+      item->wrote = true;
+    }
+  }
+  if (rows != rows_small) {
+    free(rows);
+    free(exists);
+    free(dctx);
+    free(views);
+  }
+  return rc;
 }
 
 /* Answers every item of the group with code and msg. */
 static void fail_group(append_item_t *group, int code, const char *msg) {
   for (append_item_t *it = group; it; it = it->next) {
-    memset(it->out, 0, sizeof *it->out);
+    memset(it->out, 0, it->n * sizeof *it->out);
     it->rc = es_err_set(it->err, code, "%s", msg);
   }
 }
@@ -671,12 +945,10 @@ static void lead_group(es_lmdb_t *m, append_item_t *self) {
   }
 }
 
-static int lmdb_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
-                       es_err_t *err) {
-  es_lmdb_t *m = (es_lmdb_t *)b;
+/* ES_ETOOBIG (err names the field) when req does not fit the format. */
+static int check_fits(es_lmdb_t *m, const es_append_req_t *req, es_err_t *err) {
   size_t id_len = strlen(req->stream_id);
   int maxkey = mdb_env_get_maxkeysize(m->env);
-  memset(out, 0, sizeof *out);
   if (id_len == 0 || id_len > (size_t)maxkey)
     return es_err_set(err, ES_ETOOBIG, "stream_id: %zu bytes, the lmdb backend holds 1 to %d",
                       id_len, maxkey);
@@ -688,29 +960,72 @@ static int lmdb_append(es_backend_t *b, const es_append_req_t *req, es_append_re
       return es_err_set(err, ES_ETOOBIG,
                         "events[%zu].event_type: %zu bytes, the lmdb backend holds at most %d", i,
                         type_len, maxkey);
+    for (size_t t = 0; t < req->events[i].tag_count; t++) {
+      size_t tag_len = strlen(req->events[i].tags[t]);
+      if (tag_len > (size_t)maxkey) /* a key of the tag index */
+        return es_err_set(err, ES_ETOOBIG,
+                          "events[%zu].tags[%zu]: %zu bytes, the lmdb backend holds at most %d", i,
+                          t, tag_len, maxkey);
+    }
     size_t size;
     int rc = es__lmdb_rec_size(&req->events[i], &most, &size, err);
     if (rc) return rc;
   }
-  if (atomic_load(&m->failed)) return es_err_set(err, ES_EUNAVAIL, "%s", m->failed_msg);
+  return ES_OK;
+}
 
-  es_err_t local;
-  append_item_t item = {req, out, err ? err : &local, ES_OK, ITEM_WAITING, false, NULL};
+/* Queues item and waits for its answer; commits its group when no other
+ * thread is committing (the essay). */
+static int submit(es_lmdb_t *m, append_item_t *item) {
+  if (atomic_load(&m->failed)) return es_err_set(item->err, ES_EUNAVAIL, "%s", m->failed_msg);
   pthread_mutex_lock(&m->qlock);
   if (m->qtail)
-    m->qtail->next = &item;
+    m->qtail->next = item;
   else
-    m->qhead = &item;
-  m->qtail = &item;
+    m->qhead = item;
+  m->qtail = item;
   bool lead = !m->committing; /* nobody commits: this thread does, at once */
   m->committing = true;
   if (!lead) {
     pthread_mutex_unlock(&m->qlock);
-    if (item_wait(&item) == ITEM_DONE) return item.rc;
+    if (item_wait(item) == ITEM_DONE) return item->rc;
     pthread_mutex_lock(&m->qlock); /* woken to lead the next group */
   }
-  lead_group(m, &item); /* the group holds item */
-  return item.rc;
+  lead_group(m, item); /* the group holds item */
+  return item->rc;
+}
+
+static int lmdb_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
+                       es_err_t *err) {
+  es_lmdb_t *m = (es_lmdb_t *)b;
+  memset(out, 0, sizeof *out);
+  int rc = check_fits(m, req, err);
+  if (rc) return rc;
+  es_err_t local;
+  append_item_t item = {
+      req, 1, req->condition, false, out, err ? err : &local, ES_OK, ITEM_WAITING, false, NULL};
+  return submit(m, &item);
+}
+
+static int lmdb_append_many(es_backend_t *b, const es_append_many_req_t *req,
+                            es_append_result_t *results, es_err_t *err) {
+  es_lmdb_t *m = (es_lmdb_t *)b;
+  memset(results, 0, req->append_count * sizeof *results);
+  for (size_t a = 0; a < req->append_count; a++) {
+    int rc = check_fits(m, &req->appends[a], err);
+    if (rc) {
+      if (err) {
+        err->has_append_index = 1;
+        err->append_index = a;
+      }
+      return rc;
+    }
+  }
+  es_err_t local;
+  append_item_t item = {
+      req->appends, req->append_count, req->condition, true, results, err ? err : &local,
+      ES_OK,        ITEM_WAITING,      false,          NULL};
+  return submit(m, &item);
 }
 
 /* ---- reads ------------------------------------------------------------ */
@@ -866,6 +1181,111 @@ lmdb_error:
   return read_failed(out, err, ES_EUNAVAIL, "a stream", mrc);
 }
 
+/* Whether the record r, of stream stream_id and type event_type, matches
+ * filter; its tags are looked at only when the filter has query items. */
+static bool rec_match(const es_filter_t *filter, const char *stream_id, const char *event_type,
+                      const rec_view_t *r) {
+  if (filter->item_count == 0) return es_filter_match(filter, stream_id, event_type);
+  const char *tags[REC_MAX_TAGS];
+  es__lmdb_rec_tags(r, tags);
+  return es_filter_match_tags(filter, stream_id, event_type, tags, r->tag_count);
+}
+
+/* ReadAll with query items that all name a tag (the essay): the candidates
+ * are the positions of each item's rarest tag, merged in reading order (an
+ * event in several lists is examined once), each checked against the whole
+ * filter. max_scan bounds the candidates examined; the resume point is the
+ * position after (FORWARD) or before (BACKWARD) the last one examined.
+ * *used (OUT) false when the filter cannot use the index. Returns 0, an
+ * LMDB error, or ES_ENOMEM in *added's way (*added < 0). */
+static int read_all_indexed(es_lmdb_t *m, MDB_txn *txn, names_t *names,
+                            const es_read_all_req_t *req, uint64_t head, es_page_builder_t *pb,
+                            es_page_t *out, bool *used, int *added) {
+  const es_filter_t *f = &req->filter;
+  *used = false;
+  if (f->item_count == 0 || f->item_count > INDEXED_ITEMS) return 0;
+  for (size_t i = 0; i < f->item_count; i++)
+    if (f->items[i].tag_count == 0) return 0;
+  *used = true;
+  tag_walk_t lists[INDEXED_ITEMS];
+  size_t n = 0;
+  int rc = 0;
+  bool forward = req->direction == ES_FORWARD;
+  uint64_t from;
+  if (forward)
+    from = req->from_position ? req->from_position : 1;
+  else
+    from = (req->from_position == 0 || req->from_position > head) ? head : req->from_position;
+  for (size_t i = 0; i < f->item_count && rc == 0; i++) {
+    /* The item's rarest tag; none when one of its tags was never used (the
+     * item matches nothing). */
+    MDB_cursor *cur;
+    MDB_val best;
+    if ((rc = mdb_cursor_open(txn, m->tags, &cur))) break;
+    rc = rarest_tag(cur, &f->items[i], &best);
+    bool twice = false; /* the same list as an earlier item's */
+    for (size_t j = 0; j < n && best.mv_data; j++)
+      twice |= lists[j].tag.mv_size == best.mv_size &&
+               memcmp(lists[j].tag.mv_data, best.mv_data, best.mv_size) == 0;
+    if (rc || !best.mv_data || twice || (!forward && from == 0)) {
+      mdb_cursor_close(cur);
+      continue;
+    }
+    lists[n] = (tag_walk_t){cur, best, 0};
+    rc = tag_walk_seek(&lists[n++], forward, from);
+  }
+  uint64_t scanned = 0, max_scan = req->max_scan ? req->max_scan : UINT64_MAX;
+  uint64_t last = 0; /* the last position examined; 0 = none */
+  bool stopped = false;
+  *added = 1;
+  while (rc == 0) {
+    /* The next candidate in reading order: the smallest (FORWARD) or
+     * largest (BACKWARD) current position among the lists. */
+    uint64_t p = 0;
+    for (size_t i = 0; i < n; i++) {
+      uint64_t q = lists[i].at;
+      if (q && (p == 0 || (forward ? q < p : q > p))) p = q;
+    }
+    if (p == 0) break;
+    if (out->count >= pb->limit || scanned >= max_scan) {
+      stopped = true;
+      break;
+    }
+    rec_view_t r;
+    stream_slot_t *stream;
+    page_name_t *etype;
+    if ((rc = log_get(m, txn, p, &r)) || (rc = stream_of(m, txn, names, r.h.stream, &stream)) ||
+        (rc = type_of(m, txn, names, r.h.type, &etype))) {
+      if (rc == MDB_NOTFOUND) rc = MDB_CORRUPTED; /* a tag of no event */
+      break;
+    }
+    if (rec_match(f, stream->id.src, etype->src, &r)) {
+      rec_names_t rn = {&stream->id, &stream->type, etype};
+      if ((*added = es__lmdb_page_add(pb, &r, p, &rn)) <= 0) {
+        /* Did not fit (or no memory): it is read again next time. */
+        last = forward ? p - 1 : p + 1;
+        stopped = true;
+        break;
+      }
+    }
+    for (size_t i = 0; i < n && rc == 0; i++) /* past p in every list that holds it */
+      if (lists[i].at == p) rc = tag_walk_step(&lists[i], forward);
+    last = p;
+    scanned++;
+  }
+  for (size_t i = 0; i < n; i++) mdb_cursor_close(lists[i].cur);
+  if (rc) return rc;
+  if (forward) {
+    out->is_end = !stopped;
+    out->next = stopped ? (last ? last + 1 : from) : head + 1;
+    if (out->next > head + 1) out->next = head + 1;
+  } else {
+    out->is_end = !stopped;
+    out->next = stopped ? (last ? last - 1 : from) : 0;
+  }
+  return 0;
+}
+
 static int lmdb_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_t *out,
                          es_err_t *err) {
   es_lmdb_t *m = (es_lmdb_t *)b;
@@ -898,6 +1318,18 @@ static int lmdb_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_
   else if (mrc != MDB_NOTFOUND)
     goto lmdb_error;
   out->last = head;
+  if (filter) {
+    bool used;
+    if ((mrc = read_all_indexed(m, txn, names, req, head, &pb, out, &used, &added)))
+      goto lmdb_error;
+    if (used) {
+      free(names);
+      mdb_cursor_close(cur);
+      end_read(m, txn);
+      if (added < 0) return read_failed(out, err, ES_ENOMEM, "the log", 0);
+      return ES_OK;
+    }
+  }
   bool forward = req->direction == ES_FORWARD;
   uint64_t p;
   if (forward)
@@ -922,7 +1354,7 @@ static int lmdb_read_all(es_backend_t *b, const es_read_all_req_t *req, es_page_
     if ((mrc = stream_of(m, txn, names, r.h.stream, &stream)) ||
         (mrc = type_of(m, txn, names, r.h.type, &etype)))
       goto lmdb_error;
-    if (!filter || es_filter_match(filter, stream->id.src, etype->src)) {
+    if (!filter || rec_match(filter, stream->id.src, etype->src, &r)) {
       rec_names_t rn = {&stream->id, &stream->type, etype};
       if ((added = es__lmdb_page_add(&pb, &r, p, &rn)) <= 0) break;
     }
@@ -1010,7 +1442,8 @@ int es__lmdb_make_dirs(const char *dir) {
 /* The record format (lmdb_internal.h) is named by the `format` table. A new
  * or empty store gets the current one (it holds nothing to misread); a
  * store with events is refused rather than misread when its format is
- * another (2: stream id and event type in every record), or when it has no
+ * another (2: stream id and event type in every record; 3: no tags, and no
+ * `tags` table to read by query), or when it has no
  * `format` table (written before formats were named: fixed-width headers). */
 static int check_format(es_lmdb_t *m, MDB_txn *txn, es_err_t *err) {
   MDB_dbi fmt;
@@ -1133,6 +1566,8 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
   if ((mrc = mdb_dbi_open(txn, "types", MDB_CREATE, &m->types))) goto lmdb_fail;
   if ((mrc = mdb_dbi_open(txn, "type_names", MDB_CREATE | MDB_INTEGERKEY, &m->type_names)))
     goto lmdb_fail;
+  if ((mrc = mdb_dbi_open(txn, "tags", MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED, &m->tags)))
+    goto lmdb_fail;
   MDB_cursor *cur;
   if ((mrc = mdb_cursor_open(txn, m->log, &cur))) goto lmdb_fail;
   MDB_val k, v;
@@ -1209,4 +1644,6 @@ static const es_backend_methods_t lmdb_methods = {
     .read_all = lmdb_read_all,
     .head = lmdb_head,
     .stats = lmdb_stats,
+    .features = ES_BACKEND_TAGS | ES_BACKEND_QUERY | ES_BACKEND_CONDITION,
+    .append_many = lmdb_append_many,
 };

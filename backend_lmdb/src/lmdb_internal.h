@@ -9,7 +9,8 @@
  *   event_version | payload_len | stream number | event type number |
  *   metadata_count | payload | content_type \0 (absent when it is the
  *   default) | correlation_id \0 | causation_id \0 |
- *   metadata key \0 value \0 ...
+ *   metadata key \0 value \0 ... |
+ *   tag_count, tag \0 ... (only with REC_TAGS)
  *
  * The eight integers are unsigned LEB128 varints (7 bits a byte, low first):
  * a typical header takes about 30 bytes where fixed-width fields took 56,
@@ -25,6 +26,11 @@
  * 13 events on a page of the log instead of 12. A read resolves each number
  * once per page through a small cache (backend_lmdb.c), and copies each name
  * into the page once, however many of its events the page holds.
+ *
+ * Tags (Extension 1, record format 4) come last, in the order appended,
+ * behind a flag: an event without tags stores not one byte more than in
+ * format 3 (the flag bit was free). Each tag's positions are also in the
+ * `tags` table (backend_lmdb.c), which reads by query walk.
  */
 #ifndef ES_LMDB_INTERNAL_H
 #define ES_LMDB_INTERNAL_H
@@ -42,7 +48,17 @@ enum {
   REC_FIRST = 1,      /* first event of its batch */
   REC_LAST = 2,       /* last event of its batch */
   REC_DEFAULT_CT = 4, /* content type is ES_DEFAULT_CONTENT_TYPE (not stored) */
+  REC_TAGS = 8,       /* a tag count and the tags follow the metadata */
+  /* An AppendMany of several appends: the first event of a batch that is
+   * not the request's first append, the last of one that is not its last
+   * (es_stored_event_t.joined_prev / joined_next: a retry is a duplicate
+   * only of a whole request). */
+  REC_JOINED_PREV = 16,
+  REC_JOINED_NEXT = 32,
 };
+
+/* Most tags one event may carry here (validation allows 32 by default). */
+#define REC_MAX_TAGS 255
 
 /* The header, decoded. */
 typedef struct rec_hdr {
@@ -66,8 +82,10 @@ typedef struct rec_view {
   const char *correlation_id;
   const char *causation_id;
   const char *metadata; /* metadata_count pairs of NUL-terminated strings */
-  size_t hdr_len;       /* bytes of the stored header (the payload follows) */
-  size_t size;          /* bytes of the whole record */
+  const char *tags;     /* tag_count NUL-terminated strings (NULL when none) */
+  size_t tag_count;
+  size_t hdr_len; /* bytes of the stored header (the payload follows) */
+  size_t size;    /* bytes of the whole record */
 } rec_view_t;
 
 /* The numbers and stamps of a record beside its event data. */
@@ -88,6 +106,9 @@ int es__lmdb_rec_size(const es_event_data_t *ev, const rec_keys_t *keys, size_t 
  * keys). */
 void es__lmdb_rec_write(uint8_t *dst, const es_event_data_t *ev, const rec_keys_t *keys,
                         uint8_t flags);
+
+/* Points out[0..r->tag_count) at r's tags (out holds REC_MAX_TAGS). */
+void es__lmdb_rec_tags(const rec_view_t *r, const char **out);
 
 /* Takes apart size bytes at data. false when they are not a well-formed
  * record (a damaged store). */

@@ -77,6 +77,9 @@ int es__lmdb_rec_size(const es_event_data_t *ev, const rec_keys_t *keys, size_t 
   if (ev->metadata_count > UINT16_MAX)
     return es_err_set(err, ES_ETOOBIG, "metadata: %zu entries, the lmdb backend holds %u",
                       ev->metadata_count, (unsigned)UINT16_MAX);
+  if (ev->tag_count > REC_MAX_TAGS)
+    return es_err_set(err, ES_ETOOBIG, "tags: %zu given, the lmdb backend holds %u", ev->tag_count,
+                      (unsigned)REC_MAX_TAGS);
   if (ev->payload_len > UINT32_MAX)
     return es_err_set(err, ES_ETOOBIG, "payload: %zu bytes, the lmdb backend holds %u",
                       ev->payload_len, (unsigned)UINT32_MAX);
@@ -89,6 +92,8 @@ int es__lmdb_rec_size(const es_event_data_t *ev, const rec_keys_t *keys, size_t 
     n += strlen(str_or_empty(ev->metadata[i].key)) + 1;
     n += strlen(str_or_empty(ev->metadata[i].value)) + 1;
   }
+  if (ev->tag_count) n += varint_len(ev->tag_count);
+  for (size_t i = 0; i < ev->tag_count; i++) n += strlen(str_or_empty(ev->tags[i])) + 1;
   *size = n;
   return ES_OK;
 }
@@ -106,7 +111,7 @@ void es__lmdb_rec_write(uint8_t *dst, const es_event_data_t *ev, const rec_keys_
   uint8_t *p = dst;
   memcpy(p, ev->id, ES_UUID_LEN);
   p += ES_UUID_LEN;
-  *p++ = (uint8_t)(flags | (default_ct ? REC_DEFAULT_CT : 0));
+  *p++ = (uint8_t)(flags | (default_ct ? REC_DEFAULT_CT : 0) | (ev->tag_count ? REC_TAGS : 0));
   p = put_varint(p, keys->version);
   p = put_varint(p, keys->recorded_at);
   p = put_varint(p, ev->occurred_at_unix_ms);
@@ -127,6 +132,19 @@ void es__lmdb_rec_write(uint8_t *dst, const es_event_data_t *ev, const rec_keys_
     const char *v = str_or_empty(ev->metadata[i].value);
     p = put_str(p, k, strlen(k));
     p = put_str(p, v, strlen(v));
+  }
+  if (ev->tag_count) p = put_varint(p, ev->tag_count);
+  for (size_t i = 0; i < ev->tag_count; i++) {
+    const char *t = str_or_empty(ev->tags[i]);
+    p = put_str(p, t, strlen(t));
+  }
+}
+
+void es__lmdb_rec_tags(const rec_view_t *r, const char **out) {
+  const char *t = r->tags;
+  for (size_t i = 0; i < r->tag_count; i++) {
+    out[i] = t;
+    t += strlen(t) + 1;
   }
 }
 
@@ -173,6 +191,16 @@ bool es__lmdb_rec_decode(const void *data, size_t size, rec_view_t *out) {
   out->metadata = (const char *)p;
   for (size_t i = 0; i < (size_t)2 * out->h.metadata_count; i++)
     if (!take_str(&p, end)) return false;
+  out->tags = NULL;
+  out->tag_count = 0;
+  if (out->h.flags & REC_TAGS) {
+    uint64_t tcount;
+    if (!take_varint(&p, end, &tcount) || tcount == 0 || tcount > REC_MAX_TAGS) return false;
+    out->tags = (const char *)p;
+    out->tag_count = (size_t)tcount;
+    for (size_t i = 0; i < out->tag_count; i++)
+      if (!take_str(&p, end)) return false;
+  }
   out->size = size;
   return p == end;
 }
@@ -255,13 +283,17 @@ int es__lmdb_page_add(es_page_builder_t *pb, const rec_view_t *r, uint64_t posit
   size_t mcount = r->h.metadata_count;
   size_t var = r->size - r->hdr_len; /* payload and strings, as stored */
   size_t kv_bytes = mcount * sizeof(es_kv_t);
+  size_t tag_bytes = r->tag_count * sizeof(const char *);
   es_kv_t *kv = NULL;
+  const char **tags = NULL;
   unsigned char *copy = NULL;
-  /* One allocation: the metadata array first (aligned), then the bytes. */
-  unsigned char *mem = arena_alloc(page, kv_bytes + var);
+  /* One allocation: the metadata and tag arrays first (aligned), then the
+   * bytes. */
+  unsigned char *mem = arena_alloc(page, kv_bytes + tag_bytes + var);
   if (!mem) return ES_ENOMEM;
   kv = (es_kv_t *)(void *)mem;
-  copy = mem + kv_bytes;
+  tags = (const char **)(void *)(mem + kv_bytes);
+  copy = mem + kv_bytes + tag_bytes;
   memcpy(copy, r->payload, var);
 
   /* The copy has the stored layout, so each pointer moves by one offset. */
@@ -276,6 +308,7 @@ int es__lmdb_page_add(es_page_builder_t *pb, const rec_view_t *r, uint64_t posit
   v->correlation_id = MOVED(r->correlation_id);
   v->causation_id = MOVED(r->causation_id);
   const char *m = MOVED(r->metadata);
+  const char *t = r->tag_count ? MOVED(r->tags) : NULL;
 #undef MOVED
   for (size_t i = 0; i < mcount; i++) {
     kv[i].key = m;
@@ -285,6 +318,12 @@ int es__lmdb_page_add(es_page_builder_t *pb, const rec_view_t *r, uint64_t posit
   }
   v->metadata = mcount ? kv : NULL;
   v->metadata_count = mcount;
+  for (size_t i = 0; i < r->tag_count; i++) {
+    tags[i] = t;
+    t += strlen(t) + 1;
+  }
+  v->tags = r->tag_count ? tags : NULL;
+  v->tag_count = r->tag_count;
 
   /* Not taken when over the budget: its copy stays in the arena until the
    * page is freed (at most one event per page). */

@@ -834,7 +834,7 @@ TEST(LmdbBackend, AStoreInRecordFormat2IsRefused) {
   EXPECT_EQ(ES_EINTERNAL, es_lmdb_open(dir.c_str(), &opts, &b, &err));
   EXPECT_EQ(nullptr, b);
   EXPECT_NE(nullptr, strstr(err.msg, "record format 2 of the lmdb backend")) << err.msg;
-  EXPECT_NE(nullptr, strstr(err.msg, "reads format 3 only")) << err.msg;
+  EXPECT_NE(nullptr, strstr(err.msg, "reads format 4 only")) << err.msg;
   EXPECT_NE(nullptr, strstr(err.msg, dir.c_str())) << err.msg;
 
   // A store of format 2 without events holds nothing to misread: it opens
@@ -1039,5 +1039,435 @@ TEST(LmdbBackend, StreamsAndEventTypesAreNamedByNumberAndReadBackByName) {
     EXPECT_EQ("Later", log[kEvents + i].stream_type);
   }
   EXPECT_EQ("Type0", log[0].type);
+  es_backend_close(b);
+}
+
+// A store of record format 3 (no tags in the records and no tag index) is
+// refused with the reason once it holds events: reads by query would miss
+// its events.
+TEST(LmdbBackend, AStoreInRecordFormat3IsRefused) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, Append(b, "s", 2).rc);
+  es_backend_close(b);
+  MDB_env *env = nullptr;
+  ASSERT_EQ(0, mdb_env_create(&env));
+  ASSERT_EQ(0, mdb_env_set_maxdbs(env, 9));
+  ASSERT_EQ(0, mdb_env_open(env, dir.c_str(), 0, 0600));
+  MDB_txn *txn = nullptr;
+  ASSERT_EQ(0, mdb_txn_begin(env, nullptr, 0, &txn));
+  MDB_dbi fmt;
+  ASSERT_EQ(0, mdb_dbi_open(txn, "format", 0, &fmt));
+  uint32_t three = 3;
+  MDB_val k = {7, const_cast<char *>("records")}, v = {sizeof three, &three};
+  ASSERT_EQ(0, mdb_put(txn, fmt, &k, &v, 0));
+  ASSERT_EQ(0, mdb_txn_commit(txn));
+  mdb_env_close(env);
+
+  es_lmdb_options_t opts;
+  es_lmdb_options_default(&opts);
+  es_err_t err{};
+  b = nullptr;
+  EXPECT_EQ(ES_EINTERNAL, es_lmdb_open(dir.c_str(), &opts, &b, &err));
+  EXPECT_EQ(nullptr, b);
+  EXPECT_NE(nullptr, strstr(err.msg, "record format 3 of the lmdb backend")) << err.msg;
+  EXPECT_NE(nullptr, strstr(err.msg, "reads format 4 only")) << err.msg;
+  EXPECT_NE(nullptr, strstr(err.msg, dir.c_str())) << err.msg;
+}
+
+namespace {
+
+struct TagEv {
+  std::string type;
+  std::vector<std::string> tags;
+};
+
+// Appends evs to stream, each with its tags, under cond (NULL = none).
+Appended AppendTags(es_backend_t *b, const std::string &stream, const std::vector<TagEv> &in,
+                    const es_append_condition_t *cond = nullptr) {
+  es_limits_t limits;
+  es_limits_default(&limits);
+  std::vector<es_event_data_t> evs(in.size());
+  std::vector<std::vector<const char *>> tags(in.size());
+  for (size_t i = 0; i < in.size(); i++) {
+    for (const std::string &t : in[i].tags) tags[i].push_back(t.c_str());
+    es_event_data_t &e = evs[i];
+    std::memset(&e, 0, sizeof e);
+    e.event_id = "";
+    e.event_type = in[i].type.c_str();
+    e.content_type = "";
+    e.payload = reinterpret_cast<const uint8_t *>(in[i].type.data());
+    e.payload_len = in[i].type.size();
+    e.correlation_id = "";
+    e.causation_id = "";
+    e.tags = tags[i].empty() ? nullptr : tags[i].data();
+    e.tag_count = tags[i].size();
+  }
+  es_append_req_t req;
+  std::memset(&req, 0, sizeof req);
+  req.stream_id = stream.c_str();
+  req.stream_type = "";
+  req.expected_kind = ES_EXPECT_ANY;
+  req.events = evs.data();
+  req.event_count = evs.size();
+  req.condition = cond;
+  Appended a{};
+  a.rc = es_append_prepare(&limits, &req, &a.err);
+  if (a.rc == ES_OK) a.rc = es_backend_append(b, &req, &a.res, &a.err);
+  return a;
+}
+
+struct Tagged {
+  uint64_t position;
+  std::string type;
+  std::vector<std::string> tags;
+};
+
+void Collect(const es_page_t &page, std::vector<Tagged> *out) {
+  for (size_t i = 0; i < page.count; i++) {
+    const es_recorded_t &r = page.events[i];
+    Tagged t{r.global_position, r.event_type, {}};
+    for (size_t k = 0; k < r.tag_count; k++) t.tags.push_back(r.tags[k]);
+    out->push_back(t);
+  }
+}
+
+// A query item owning its strings.
+struct Item {
+  std::vector<std::string> types, tags;
+  std::vector<const char *> type_ptrs, tag_ptrs;
+};
+
+// One ReadAll page with items (none = no filter); fills *next and *is_end.
+std::vector<Tagged> ReadQuery(es_backend_t *b, std::vector<Item> items, int direction,
+                              uint64_t from = 0, uint32_t max_count = 1000, uint64_t max_scan = 0,
+                              uint64_t *next = nullptr, bool *is_end = nullptr) {
+  std::vector<es_query_item_t> q(items.size());
+  for (size_t i = 0; i < items.size(); i++) {
+    for (const std::string &t : items[i].types) items[i].type_ptrs.push_back(t.c_str());
+    for (const std::string &t : items[i].tags) items[i].tag_ptrs.push_back(t.c_str());
+    q[i] = {items[i].type_ptrs.data(), items[i].type_ptrs.size(), items[i].tag_ptrs.data(),
+            items[i].tag_ptrs.size()};
+  }
+  es_read_all_req_t req;
+  std::memset(&req, 0, sizeof req);
+  req.from_position = from ? from : (direction == ES_FORWARD ? 1 : 0);
+  req.max_count = max_count;
+  req.direction = direction;
+  req.max_bytes = 4 << 20;
+  req.max_scan = max_scan;
+  req.filter.items = q.empty() ? nullptr : q.data();
+  req.filter.item_count = q.size();
+  es_page_t page;
+  std::memset(&page, 0, sizeof page);
+  es_err_t err{};
+  std::vector<Tagged> out;
+  EXPECT_EQ(ES_OK, es_backend_read_all(b, &req, &page, &err)) << err.msg;
+  Collect(page, &out);
+  if (next) *next = page.next;
+  if (is_end) *is_end = page.is_end;
+  es_page_free(&page);
+  return out;
+}
+
+std::vector<uint64_t> Positions(const std::vector<Tagged> &evs) {
+  std::vector<uint64_t> p;
+  for (const Tagged &e : evs) p.push_back(e.position);
+  return p;
+}
+
+}  // namespace
+
+// Tags are stored in the record, in the order appended, and every read
+// returns them: ReadAll unfiltered and by query (through the tag index, and
+// through the scan for an item of types only), ReadStream, after a reopen.
+TEST(LmdbBackend, TagsAreStoredInOrderAndReturnedByEveryRead) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, AppendTags(b, "course-1",
+                              {{"CourseDefined", {"course:c1"}},
+                               {"StudentSubscribed", {"student:s1", "course:c1"}},
+                               {"Untagged", {}}})
+                       .rc);
+  ASSERT_EQ(ES_OK, AppendTags(b, "student-1", {{"StudentRegistered", {"student:s1"}}}).rc);
+  auto check = [](es_backend_t *store) {
+    const std::vector<std::vector<std::string>> want = {
+        {"course:c1"}, {"student:s1", "course:c1"}, {}, {"student:s1"}};
+    std::vector<Tagged> all = ReadQuery(store, {}, ES_FORWARD);
+    ASSERT_EQ(4u, all.size());
+    for (size_t i = 0; i < 4; i++) EXPECT_EQ(want[i], all[i].tags) << i;
+
+    es_read_stream_req_t rs;
+    std::memset(&rs, 0, sizeof rs);
+    rs.stream_id = "course-1";
+    rs.from_version = 1;
+    rs.max_count = 10;
+    rs.direction = ES_FORWARD;
+    rs.max_bytes = 4 << 20;
+    es_page_t page;
+    std::memset(&page, 0, sizeof page);
+    es_err_t err{};
+    ASSERT_EQ(ES_OK, es_backend_read_stream(store, &rs, &page, &err)) << err.msg;
+    std::vector<Tagged> stream;
+    Collect(page, &stream);
+    es_page_free(&page);
+    ASSERT_EQ(3u, stream.size());
+    for (size_t i = 0; i < 3; i++) EXPECT_EQ(want[i], stream[i].tags) << i;
+
+    std::vector<Tagged> c1 = ReadQuery(store, {{{}, {"course:c1"}}}, ES_FORWARD);
+    EXPECT_EQ((std::vector<uint64_t>{1, 2}), Positions(c1));
+    ASSERT_EQ(2u, c1.size());
+    EXPECT_EQ(want[1], c1[1].tags);
+    EXPECT_EQ((std::vector<uint64_t>{2, 1}),
+              Positions(ReadQuery(store, {{{}, {"course:c1"}}}, ES_BACKWARD)));
+    EXPECT_EQ((std::vector<uint64_t>{2}),
+              Positions(ReadQuery(store, {{{}, {"course:c1", "student:s1"}}}, ES_FORWARD)));
+    EXPECT_EQ((std::vector<uint64_t>{2}),
+              Positions(ReadQuery(store, {{{"StudentSubscribed"}, {"student:s1"}}}, ES_FORWARD)));
+    EXPECT_EQ((std::vector<uint64_t>{1, 2, 4}),
+              Positions(ReadQuery(store, {{{}, {"course:c1"}}, {{}, {"student:s1"}}}, ES_FORWARD)));
+    EXPECT_TRUE(ReadQuery(store, {{{}, {"course:c9"}}}, ES_FORWARD).empty());
+    EXPECT_TRUE(ReadQuery(store, {{{}, {"course:c1", "course:c9"}}}, ES_FORWARD).empty());
+    // Types only: the scan, which sees the record's tags too.
+    std::vector<Tagged> reg = ReadQuery(store, {{{"StudentRegistered"}, {}}}, ES_FORWARD);
+    ASSERT_EQ(1u, reg.size());
+    EXPECT_EQ(want[3], reg[0].tags);
+  };
+  check(b);
+  es_backend_close(b);
+  b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  check(b);
+  es_backend_close(b);
+}
+
+// A read by tag walks the tag's positions, not the log: three events of a
+// rare tag among 3,000 come back in one page under a scan bound of 4, in
+// both directions and page by page; an item also naming a common tag walks
+// the rare one.
+TEST(LmdbBackend, AReadByATagFollowsItsEventsNotTheLog) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  const uint64_t kEvents = 3000;
+  const std::vector<uint64_t> rare = {500, 1500, 2999};
+  for (uint64_t first = 1; first <= kEvents; first += 100) {
+    std::vector<TagEv> batch;
+    for (uint64_t p = first; p < first + 100; p++) {
+      TagEv e{"Tick", {"common"}};
+      for (uint64_t r : rare)
+        if (p == r) e.tags.push_back("rare");
+      batch.push_back(e);
+    }
+    ASSERT_EQ(ES_OK, AppendTags(b, "s-" + std::to_string(first % 7), batch).rc);
+  }
+  uint64_t next = 0;
+  bool end = false;
+  EXPECT_EQ(rare, Positions(ReadQuery(b, {{{}, {"rare"}}}, ES_FORWARD, 1, 100, 4, &next, &end)));
+  EXPECT_TRUE(end);
+  EXPECT_EQ(kEvents + 1, next);
+  EXPECT_EQ(rare, Positions(ReadQuery(b, {{{}, {"common", "rare"}}}, ES_FORWARD, 1, 100, 4)));
+  EXPECT_EQ(rare, Positions(ReadQuery(b, {{{}, {"rare"}}, {{}, {"rare", "common"}}}, ES_FORWARD, 1,
+                                      100, 4)));
+  EXPECT_EQ((std::vector<uint64_t>{2999, 1500, 500}),
+            Positions(ReadQuery(b, {{{}, {"rare"}}}, ES_BACKWARD, 0, 100, 4, &next, &end)));
+  EXPECT_TRUE(end);
+  EXPECT_EQ(0u, next);
+  // Page by page, forward from the middle and backward from it.
+  std::vector<uint64_t> paged;
+  uint64_t from = 600;
+  for (end = false; !end;) {
+    std::vector<Tagged> page = ReadQuery(b, {{{}, {"rare"}}}, ES_FORWARD, from, 1, 4, &from, &end);
+    for (const Tagged &t : page) paged.push_back(t.position);
+    ASSERT_LE(paged.size(), 3u);
+  }
+  EXPECT_EQ((std::vector<uint64_t>{1500, 2999}), paged);
+  paged.clear();
+  from = 2998;
+  for (end = false; !end;) {
+    std::vector<Tagged> page = ReadQuery(b, {{{}, {"rare"}}}, ES_BACKWARD, from, 1, 4, &from, &end);
+    for (const Tagged &t : page) paged.push_back(t.position);
+    ASSERT_LE(paged.size(), 3u);
+  }
+  EXPECT_EQ((std::vector<uint64_t>{1500, 500}), paged);
+  es_backend_close(b);
+}
+
+namespace {
+
+// A commit hook that holds the first commit until released.
+std::atomic<int> hook_calls{0};
+std::atomic<bool> hook_release{false};
+int HoldFirstCommit(void *) {
+  if (hook_calls.fetch_add(1) == 0)
+    while (!hook_release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return 0;
+}
+
+}  // namespace
+
+// A condition is checked inside the group commit's write transaction, which
+// already holds the earlier appends of the group: two conditional appends
+// for the last seat of a course, committed in one group, store one booking;
+// the other fails with the position of the first.
+TEST(LmdbBackend, AConditionSeesTheEarlierAppendsOfItsGroup) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  hook_calls = 0;
+  hook_release = false;
+  es_lmdb_set_commit_hook(b, HoldFirstCommit, nullptr);
+  std::thread holder([&] { EXPECT_EQ(ES_OK, AppendTags(b, "other", {{"Noise", {}}}).rc); });
+  while (hook_calls.load() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  const char *seat_tags[] = {"course:c1"};
+  es_query_item_t item = {nullptr, 0, seat_tags, 1};
+  es_append_condition_t cond = {&item, 1, 0};
+  Appended booked[2];
+  std::vector<std::thread> bookers;
+  for (int i = 0; i < 2; i++)
+    bookers.emplace_back([&, i] {
+      booked[i] = AppendTags(b, "booking-" + std::to_string(i), {{"Booked", {"course:c1"}}}, &cond);
+    });
+  // Both queue behind the held commit, and form the next group together.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  hook_release = true;
+  holder.join();
+  for (auto &t : bookers) t.join();
+  es_lmdb_set_commit_hook(b, nullptr, nullptr);
+  EXPECT_EQ(2u, Stat(b, "lmdb_commit_group_max"));
+  int ok = booked[0].rc == ES_OK ? 0 : 1;
+  ASSERT_EQ(ES_OK, booked[ok].rc) << booked[ok].err.msg;
+  ASSERT_EQ(ES_ECONDITION, booked[1 - ok].rc) << booked[1 - ok].err.msg;
+  EXPECT_EQ(1, booked[1 - ok].err.has_condition_position);
+  EXPECT_EQ(booked[ok].res.first_position, booked[1 - ok].err.condition_position);
+  EXPECT_EQ((std::vector<uint64_t>{2}), Positions(ReadQuery(b, {{{}, {"course:c1"}}}, ES_FORWARD)));
+  // After the booking, a condition with `after` at it passes.
+  cond.after = 2;
+  EXPECT_EQ(ES_OK, AppendTags(b, "booking-2", {{"Booked", {"course:c1"}}}, &cond).rc);
+  cond.after = 1;
+  Appended late = AppendTags(b, "booking-3", {{"Booked", {"course:c1"}}}, &cond);
+  EXPECT_EQ(ES_ECONDITION, late.rc);
+  EXPECT_EQ(2u, late.err.condition_position);
+  es_backend_close(b);
+}
+
+// Tags cost nothing to an event without them: its record is byte for byte
+// what record format 3 stored (no tag count, no flag), and the tag index
+// holds nothing for it. (AnEventOf256BytesTakesLessThan410BytesOnDisk
+// measures the whole store.)
+TEST(LmdbBackend, AnEventWithoutTagsTakesNoMoreBytesThanInFormat3) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, Append(b, "s", 1, {}, 256).rc);
+  ASSERT_EQ(ES_OK, AppendTags(b, "t", {{"Tick", {"a", "bc"}}}).rc);
+  es_backend_close(b);
+  MDB_env *env = nullptr;
+  ASSERT_EQ(0, mdb_env_create(&env));
+  ASSERT_EQ(0, mdb_env_set_maxdbs(env, 9));
+  ASSERT_EQ(0, mdb_env_open(env, dir.c_str(), MDB_RDONLY, 0600));
+  MDB_txn *txn = nullptr;
+  ASSERT_EQ(0, mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn));
+  MDB_dbi log, tags;
+  ASSERT_EQ(0, mdb_dbi_open(txn, "log", MDB_INTEGERKEY, &log));
+  ASSERT_EQ(0, mdb_dbi_open(txn, "tags", 0, &tags));
+  size_t key = 1;
+  MDB_val k = {sizeof key, &key}, v;
+  ASSERT_EQ(0, mdb_get(txn, log, &k, &v));
+  // Format 3: id 16, flags 1, varints: version 1, recorded_at 6, occurred_at
+  // 2 (1234), event_version 1, payload_len 2, stream 1, type 1, metadata
+  // count 1; the payload 256; content type default (a flag); "corr\0",
+  // "\0"; "k\0v\0trace\0abc\0".
+  EXPECT_EQ(16u + 1 + 1 + 6 + 2 + 1 + 2 + 1 + 1 + 1 + 256 + 5 + 1 + 14, v.mv_size);
+  // The tagged one: its own fields, then the count and the tags.
+  key = 2;
+  ASSERT_EQ(0, mdb_get(txn, log, &k, &v));
+  EXPECT_EQ(16u + 1 + 1 + 6 + 1 + 1 + 1 + 1 + 1 + 1 + 4 + 1 + 1 + (1 + 2 + 3), v.mv_size);
+  MDB_stat st;
+  ASSERT_EQ(0, mdb_stat(txn, tags, &st));
+  EXPECT_EQ(2u, st.ms_entries); /* "a" -> 2, "bc" -> 2: none for event 1 */
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+}
+
+namespace {
+
+// An AppendMany of appends (stream, event ids), prepared as the server
+// does.
+int AppendManyIds(es_backend_t *b,
+                  const std::vector<std::pair<std::string, std::vector<std::string>>> &in,
+                  std::vector<es_append_result_t> *results, es_err_t *err) {
+  es_limits_t limits;
+  es_limits_default(&limits);
+  std::vector<std::vector<es_event_data_t>> evs(in.size());
+  std::vector<es_append_req_t> appends(in.size());
+  for (size_t a = 0; a < in.size(); a++) {
+    for (const std::string &id : in[a].second) {
+      es_event_data_t e;
+      std::memset(&e, 0, sizeof e);
+      e.event_id = id.c_str();
+      e.event_type = "Joined";
+      e.content_type = "";
+      e.correlation_id = "";
+      e.causation_id = "";
+      evs[a].push_back(e);
+    }
+    es_append_req_t &r = appends[a];
+    std::memset(&r, 0, sizeof r);
+    r.stream_id = in[a].first.c_str();
+    r.stream_type = "";
+    r.expected_kind = ES_EXPECT_ANY;
+    r.events = evs[a].data();
+    r.event_count = evs[a].size();
+  }
+  es_append_many_req_t req = {appends.data(), appends.size(), nullptr};
+  results->assign(in.size(), es_append_result_t{});
+  int rc = es_append_many_prepare(&limits, &req, err);
+  if (rc == ES_OK) rc = es_backend_append_many(b, &req, results->data(), err);
+  return rc;
+}
+
+}  // namespace
+
+// What makes a retried AppendMany a duplicate is stored with its events
+// (the joined flags of the records): after a reopen, the whole request
+// retried is a duplicate with the original positions, and one of its
+// appends retried alone is not (ES_EEXIST), nor are its appends reordered.
+TEST(LmdbBackend, AnAppendManyIsADuplicateOnlyAsAWholeAfterAReopen) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, Append(b, "before", 1).rc);
+  std::vector<std::pair<std::string, std::vector<std::string>>> req = {
+      {"m-1", {Uuid(501), Uuid(502)}}, {"m-2", {Uuid(503)}}, {"m-1", {Uuid(504)}}};
+  std::vector<es_append_result_t> res;
+  es_err_t err{};
+  ASSERT_EQ(ES_OK, AppendManyIds(b, req, &res, &err)) << err.msg;
+  EXPECT_EQ(2u, res[0].first_position);
+  EXPECT_EQ(5u, res[2].first_position);
+  EXPECT_EQ(3u, res[2].first_version);
+  es_backend_close(b);
+
+  b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  std::vector<es_append_result_t> again;
+  err = es_err_t{};
+  ASSERT_EQ(ES_OK, AppendManyIds(b, req, &again, &err)) << err.msg;
+  for (size_t a = 0; a < 3; a++) {
+    EXPECT_TRUE(again[a].duplicate) << a;
+    EXPECT_EQ(res[a].first_position, again[a].first_position) << a;
+    EXPECT_EQ(res[a].last_version, again[a].last_version) << a;
+  }
+  err = es_err_t{};
+  EXPECT_EQ(ES_EEXIST, AppendManyIds(b, {req[0]}, &again, &err)) << err.msg;
+  err = es_err_t{};
+  EXPECT_EQ(ES_EEXIST, AppendManyIds(b, {req[0], req[1]}, &again, &err)) << err.msg;
+  err = es_err_t{};
+  EXPECT_EQ(ES_EEXIST, AppendManyIds(b, {req[1], req[0], req[2]}, &again, &err)) << err.msg;
+  uint64_t head = 0;
+  ASSERT_EQ(ES_OK, es_backend_head(b, &head, &err));
+  EXPECT_EQ(5u, head);
   es_backend_close(b);
 }
