@@ -1,4 +1,4 @@
-// Extension 1 through the real server (memory backend): tags on the wire,
+// Extension 1 through the real server (memory and lmdb backends): tags on the wire,
 // reads and subscriptions by query, conditional appends and AppendMany with
 // their trailers (es-condition-position, es-append-index, es-actual-version),
 // and the decision the DCB way under contention: 30 seats, 100 concurrent
@@ -42,10 +42,10 @@ void AddItem(google::protobuf::RepeatedPtrField<v1::QueryItem> *items,
   for (const auto &t : tags) it->add_tags(t);
 }
 
-class Dcb : public ::testing::Test {
+class Dcb : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
-    server_ = StartServer({"--backend", "memory"});
+    server_ = StartServer({"--backend", GetParam()});
     ASSERT_NE(server_, nullptr);
     channel_ = Connect(server_->Address());
     client_ = std::make_unique<Client>(channel_);
@@ -69,7 +69,7 @@ class Dcb : public ::testing::Test {
   std::unique_ptr<Client> client_;
 };
 
-TEST_F(Dcb, TagsTravelBothWays) {
+TEST_P(Dcb, TagsTravelBothWays) {
   client_->MustAppend(AppendOf("s", {Tagged("T", {"b", "a"}), Tagged("T", {})}));
   auto events = client_->ReadWholeStream("s");
   ASSERT_EQ(events.size(), 2u);
@@ -79,7 +79,7 @@ TEST_F(Dcb, TagsTravelBothWays) {
   EXPECT_EQ(events[1].tags_size(), 0);
 }
 
-TEST_F(Dcb, ReadAllByQuery) {
+TEST_P(Dcb, ReadAllByQuery) {
   client_->MustAppend(AppendOf("course-c1", {Tagged("CourseOpened", {"course:c1"})}));
   client_->MustAppend(AppendOf("course-c2", {Tagged("CourseOpened", {"course:c2"})}));
   client_->MustAppend(AppendOf("e-1", {Tagged("Enrolled", {"course:c1", "student:s1"})}));
@@ -101,7 +101,7 @@ TEST_F(Dcb, ReadAllByQuery) {
   EXPECT_EQ(Query(types), (std::vector<uint64_t>{4}));
 }
 
-TEST_F(Dcb, SubscribeByQueryReplaysAndGoesLive) {
+TEST_P(Dcb, SubscribeByQueryReplaysAndGoesLive) {
   client_->MustAppend(AppendOf("a", {Tagged("T", {"t:1"}), Tagged("T", {"t:2"})}));
   v1::SubscribeRequest req;
   AddItem(req.mutable_filter()->mutable_items(), {}, {"t:1"});
@@ -120,7 +120,7 @@ TEST_F(Dcb, SubscribeByQueryReplaysAndGoesLive) {
   sub.Cancel();
 }
 
-TEST_F(Dcb, AFailedConditionIsAbortedWithItsPosition) {
+TEST_P(Dcb, AFailedConditionIsAbortedWithItsPosition) {
   client_->MustAppend(AppendOf("x", {MakeEvent("Other")}));
   client_->MustAppend(AppendOf("course-c1", {Tagged("CourseOpened", {"course:c1"})}));
   v1::AppendRequest req = AppendOf("course-c1", {Tagged("Enrolled", {"course:c1"})});
@@ -147,7 +147,7 @@ TEST_F(Dcb, AFailedConditionIsAbortedWithItsPosition) {
   EXPECT_TRUE(resp.duplicate());
 }
 
-TEST_F(Dcb, AppendManyOnTheWire) {
+TEST_P(Dcb, AppendManyOnTheWire) {
   v1::AppendManyRequest req;
   *req.add_appends() = AppendOf("a", {MakeEvent("T"), MakeEvent("T")});
   *req.add_appends() = AppendOf("b", {Tagged("T", {"t"})});
@@ -173,7 +173,7 @@ TEST_F(Dcb, AppendManyOnTheWire) {
   EXPECT_EQ(client_->Head(), 4u);
 }
 
-TEST_F(Dcb, AFailingAppendManyNamesTheAppendAndStoresNothing) {
+TEST_P(Dcb, AFailingAppendManyNamesTheAppendAndStoresNothing) {
   client_->MustAppend(AppendOf("b", {MakeEvent("T")}));
   v1::AppendManyRequest req;
   *req.add_appends() = AppendOf("a", {MakeEvent("T")});
@@ -228,7 +228,7 @@ TEST_F(Dcb, AFailingAppendManyNamesTheAppendAndStoresNothing) {
 // Bytes a typed client cannot send: a tag that is not UTF-8, a tag holding a
 // NUL, a condition without items. Each is INVALID_ARGUMENT naming the field,
 // and nothing is stored.
-TEST_F(Dcb, BadTagsAndConditionsOnTheWireAreRefusedNamingTheField) {
+TEST_P(Dcb, BadTagsAndConditionsOnTheWireAreRefusedNamingTheField) {
   auto event = [](const std::string &tag) {
     return ProtoWriter().Bytes(2, "T").Bytes(10, "ok").Bytes(10, tag);
   };
@@ -263,7 +263,7 @@ TEST_F(Dcb, BadTagsAndConditionsOnTheWireAreRefusedNamingTheField) {
 // out, or book), append its booking with the condition "no booking of this
 // show after the head I read"; on ABORTED read again. The tag index makes
 // the condition exact: exactly 30 bookings, whatever the interleaving.
-TEST_F(Dcb, ThirtySeatsAHundredBookersExactlyThirtyBookings) {
+TEST_P(Dcb, ThirtySeatsAHundredBookersExactlyThirtyBookings) {
   const int kSeats = 30, kBookers = 100, kChannels = 10, kMaxAttempts = 1000;
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int i = 0; i < kChannels; i++) channels.push_back(Connect(server_->Address()));
@@ -329,6 +329,11 @@ TEST_F(Dcb, ThirtySeatsAHundredBookersExactlyThirtyBookings) {
   std::printf("bookings %d, conflicts (retried) %d, sold out %d\n", booked.load(), conflicts.load(),
               sold_out.load());
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, Dcb, ::testing::Values("memory", "lmdb"),
+                         [](const ::testing::TestParamInfo<std::string> &info) {
+                           return info.param;
+                         });
 
 }  // namespace
 }  // namespace es_e2e

@@ -21,7 +21,10 @@ namespace {
 
 using grpc::StatusCode;
 
-const std::vector<std::string> kUnsupported = {"lmdb"};
+// Every backend has the extension now; the cases stay for the next backend
+// that lacks it.
+const std::vector<std::string> kUnsupported = {};
+GTEST_ALLOW_UNINSTANTIATED_PARAMETERIZED_TEST(DcbUnsupported);
 
 class DcbUnsupported : public ::testing::TestWithParam<std::string> {
  protected:
