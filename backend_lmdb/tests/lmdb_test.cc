@@ -1330,8 +1330,10 @@ TEST(LmdbBackend, AConditionSeesTheEarlierAppendsOfItsGroup) {
     bookers.emplace_back([&, i] {
       booked[i] = AppendTags(b, "booking-" + std::to_string(i), {{"Booked", {"course:c1"}}}, &cond);
     });
-  // Both queue behind the held commit, and form the next group together.
-  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  // Both queue behind the held commit, and form the next group together
+  // (half a second is ample for two threads to queue, even on a busy
+  // machine; the group size is checked below).
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
   hook_release = true;
   holder.join();
   for (auto &t : bookers) t.join();
