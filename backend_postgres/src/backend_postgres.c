@@ -594,6 +594,12 @@ static int pg_append(es_backend_t *b, const es_append_req_t *req, es_append_resu
   return es__pg_append(b, req, out, err);
 }
 
+static int pg_append_many(es_backend_t *b, const es_append_many_req_t *req,
+                          es_append_result_t *results, es_err_t *err) {
+  start_threads((es_pg_t *)b);
+  return es__pg_append_many(b, req, results, err);
+}
+
 /* ---- threads, open, close ------------------------------------------------ */
 
 /* Refuses new appends, lets the ones in progress finish (each is committed
@@ -833,6 +839,7 @@ static const es_backend_methods_t pg_methods = {
     .blocking = 1,
     .close = pg_close,
     .append = pg_append,
+    .append_many = pg_append_many,
     .read_stream = pg_read_stream,
     .read_all = pg_read_all,
     .head = pg_head,

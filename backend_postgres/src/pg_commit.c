@@ -25,7 +25,10 @@
  * its `after`: the database answers inside the transaction, once the head-row
  * lock is held (check_conditions), so nothing can commit between the check
  * and the write, on any server; the group's earlier passing appends answer
- * for their own events (pg_decide.c). This file runs the group's
+ * for their own events (pg_decide.c). An AppendMany is one waiter of the
+ * group carrying several appends, decided together (es_append_many_decide)
+ * and written as one contiguous run of positions, all or none. This file
+ * runs the group's
  * transaction, one of two ways:
  *
  * The locking path, two round trips (libpq pipelines), three with
@@ -50,7 +53,8 @@
  * PostgreSQL executes and flushes; with one server, every group goes this
  * way. A group with any failing or duplicate append takes the locking path
  * (a failure decided from the cache could not be checked by the statement),
- * and so does a group with a condition (the cache knows nothing of the log),
+ * and so does a group with a condition (the cache knows nothing of the log)
+ * or an AppendMany,
  * and so does a group whose optimistic statement was refused, followed by a
  * few more (another writer is active: FAST_BACKOFF_GROUPS).
  *
@@ -100,7 +104,7 @@
 static void fail_all(es_pg_waiter_t **ws, size_t n, int rc, const es_err_t *e) {
   for (size_t i = 0; i < n; i++) {
     ws[i]->rc = rc;
-    memset(ws[i]->out, 0, sizeof *ws[i]->out);
+    memset(ws[i]->outs, 0, ws[i]->n_reqs * sizeof *ws[i]->outs);
     *ws[i]->err = *e;
     ws[i]->err->code = rc;
   }
@@ -324,8 +328,8 @@ static void committed(committer_t *cm, es_pg_waiter_t **ws, size_t n, uint64_t h
   uint64_t appends = 0, events = 0;
   for (size_t i = 0; i < n; i++)
     if (cm->wrote[i]) {
-      appends++;
-      events += ws[i]->req->event_count;
+      appends += ws[i]->n_reqs;
+      events += ws[i]->events;
     }
   pthread_mutex_lock(&pg->stats_mu);
   pg->stats.groups++;
@@ -362,12 +366,12 @@ static outcome_t try_fast(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err
   for (size_t i = 0; i < n; i++) {
     /* A condition is a question about the whole log, which the cache cannot
      * answer: it is checked under the lock. */
-    if (ws[i]->req->condition) return OUT_SLOW;
-    events += ws[i]->req->event_count;
+    if (ws[i]->condition || ws[i]->many) return OUT_SLOW;
+    events += ws[i]->events;
   }
   cm->group = ws;
   cm->group_n = 0;
-  if (es__pg_group_reserve(cm, n, events)) return OUT_SLOW;
+  if (es__pg_group_reserve(cm, n, n, events)) return OUT_SLOW;
   uint64_t recorded_at = es_now_unix_ms();
   uint64_t head = cm->last_head, new_head = head;
   for (size_t i = 0; i < n; i++) {
@@ -442,7 +446,7 @@ static outcome_t check_conditions(committer_t *cm, es_pg_waiter_t **ws, size_t n
   int nq = 0;
   for (size_t i = 0; i < n; i++) {
     ws[i]->condition_stored = 0;
-    if (ws[i]->req->condition && ws[i]->req->condition->after < head) nq++;
+    if (ws[i]->condition && ws[i]->condition->after < head) nq++;
   }
   if (nq == 0) return OUT_DONE;
   PGresult **r = calloc((size_t)nq, sizeof *r);
@@ -453,7 +457,7 @@ static outcome_t check_conditions(committer_t *cm, es_pg_waiter_t **ws, size_t n
   }
   bool sent = true;
   for (size_t i = 0; i < n && sent; i++) {
-    const es_append_condition_t *cond = ws[i]->req->condition;
+    const es_append_condition_t *cond = ws[i]->condition;
     if (!cond || cond->after >= head) continue;
     size_t np = 1;
     for (size_t k = 0; k < cond->item_count; k++) np += 1 + cond->items[k].tag_count;
@@ -508,7 +512,7 @@ static outcome_t check_conditions(committer_t *cm, es_pg_waiter_t **ws, size_t n
   int q = 0;
   bool sane = true;
   for (size_t i = 0; i < n; i++) {
-    const es_append_condition_t *cond = ws[i]->req->condition;
+    const es_append_condition_t *cond = ws[i]->condition;
     if (!cond || cond->after >= head) continue;
     const PGresult *res = r[q++];
     if (PQgetisnull(res, 0, 0)) continue;
@@ -536,8 +540,13 @@ static outcome_t locked_attempt(committer_t *cm, es_pg_waiter_t **ws, size_t n, 
   es_pg_t *pg = cm->pg;
   PGresult *r[3] = {NULL, NULL, NULL};
   size_t events = 0;
-  for (size_t i = 0; i < n; i++) events += ws[i]->req->event_count;
-  if (es__pg_group_reserve(cm, n, events) || es__pg_build_lookup(cm, ws, n, events)) goto nomem;
+  size_t n_appends = 0;
+  for (size_t i = 0; i < n; i++) {
+    events += ws[i]->events;
+    n_appends += ws[i]->n_reqs;
+  }
+  if (es__pg_group_reserve(cm, n, n_appends, events) || es__pg_build_lookup(cm, ws, n, events))
+    goto nomem;
   for (size_t i = 0; i < n; i++) cm->wrote[i] = false;
   if (ensure_conn(cm, gerr)) return OUT_FAIL;
   PGconn *c = cm->conn;

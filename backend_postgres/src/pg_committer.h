@@ -33,6 +33,7 @@ typedef struct known {
   uint32_t batch_index; /* index in its append */
   uint32_t batch_size;  /* events in its append */
   uint64_t token;       /* the commit token it was stored with; 0 = none (or this group) */
+  uint8_t joined;       /* 1: joined_prev, 2: joined_next (AppendMany) */
 } known_t;
 
 /* A stream as the decisions see it. */
@@ -57,7 +58,7 @@ typedef struct map {
   size_t cap; /* allocated slots */
 } map_t;
 
-enum { N_WRITE_PARAMS = 30 };
+enum { N_WRITE_PARAMS = 31 };
 
 /* What the committer knows of a stream it wrote or read under the lock. */
 typedef struct cached_stream {
@@ -134,8 +135,9 @@ void es__pg_cache_remember(committer_t *cm, uint64_t head_before, uint64_t head_
 
 /* ---- pg_decide.c -------------------------------------------------------- */
 
-/* Sizes the per-group storage for n waiters with `events` events. ES_ENOMEM. */
-int es__pg_group_reserve(committer_t *cm, size_t n, size_t events);
+/* Sizes the per-group storage for n waiters with `appends` appends and
+ * `events` events in all. ES_ENOMEM. */
+int es__pg_group_reserve(committer_t *cm, size_t n, size_t appends, size_t events);
 /* es_lookup's parameters: every id of the group, every distinct stream. */
 int es__pg_build_lookup(committer_t *cm, es_pg_waiter_t **ws, size_t n, size_t events);
 /* Loads es_lookup's rows into the group's view. ES_EINTERNAL when malformed. */

@@ -63,7 +63,7 @@
 #define ES_PG_MAX_LOST_ATTEMPTS 8 /* per append; more than the committer ever makes */
 
 /* The latest schema version this build knows (pg_schema.c). */
-#define ES_PG_SCHEMA_VERSION 3
+#define ES_PG_SCHEMA_VERSION 4
 
 /* What a connection is for: decides which statements are prepared on it. */
 typedef enum es_pg_role {
@@ -110,6 +110,17 @@ struct es_pg_waiter {
    * current attempt (pg_commit.c), under the head-row lock: the smallest
    * matching position after `after` that is committed, 0 = none. */
   uint64_t condition_stored;
+  /* The appends this waiter commits, all or none: reqs[0..n_reqs) with
+   * results outs[0..n_reqs). An Append is one (req, out); an AppendMany
+   * (many != NULL, Extension 1) is many->appends with the caller's results,
+   * decided together by es_append_many_decide and written as one contiguous
+   * run of positions. req and out are reqs[0] and outs[0]. */
+  const es_append_req_t *reqs;
+  es_append_result_t *outs;
+  size_t n_reqs;
+  const es_append_many_req_t *many;
+  const es_append_condition_t *condition; /* the request's, or NULL */
+  size_t events;                          /* events of all its appends */
 };
 
 typedef struct es_pg_lane es_pg_lane_t; /* pg_queue.c */
@@ -348,6 +359,10 @@ bool es__pg_lanes_idle(const es_pg_t *pg);
  * when a lane is free (pg_queue.c). */
 int es__pg_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
                   es_err_t *err);
+/* The same for an AppendMany (Extension 1): all of req's appends in one
+ * group, decided together, one contiguous run of positions. */
+int es__pg_append_many(es_backend_t *b, const es_append_many_req_t *req,
+                       es_append_result_t *results, es_err_t *err);
 
 /* ---- pg_listen.c -------------------------------------------------------- */
 

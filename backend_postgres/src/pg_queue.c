@@ -84,7 +84,7 @@ static es_pg_lane_t *free_lane(es_pg_t *pg) {
 static size_t take_group(es_pg_t *pg, es_pg_lane_t *lane) {
   size_t n = 0, events = 0, bytes = 0;
   es_pg_waiter_t *w = pg->queue_head;
-  while (w && (n == 0 || (events + w->req->event_count <= pg->opts.max_group_events &&
+  while (w && (n == 0 || (events + w->events <= pg->opts.max_group_events &&
                           bytes + w->bytes <= pg->opts.max_group_bytes))) {
     if (n == lane->cap) {
       size_t cap = lane->cap ? lane->cap * 2 : 64;
@@ -94,7 +94,7 @@ static size_t take_group(es_pg_t *pg, es_pg_lane_t *lane) {
       lane->cap = cap;
     }
     lane->group[n++] = w;
-    events += w->req->event_count;
+    events += w->events;
     bytes += w->bytes;
     w = w->next;
   }
@@ -139,50 +139,74 @@ static void lead(es_pg_t *pg, es_pg_lane_t *lane, es_pg_waiter_t *self) {
   if (pg->stopping) pthread_cond_broadcast(&pg->queue_cv);
 }
 
-int es__pg_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
-                  es_err_t *err) {
-  es_pg_t *pg = (es_pg_t *)b;
-  if (req->event_count > INT32_MAX)
-    return es_err_set(err, ES_ETOOBIG, "events: %zu, the PostgreSQL backend holds %d per append",
-                      req->event_count, INT32_MAX);
-
-  es_pg_waiter_t w;
-  memset(&w, 0, sizeof w);
-  w.req = req;
-  w.out = out;
-  w.err = err ? err : &w.err_local;
-  for (size_t i = 0; i < req->event_count; i++) {
-    const es_event_data_t *ev = &req->events[i];
-    if (ev->payload_len >= PG_MAX_FIELD_BYTES)
-      return es_err_set(err, ES_ETOOBIG, "events[%zu].payload: %zu bytes, PostgreSQL holds %zu", i,
-                        ev->payload_len, PG_MAX_FIELD_BYTES - 1);
-    w.bytes += es__pg_event_bytes(ev);
+/* Queues w (its appends set) and waits until its group has committed,
+ * leading a group when a lane is free. */
+static int queue_and_wait(es_pg_t *pg, es_pg_waiter_t *w, es_err_t *err) {
+  for (size_t a = 0; a < w->n_reqs; a++) {
+    const es_append_req_t *req = &w->reqs[a];
+    if (req->event_count > INT32_MAX)
+      return es_err_set(err, ES_ETOOBIG, "events: %zu, the PostgreSQL backend holds %d per append",
+                        req->event_count, INT32_MAX);
+    w->events += req->event_count;
+    for (size_t i = 0; i < req->event_count; i++) {
+      const es_event_data_t *ev = &req->events[i];
+      if (ev->payload_len >= PG_MAX_FIELD_BYTES)
+        return es_err_set(err, ES_ETOOBIG, "events[%zu].payload: %zu bytes, PostgreSQL holds %zu",
+                          i, ev->payload_len, PG_MAX_FIELD_BYTES - 1);
+      w->bytes += es__pg_event_bytes(ev);
+    }
   }
-  if (pthread_cond_init(&w.cv, NULL))
+  w->err = err ? err : &w->err_local;
+  if (pthread_cond_init(&w->cv, NULL))
     return es_err_set(err, ES_ENOMEM, "out of memory queueing an append");
 
   pthread_mutex_lock(&pg->queue_mu);
   if (pg->stopping || !atomic_load(&pg->threads_started)) {
     pthread_mutex_unlock(&pg->queue_mu);
-    pthread_cond_destroy(&w.cv);
+    pthread_cond_destroy(&w->cv);
     return es_err_set(err, ES_EUNAVAIL,
                       pg->stopping ? "the PostgreSQL backend is closing"
                                    : "the PostgreSQL backend could not start its listener");
   }
   if (pg->queue_tail)
-    pg->queue_tail->next = &w;
+    pg->queue_tail->next = w;
   else
-    pg->queue_head = &w;
-  pg->queue_tail = &w;
-  while (!w.done) {
+    pg->queue_head = w;
+  pg->queue_tail = w;
+  while (!w->done) {
     es_pg_lane_t *lane = pg->queue_head ? free_lane(pg) : NULL;
     if (lane)
-      lead(pg, lane, &w);
+      lead(pg, lane, w);
     else
-      pthread_cond_wait(&w.cv, &pg->queue_mu); /* done, or woken to lead */
+      pthread_cond_wait(&w->cv, &pg->queue_mu); /* done, or woken to lead */
   }
   pthread_mutex_unlock(&pg->queue_mu);
-  pthread_cond_destroy(&w.cv);
-  if (w.rc) memset(out, 0, sizeof *out);
-  return w.rc;
+  pthread_cond_destroy(&w->cv);
+  if (w->rc) memset(w->outs, 0, w->n_reqs * sizeof *w->outs);
+  return w->rc;
+}
+
+int es__pg_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
+                  es_err_t *err) {
+  es_pg_waiter_t w;
+  memset(&w, 0, sizeof w);
+  w.req = w.reqs = req;
+  w.out = w.outs = out;
+  w.n_reqs = 1;
+  w.condition = req->condition;
+  return queue_and_wait((es_pg_t *)b, &w, err);
+}
+
+int es__pg_append_many(es_backend_t *b, const es_append_many_req_t *req,
+                       es_append_result_t *results, es_err_t *err) {
+  if (req->append_count == 0)
+    return es_err_set(err, ES_EINVAL, "appends: 0 given, at least 1 needed");
+  es_pg_waiter_t w;
+  memset(&w, 0, sizeof w);
+  w.req = w.reqs = req->appends;
+  w.out = w.outs = results;
+  w.n_reqs = req->append_count;
+  w.many = req;
+  w.condition = req->condition;
+  return queue_and_wait((es_pg_t *)b, &w, err);
 }

@@ -90,6 +90,14 @@ static const migration_t MIGRATIONS[] = {
      "  tag text COLLATE \"C\" NOT NULL,"
      "  position bigint NOT NULL CHECK (position > 0),"
      "  CONSTRAINT es_tags_pkey PRIMARY KEY (tag, position));"},
+    /* Extension 1: which batches belong to one AppendMany. Bit 1: another
+     * append of the same request came right before this event's (on the
+     * first event of a batch), bit 2: right after it (on the last). A retry
+     * is a duplicate only of a whole request (es_stored_event_t.joined_prev,
+     * joined_next), also after a restart. */
+    {4, "AppendMany links",
+     "ALTER TABLE {S}.es_events ADD COLUMN joined smallint NOT NULL DEFAULT 0 "
+     "CHECK (joined BETWEEN 0 AND 3);"},
 };
 
 /* clang-format on */

@@ -634,11 +634,12 @@ static const char SQL_LOCK[] = "SELECT head FROM {S}.es_log_head WHERE id = 1 FO
 /* $1 the group's event ids, $2 its streams: what is stored of them. */
 static const char SQL_LOOKUP[] =
     "SELECT true, e.event_id, e.stream_id, e.stream_version, e.position, "
-    "e.recorded_at_unix_ms, e.batch_index, e.batch_size, NULL::text, e.commit_token "
+    "e.recorded_at_unix_ms, e.batch_index, e.batch_size, NULL::text, e.commit_token, "
+    "e.joined "
     "FROM {S}.es_events e WHERE e.event_id = ANY ($1) "
     "UNION ALL "
     "SELECT false, NULL::uuid, s.stream_id, s.last_version, NULL::int8, NULL::int8, "
-    "NULL::int4, NULL::int4, s.stream_type, NULL::int8 "
+    "NULL::int4, NULL::int4, s.stream_type, NULL::int8, NULL::int2 "
     "FROM {S}.es_streams s WHERE s.stream_id = ANY ($2)";
 
 /* clang-format on */
@@ -813,18 +814,18 @@ static const char SQL_WRITE[] =
     "r AS (SELECT * FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::int8[], "
     "$5::int4[], $6::int4[], $7::int4[], $8::uuid[], $9::text[], $10::text[], $11::text[], "
     "$12::text[], $13::text[], $14::int4[], $15::int4[], $16::bytea[], $27::int4[], "
-    "$28::int4[]) AS r(position, stream_version, event_version, occurred_at, batch_index, "
-    "batch_size, body_bytes, event_id, stream_id, event_type, content_type, correlation_id, "
-    "causation_id, meta_off, meta_cnt, payload, tag_off, tag_cnt)), "
+    "$28::int4[], $31::int4[]) AS r(position, stream_version, event_version, occurred_at, "
+    "batch_index, batch_size, body_bytes, event_id, stream_id, event_type, content_type, "
+    "correlation_id, causation_id, meta_off, meta_cnt, payload, tag_off, tag_cnt, joined)), "
     "ins AS (INSERT INTO {S}.es_events (position, stream_version, event_version, "
     "occurred_at_unix_ms, recorded_at_unix_ms, batch_index, batch_size, body_bytes, event_id, "
     "stream_id, event_type, content_type, correlation_id, causation_id, metadata_keys, "
-    "metadata_values, payload, commit_token, tags) SELECT r.position, r.stream_version, "
+    "metadata_values, payload, commit_token, tags, joined) SELECT r.position, r.stream_version, "
     "r.event_version, r.occurred_at, $17::int8, r.batch_index, r.batch_size, r.body_bytes, "
     "r.event_id, r.stream_id, r.event_type, r.content_type, r.correlation_id, r.causation_id, "
     "($18::text[])[r.meta_off + 1 : r.meta_off + r.meta_cnt], "
     "($19::text[])[r.meta_off + 1 : r.meta_off + r.meta_cnt], r.payload, $26::int8, "
-    "coalesce(($29::text[])[r.tag_off + 1 : r.tag_off + r.tag_cnt], '{}') "
+    "coalesce(($29::text[])[r.tag_off + 1 : r.tag_off + r.tag_cnt], '{}'), r.joined::int2 "
     "FROM r CROSS JOIN h), "
     "tg AS (INSERT INTO {S}.es_tags (tag, position) SELECT t.tag, t.position "
     "FROM unnest($29::text[], $30::int8[]) AS t(tag, position) CROSS JOIN h), "

@@ -25,10 +25,13 @@ int es__pg_build_write(committer_t *cm, es_pg_waiter_t **ws, size_t n, uint64_t 
   size_t rows = 0, metas = 0, tags = 0, dirty = 0;
   for (size_t i = 0; i < n; i++) {
     if (!cm->wrote[i]) continue;
-    rows += ws[i]->req->event_count;
-    for (size_t j = 0; j < ws[i]->req->event_count; j++) {
-      metas += ws[i]->req->events[j].metadata_count;
-      tags += ws[i]->req->events[j].tag_count;
+    for (size_t a = 0; a < ws[i]->n_reqs; a++) {
+      const es_append_req_t *req = &ws[i]->reqs[a];
+      rows += req->event_count;
+      for (size_t j = 0; j < req->event_count; j++) {
+        metas += req->events[j].metadata_count;
+        tags += req->events[j].tag_count;
+      }
     }
   }
   for (size_t i = 0; i < cm->n_states; i++) dirty += cm->states[i].dirty;
@@ -46,53 +49,65 @@ int es__pg_build_write(committer_t *cm, es_pg_waiter_t **ws, size_t n, uint64_t 
   if (es__pg_array_begin(&p[26], ES_PG_OID_INT4, rows) ||
       es__pg_array_begin(&p[27], ES_PG_OID_INT4, rows) ||
       es__pg_array_begin(&p[28], ES_PG_OID_TEXT, tags) ||
-      es__pg_array_begin(&p[29], ES_PG_OID_INT8, tags))
+      es__pg_array_begin(&p[29], ES_PG_OID_INT8, tags) ||
+      es__pg_array_begin(&p[30], ES_PG_OID_INT4, rows))
     return ES_ENOMEM;
 
   uint32_t meta_off = 0, tag_off = 0;
   for (size_t i = 0; i < n; i++) {
     if (!cm->wrote[i]) continue;
-    const es_append_req_t *req = ws[i]->req;
-    const es_append_result_t *o = ws[i]->out;
-    for (size_t j = 0; j < req->event_count; j++) {
-      const es_event_data_t *ev = &req->events[j];
-      const char *ct = str_or_empty(ev->content_type);
-      if (ct[0] == '\0') ct = ES_DEFAULT_CONTENT_TYPE;
-      const char *type = str_or_empty(ev->event_type);
-      const char *corr = str_or_empty(ev->correlation_id);
-      const char *caus = str_or_empty(ev->causation_id);
-      size_t body =
-          es__pg_event_bytes(ev) + strlen(type) + strlen(ct) + strlen(corr) + strlen(caus);
-      if (body > INT32_MAX) body = INT32_MAX;
-      int rc =
-          es__pg_array_u64(&p[0], o->first_position + j) |
-          es__pg_array_u64(&p[1], o->first_version + j) |
-          es__pg_array_u64(&p[2], ev->event_version) |
-          es__pg_array_u64(&p[3], ev->occurred_at_unix_ms) | es__pg_array_u32(&p[4], (uint32_t)j) |
-          es__pg_array_u32(&p[5], (uint32_t)req->event_count) |
-          es__pg_array_u32(&p[6], (uint32_t)body) | es__pg_array_elem(&p[7], ev->id, ES_UUID_LEN) |
-          es__pg_array_elem(&p[8], req->stream_id, strlen(req->stream_id)) |
-          es__pg_array_elem(&p[9], type, strlen(type)) | es__pg_array_elem(&p[10], ct, strlen(ct)) |
-          es__pg_array_elem(&p[11], corr, strlen(corr)) |
-          es__pg_array_elem(&p[12], caus, strlen(caus)) | es__pg_array_u32(&p[13], meta_off) |
-          es__pg_array_u32(&p[14], (uint32_t)ev->metadata_count) |
-          es__pg_array_elem(&p[15], ev->payload_len ? (const void *)ev->payload : "",
-                            ev->payload_len);
-      for (size_t m = 0; m < ev->metadata_count; m++) {
-        const char *k = str_or_empty(ev->metadata[m].key), *v = str_or_empty(ev->metadata[m].value);
-        rc |= es__pg_array_elem(&p[17], k, strlen(k)) | es__pg_array_elem(&p[18], v, strlen(v));
+    for (size_t a = 0; a < ws[i]->n_reqs; a++) {
+      const es_append_req_t *req = &ws[i]->reqs[a];
+      const es_append_result_t *o = &ws[i]->outs[a];
+      for (size_t j = 0; j < req->event_count; j++) {
+        const es_event_data_t *ev = &req->events[j];
+        const char *ct = str_or_empty(ev->content_type);
+        if (ct[0] == '\0') ct = ES_DEFAULT_CONTENT_TYPE;
+        const char *type = str_or_empty(ev->event_type);
+        const char *corr = str_or_empty(ev->correlation_id);
+        const char *caus = str_or_empty(ev->causation_id);
+        size_t body =
+            es__pg_event_bytes(ev) + strlen(type) + strlen(ct) + strlen(corr) + strlen(caus);
+        if (body > INT32_MAX) body = INT32_MAX;
+        int rc = es__pg_array_u64(&p[0], o->first_position + j) |
+                 es__pg_array_u64(&p[1], o->first_version + j) |
+                 es__pg_array_u64(&p[2], ev->event_version) |
+                 es__pg_array_u64(&p[3], ev->occurred_at_unix_ms) |
+                 es__pg_array_u32(&p[4], (uint32_t)j) |
+                 es__pg_array_u32(&p[5], (uint32_t)req->event_count) |
+                 es__pg_array_u32(&p[6], (uint32_t)body) |
+                 es__pg_array_elem(&p[7], ev->id, ES_UUID_LEN) |
+                 es__pg_array_elem(&p[8], req->stream_id, strlen(req->stream_id)) |
+                 es__pg_array_elem(&p[9], type, strlen(type)) |
+                 es__pg_array_elem(&p[10], ct, strlen(ct)) |
+                 es__pg_array_elem(&p[11], corr, strlen(corr)) |
+                 es__pg_array_elem(&p[12], caus, strlen(caus)) |
+                 es__pg_array_u32(&p[13], meta_off) |
+                 es__pg_array_u32(&p[14], (uint32_t)ev->metadata_count) |
+                 es__pg_array_elem(&p[15], ev->payload_len ? (const void *)ev->payload : "",
+                                   ev->payload_len);
+        for (size_t m = 0; m < ev->metadata_count; m++) {
+          const char *k = str_or_empty(ev->metadata[m].key),
+                     *v = str_or_empty(ev->metadata[m].value);
+          rc |= es__pg_array_elem(&p[17], k, strlen(k)) | es__pg_array_elem(&p[18], v, strlen(v));
+        }
+        /* The event's tags: its slice of $29 on its row, and one row of the
+         * tag index each ($29 with $30). */
+        rc |= es__pg_array_u32(&p[26], tag_off) | es__pg_array_u32(&p[27], (uint32_t)ev->tag_count);
+        for (size_t t = 0; t < ev->tag_count; t++) {
+          const char *tag = str_or_empty(ev->tags[t]);
+          rc |= es__pg_array_elem(&p[28], tag, strlen(tag)) |
+                es__pg_array_u64(&p[29], o->first_position + j);
+        }
+        /* The links between the batches of one AppendMany (migration 4). */
+        uint32_t joined = 0;
+        if (j == 0 && a > 0) joined |= 1;
+        if (j + 1 == req->event_count && a + 1 < ws[i]->n_reqs) joined |= 2;
+        rc |= es__pg_array_u32(&p[30], joined);
+        if (rc) return ES_ENOMEM;
+        meta_off += (uint32_t)ev->metadata_count;
+        tag_off += (uint32_t)ev->tag_count;
       }
-      /* The event's tags: its slice of $29 on its row, and one row of the
-       * tag index each ($29 with $30). */
-      rc |= es__pg_array_u32(&p[26], tag_off) | es__pg_array_u32(&p[27], (uint32_t)ev->tag_count);
-      for (size_t t = 0; t < ev->tag_count; t++) {
-        const char *tag = str_or_empty(ev->tags[t]);
-        rc |= es__pg_array_elem(&p[28], tag, strlen(tag)) |
-              es__pg_array_u64(&p[29], o->first_position + j);
-      }
-      if (rc) return ES_ENOMEM;
-      meta_off += (uint32_t)ev->metadata_count;
-      tag_off += (uint32_t)ev->tag_count;
     }
   }
   /* $17 recorded_at, $23 head, $24 channel, $25 the head before, $26 the

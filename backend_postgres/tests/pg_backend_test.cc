@@ -424,7 +424,7 @@ TEST_F(PgBackendTest, ManyOpenersMigrateOnce) {
       url_, "SELECT count(*) || ':' || max(version) FROM \"" + schema_ + "\".es_schema_migrations",
       &value, &error))
       << error;
-  EXPECT_EQ("3:3", value);
+  EXPECT_EQ("4:4", value);
 }
 
 TEST_F(PgBackendTest, SchemaNewerThanTheBuildIsRefused) {

@@ -3,9 +3,9 @@
 //
 //   - tags survive a close and reopen, and so does the idempotency of a
 //     conditional append (its retry is a duplicate, whatever its condition
-//     says now); the tag index (es_tags) holds one row per tag of every
-//     stored event, written with the events: an append that fails writes
-//     none;
+//     says now) and of an AppendMany (a retry of the whole request is a
+//     duplicate, one of its appends alone is not); the tag index (es_tags) holds one row per tag of
+//     every stored event, written with the events: an append that fails writes none;
 //   - a read by query whose items all name a tag is served by the tag index:
 //     a rare tag's events come back from a long log in one page under a scan
 //     bound of 10 events (a scan would stop after 10), also when the item
@@ -255,6 +255,75 @@ TEST_F(PgTagsTest, AConditionalRetryAfterAReopenIsADuplicateWhateverTheCondition
   EXPECT_EQ(ES_ECONDITION, Append(b, "booking-2", {seat}, ES_EXPECT_ANY, 0, &err, &seat, 0));
   EXPECT_EQ(1u, err.condition_position);
   EXPECT_EQ("1", Query("SELECT count(*) FROM " + Table("es_events")));
+}
+
+// An AppendMany of (stream, events) pairs with ids first_id, first_id+1, ...
+int AppendManyIds(es_backend_t *b, const std::vector<std::pair<std::string, int>> &appends,
+                  uint64_t first_id, std::vector<es_append_result_t> *results, es_err_t *err) {
+  es_limits_t limits;
+  es_limits_default(&limits);
+  std::vector<std::string> ids;
+  size_t total = 0;
+  for (const auto &a : appends) total += static_cast<size_t>(a.second);
+  for (size_t i = 0; i < total; i++) ids.push_back(Uuid(first_id + i));
+  std::vector<std::vector<es_event_data_t>> data(appends.size());
+  std::vector<es_append_req_t> reqs(appends.size());
+  size_t k = 0;
+  for (size_t a = 0; a < appends.size(); a++) {
+    data[a].resize(static_cast<size_t>(appends[a].second));
+    for (auto &d : data[a]) {
+      std::memset(&d, 0, sizeof d);
+      d.event_id = ids[k++].c_str();
+      d.event_type = "T";
+      d.content_type = "";
+      d.correlation_id = "";
+      d.causation_id = "";
+    }
+    std::memset(&reqs[a], 0, sizeof reqs[a]);
+    reqs[a].stream_id = appends[a].first.c_str();
+    reqs[a].stream_type = "";
+    reqs[a].expected_kind = ES_EXPECT_ANY;
+    reqs[a].events = data[a].data();
+    reqs[a].event_count = data[a].size();
+  }
+  es_append_many_req_t req = {reqs.data(), reqs.size(), nullptr};
+  results->assign(appends.size(), es_append_result_t{});
+  int rc = es_append_many_prepare(&limits, &req, err);
+  if (rc == ES_OK) rc = es_backend_append_many(b, &req, results->data(), err);
+  return rc;
+}
+
+TEST_F(PgTagsTest, AppendManyRetriesAreDuplicatesOfTheWholeRequestAcrossAReopen) {
+  es_backend_t *b = Open();
+  ASSERT_NE(nullptr, b);
+  std::vector<es_append_result_t> res;
+  es_err_t err{};
+  ASSERT_EQ(ES_OK, AppendManyIds(b, {{"a", 2}, {"b", 1}, {"a", 1}}, 100, &res, &err)) << err.msg;
+  EXPECT_EQ(1u, res[0].first_position);
+  EXPECT_EQ(3u, res[1].first_position);
+  EXPECT_EQ(4u, res[2].first_position);
+  EXPECT_EQ(3u, res[2].first_version) << "the second append to a sees the first";
+  Close(b);
+  b = Open();
+  ASSERT_NE(nullptr, b);
+  // The whole request again: a duplicate, with the original results.
+  std::vector<es_append_result_t> again;
+  ASSERT_EQ(ES_OK, AppendManyIds(b, {{"a", 2}, {"b", 1}, {"a", 1}}, 100, &again, &err)) << err.msg;
+  for (size_t i = 0; i < 3; i++) {
+    EXPECT_TRUE(again[i].duplicate) << i;
+    EXPECT_EQ(res[i].first_position, again[i].first_position) << i;
+  }
+  // One of its appends alone (the links stored in migration 4 tell it
+  // apart): ALREADY_EXISTS, not a duplicate.
+  err = es_err_t{};
+  EXPECT_EQ(ES_EEXIST, AppendManyIds(b, {{"b", 1}}, 102, &again, &err)) << err.msg;
+  // Nothing of the refused request was stored; the next one continues the
+  // log without a gap.
+  EXPECT_EQ("4", Query("SELECT count(*) FROM " + Table("es_events")));
+  err = es_err_t{};
+  std::vector<es_append_result_t> next;
+  ASSERT_EQ(ES_OK, AppendManyIds(b, {{"c", 1}}, 200, &next, &err)) << err.msg;
+  EXPECT_EQ(5u, next[0].first_position);
 }
 
 TEST_F(PgTagsTest, ARareTagIsReadThroughTheIndexNotByAScan) {

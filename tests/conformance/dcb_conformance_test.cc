@@ -34,11 +34,7 @@
 
 namespace {
 
-const std::set<std::string> kDcbBackends = {"memory", "lmdb"};
-// Backends that implement everything but AppendMany so far: tags, queries
-// and conditions are checked as on the backends above, an AppendMany must
-// be refused.
-const std::set<std::string> kNoAppendManyBackends = {"postgres"};
+const std::set<std::string> kDcbBackends = {"memory", "lmdb", "postgres"};
 
 std::string Uuid(uint64_t n) {
   char buf[ES_UUID_STR_LEN + 1];
@@ -148,7 +144,6 @@ class Dcb : public ::testing::TestWithParam<BackendFactory> {
     es_err_t err{};
     ASSERT_EQ(ES_OK, GetParam().open(&b_, &err)) << err.msg;
     dcb_ = kDcbBackends.count(GetParam().name) > 0;
-    no_many_ = kNoAppendManyBackends.count(GetParam().name) > 0;
   }
   void TearDown() override {
     if (b_) GetParam().close(b_);
@@ -264,11 +259,8 @@ class Dcb : public ::testing::TestWithParam<BackendFactory> {
   }
   // On a backend without the extension: the request was refused by name and
   // nothing was stored; the test ends there (returns true).
-  // A backend of kNoAppendManyBackends must refuse AppendMany, and
-  // implement the rest.
   bool Refused(int rc, const es_err_t &err, uint64_t head) {
     if (dcb_) return false;
-    if (no_many_ && rc != ES_EUNSUPPORTED) return false;
     EXPECT_EQ(ES_EUNSUPPORTED, rc) << Str(err);
     EXPECT_NE(std::string(err.msg).find(GetParam().name), std::string::npos) << err.msg;
     EXPECT_EQ(head, Head()) << "a refused request stored something";
@@ -297,20 +289,7 @@ class Dcb : public ::testing::TestWithParam<BackendFactory> {
   }
 
   es_limits_t limits_;
-  // On a backend of kNoAppendManyBackends: an AppendMany is refused and
-  // stores nothing; the test, which needs it, ends there.
-  bool ManyRefused() {
-    if (!no_many_) return false;
-    uint64_t head = Head();
-    std::vector<Ap> many = {A("probe", {E("Probe")})};
-    Outcome o = AppendMany(many);
-    EXPECT_EQ(ES_EUNSUPPORTED, o.rc) << Str(o.err);
-    EXPECT_EQ(head, Head()) << "a refused request stored something";
-    return true;
-  }
-
   es_backend_t *b_ = nullptr;
-  bool no_many_ = false;
   bool dcb_ = false;
   uint64_t next_id_ = 1;
 };
@@ -711,7 +690,6 @@ TEST_P(Dcb, LimitsAtTheEdgeAndOneOver) {
   o = Append(over);
   EXPECT_EQ(ES_EINVAL, o.rc);
   EXPECT_NE(std::string(o.err.msg).find("events[0].tags"), std::string::npos) << o.err.msg;
-  if (ManyRefused()) return;
 
   std::vector<Ap> hundred;
   for (int i = 0; i < 100; i++) hundred.push_back(A("m" + std::to_string(i), {E("T")}));
