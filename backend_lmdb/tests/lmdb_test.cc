@@ -804,6 +804,38 @@ TEST(LmdbBackend, AStoreInAnEarlierRecordFormatIsRefused) {
   es_backend_close(b);
 }
 
+// Writes `format` as the record format of the closed store in dir, as an
+// earlier version of the backend would have left it.
+void MarkRecordFormat(const std::string &dir, uint32_t format) {
+  MDB_env *env = nullptr;
+  ASSERT_EQ(0, mdb_env_create(&env));
+  ASSERT_EQ(0, mdb_env_set_maxdbs(env, 16));
+  ASSERT_EQ(0, mdb_env_open(env, dir.c_str(), 0, 0600));
+  MDB_txn *txn = nullptr;
+  ASSERT_EQ(0, mdb_txn_begin(env, nullptr, 0, &txn));
+  MDB_dbi fmt;
+  ASSERT_EQ(0, mdb_dbi_open(txn, "format", 0, &fmt));
+  MDB_val k = {7, const_cast<char *>("records")}, v = {sizeof format, &format};
+  ASSERT_EQ(0, mdb_put(txn, fmt, &k, &v, 0));
+  ASSERT_EQ(0, mdb_txn_commit(txn));
+  mdb_env_close(env);
+}
+
+// Opening dir fails, naming the store's format, the one this version reads
+// and the directory.
+void ExpectRefusedAsFormat(const std::string &dir, uint32_t format) {
+  es_lmdb_options_t opts;
+  es_lmdb_options_default(&opts);
+  es_err_t err{};
+  es_backend_t *b = nullptr;
+  EXPECT_EQ(ES_EINTERNAL, es_lmdb_open(dir.c_str(), &opts, &b, &err));
+  EXPECT_EQ(nullptr, b);
+  std::string theirs = "record format " + std::to_string(format) + " of the lmdb backend";
+  EXPECT_NE(nullptr, strstr(err.msg, theirs.c_str())) << err.msg;
+  EXPECT_NE(nullptr, strstr(err.msg, "reads format 4 only")) << err.msg;
+  EXPECT_NE(nullptr, strstr(err.msg, dir.c_str())) << err.msg;
+}
+
 // A store of record format 2 (stream ids and event types in every record)
 // is refused with the reason: this version would read its stream id as a
 // number.
@@ -813,29 +845,8 @@ TEST(LmdbBackend, AStoreInRecordFormat2IsRefused) {
   ASSERT_NE(nullptr, b);
   ASSERT_EQ(ES_OK, Append(b, "s", 2).rc);
   es_backend_close(b);
-  MDB_env *env = nullptr;
-  ASSERT_EQ(0, mdb_env_create(&env));
-  ASSERT_EQ(0, mdb_env_set_maxdbs(env, 8));
-  ASSERT_EQ(0, mdb_env_open(env, dir.c_str(), 0, 0600));
-  MDB_txn *txn = nullptr;
-  ASSERT_EQ(0, mdb_txn_begin(env, nullptr, 0, &txn));
-  MDB_dbi fmt;
-  ASSERT_EQ(0, mdb_dbi_open(txn, "format", 0, &fmt));
-  uint32_t two = 2;
-  MDB_val k = {7, const_cast<char *>("records")}, v = {sizeof two, &two};
-  ASSERT_EQ(0, mdb_put(txn, fmt, &k, &v, 0));
-  ASSERT_EQ(0, mdb_txn_commit(txn));
-  mdb_env_close(env);
-
-  es_lmdb_options_t opts;
-  es_lmdb_options_default(&opts);
-  es_err_t err{};
-  b = nullptr;
-  EXPECT_EQ(ES_EINTERNAL, es_lmdb_open(dir.c_str(), &opts, &b, &err));
-  EXPECT_EQ(nullptr, b);
-  EXPECT_NE(nullptr, strstr(err.msg, "record format 2 of the lmdb backend")) << err.msg;
-  EXPECT_NE(nullptr, strstr(err.msg, "reads format 4 only")) << err.msg;
-  EXPECT_NE(nullptr, strstr(err.msg, dir.c_str())) << err.msg;
+  MarkRecordFormat(dir, 2);
+  ExpectRefusedAsFormat(dir, 2);
 
   // A store of format 2 without events holds nothing to misread: it opens
   // and takes the current format.
@@ -843,14 +854,7 @@ TEST(LmdbBackend, AStoreInRecordFormat2IsRefused) {
   b = Open(empty);
   ASSERT_NE(nullptr, b);
   es_backend_close(b);
-  ASSERT_EQ(0, mdb_env_create(&env));
-  ASSERT_EQ(0, mdb_env_set_maxdbs(env, 8));
-  ASSERT_EQ(0, mdb_env_open(env, empty.c_str(), 0, 0600));
-  ASSERT_EQ(0, mdb_txn_begin(env, nullptr, 0, &txn));
-  ASSERT_EQ(0, mdb_dbi_open(txn, "format", 0, &fmt));
-  ASSERT_EQ(0, mdb_put(txn, fmt, &k, &v, 0));
-  ASSERT_EQ(0, mdb_txn_commit(txn));
-  mdb_env_close(env);
+  MarkRecordFormat(empty, 2);
   b = Open(empty);
   ASSERT_NE(nullptr, b);
   ASSERT_EQ(ES_OK, Append(b, "s", 1).rc);
@@ -1051,29 +1055,8 @@ TEST(LmdbBackend, AStoreInRecordFormat3IsRefused) {
   ASSERT_NE(nullptr, b);
   ASSERT_EQ(ES_OK, Append(b, "s", 2).rc);
   es_backend_close(b);
-  MDB_env *env = nullptr;
-  ASSERT_EQ(0, mdb_env_create(&env));
-  ASSERT_EQ(0, mdb_env_set_maxdbs(env, 9));
-  ASSERT_EQ(0, mdb_env_open(env, dir.c_str(), 0, 0600));
-  MDB_txn *txn = nullptr;
-  ASSERT_EQ(0, mdb_txn_begin(env, nullptr, 0, &txn));
-  MDB_dbi fmt;
-  ASSERT_EQ(0, mdb_dbi_open(txn, "format", 0, &fmt));
-  uint32_t three = 3;
-  MDB_val k = {7, const_cast<char *>("records")}, v = {sizeof three, &three};
-  ASSERT_EQ(0, mdb_put(txn, fmt, &k, &v, 0));
-  ASSERT_EQ(0, mdb_txn_commit(txn));
-  mdb_env_close(env);
-
-  es_lmdb_options_t opts;
-  es_lmdb_options_default(&opts);
-  es_err_t err{};
-  b = nullptr;
-  EXPECT_EQ(ES_EINTERNAL, es_lmdb_open(dir.c_str(), &opts, &b, &err));
-  EXPECT_EQ(nullptr, b);
-  EXPECT_NE(nullptr, strstr(err.msg, "record format 3 of the lmdb backend")) << err.msg;
-  EXPECT_NE(nullptr, strstr(err.msg, "reads format 4 only")) << err.msg;
-  EXPECT_NE(nullptr, strstr(err.msg, dir.c_str())) << err.msg;
+  MarkRecordFormat(dir, 3);
+  ExpectRefusedAsFormat(dir, 3);
 }
 
 namespace {
