@@ -105,11 +105,12 @@ struct Options {
   double fanout_rate = 2000;                                 // paced Appends per second
   int fanout_channels = 16;                                  // connections for subscribers
   int fanout_threads = 2;                                    // client threads for subscribers
-  int subscriber_nice = 0;  // fan-out: nice increment of the subscriber threads
+  int subscriber_nice = 0;        // fan-out: nice increment of the subscriber threads
+  uint64_t dcb_events = 1000000;  // DCB: events of the tagged log
 };
 
-const char *const kGroups[] = {"health", "append",  "hot",  "batch",
-                               "read",   "catchup", "live", "fanout"};
+const char *const kGroups[] = {"health",  "append", "hot",    "batch", "read",
+                               "catchup", "live",   "fanout", "dcb"};
 
 void Usage(FILE *out) {
   std::fprintf(out,
@@ -132,7 +133,10 @@ void Usage(FILE *out) {
                "  --connect-timeout S     give up connecting after S (default 5)\n"
                "  --only LIST             comma-separated scenario groups: health,\n"
                "                          append, hot, batch, read, catchup, live,\n"
-               "                          fanout\n"
+               "                          fanout, dcb (dcb runs only when named:\n"
+               "                          it pre-fills a log of --dcb-events)\n"
+               "  --dcb-events N          DCB: events of the tagged log, four per\n"
+               "                          tag (default 1000000)\n"
                "  --fanout-subscribers L  fan-out: live subscriber counts, one run each,\n"
                "                          run in ascending order (default 0,10,100,1000)\n"
                "  --max-batch N           catch-up and fan-out: events per message the\n"
@@ -212,7 +216,8 @@ int ParseArgs(int argc, char **argv, Options *o) {
                                         "--fanout-rate",
                                         "--fanout-channels",
                                         "--fanout-threads",
-                                        "--subscriber-nice"};
+                                        "--subscriber-nice",
+                                        "--dcb-events"};
     if (std::find(std::begin(known), std::end(known), a) == std::end(known)) {
       std::fprintf(stderr, "esbench: unknown option %s (see --help)\n", a.c_str());
       return 2;
@@ -262,6 +267,8 @@ int ParseArgs(int argc, char **argv, Options *o) {
     } else if (a == "--subscriber-nice") {
       ok = ParseU64(v, 0, 19, &u);
       o->subscriber_nice = static_cast<int>(u);
+    } else if (a == "--dcb-events") {
+      ok = ParseU64(v, 4, 100000000, &o->dcb_events);
     } else if (a == "--fanout-threads") {
       ok = ParseU64(v, 1, 16, &u);
       o->fanout_threads = static_cast<int>(u);
@@ -727,6 +734,124 @@ class ReadSlot : public Slot {
   std::unique_ptr<grpc::ClientAsyncResponseReader<esv1::ReadStreamResponse>> reader_;
 };
 
+// The DCB group (Extension 1 of the API): a log of tagged events, where the
+// n-th event of the fill carries the tag <prefix><n mod tags>, so that every
+// tag is on a few events spread over the whole log (tags = events / 4: four
+// each) and a tag's events are cheap only when the store finds them through
+// its tag index rather than by scanning.
+struct DcbShared {
+  std::string prefix;                    // tag = prefix + number
+  uint64_t events = 0;                   // of the fill
+  uint64_t tags = 0;                     // distinct fill tags
+  uint64_t after = 0;                    // the head the conditions are based on
+  std::atomic<uint64_t> next{0};         // fill: next event; others: next tag
+  std::atomic<uint64_t> wrong_reads{0};  // reads that did not return their tag's events
+  std::string Tag(uint64_t n) const { return prefix + std::to_string(n % tags); }
+  // Events of the fill that carry tag number k.
+  uint64_t PerTag(uint64_t k) const { return events / tags + (k < events % tags ? 1 : 0); }
+};
+
+// kFill: Appends of `count` events tagged as above. kPlain: single-event
+// Appends, the event tagged with a tag of its slot that no query names.
+// kConditional: the same event as an AppendMany of one append (as the SDKs
+// send a conditional append) whose condition is "no event with the next fill
+// tag after the head": it matches a few events, all before the head, so it
+// passes. kConditionalAppend: the same condition on an Append (for a server
+// without AppendMany). kRead: ReadAll from position 1 filtered by the next
+// fill tag; the page must hold exactly that tag's events.
+class DcbSlot : public Slot {
+ public:
+  enum Mode { kFill, kPlain, kConditional, kConditionalAppend, kRead };
+  DcbSlot(Worker *w, Mode mode, DcbShared *sh, const std::string &stream, int count, size_t payload)
+      : Slot(w), mode_(mode), sh_(sh) {
+    MakeAppend(stream, count, payload, &req_);
+    if (mode == kPlain || mode == kConditional || mode == kConditionalAppend)
+      req_.mutable_events(0)->add_tags(stream);
+    if (mode == kFill)
+      for (auto &e : *req_.mutable_events()) e.add_tags(std::string());
+    read_.set_from_position(1);
+    read_.set_max_count(100);
+    read_.mutable_filter()->add_items()->add_tags(std::string());
+  }
+
+ protected:
+  void Start(grpc::ClientContext *ctx, grpc::CompletionQueue *cq) override {
+    esv1::EventStore::Stub *es = worker_->es();
+    switch (mode_) {
+      case kFill: {
+        uint64_t n = sh_->next.fetch_add(static_cast<uint64_t>(req_.events_size()));
+        for (auto &e : *req_.mutable_events()) e.set_tags(0, sh_->Tag(n++));
+        append_ = es->PrepareAsyncAppend(ctx, req_, cq);
+        break;
+      }
+      case kPlain:
+        append_ = es->PrepareAsyncAppend(ctx, req_, cq);
+        break;
+      case kConditional: {
+        many_.Clear();
+        *many_.add_appends() = req_;
+        esv1::AppendCondition *c = many_.mutable_condition();
+        c->add_fail_if_events_match()->add_tags(sh_->Tag(sh_->next.fetch_add(1)));
+        c->set_after(sh_->after);
+        many_reader_ = es->PrepareAsyncAppendMany(ctx, many_, cq);
+        many_reader_->StartCall();
+        many_reader_->Finish(&many_resp_, &status_, this);
+        return;
+      }
+      case kConditionalAppend: {
+        esv1::AppendCondition *c = req_.mutable_condition();
+        c->Clear();
+        c->add_fail_if_events_match()->add_tags(sh_->Tag(sh_->next.fetch_add(1)));
+        c->set_after(sh_->after);
+        append_ = es->PrepareAsyncAppend(ctx, req_, cq);
+        break;
+      }
+      case kRead: {
+        tag_ = sh_->next.fetch_add(1) % sh_->tags;
+        read_.mutable_filter()->mutable_items(0)->set_tags(0, sh_->Tag(tag_));
+        read_reader_ = es->PrepareAsyncReadAll(ctx, read_, cq);
+        read_reader_->StartCall();
+        read_reader_->Finish(&read_resp_, &status_, this);
+        return;
+      }
+    }
+    append_->StartCall();
+    append_->Finish(&resp_, &status_, this);
+  }
+  uint64_t Events() const override {
+    return mode_ == kRead ? static_cast<uint64_t>(read_resp_.events_size())
+                          : static_cast<uint64_t>(req_.events_size());
+  }
+  void OnOk(Stats *s) override {
+    if (mode_ == kRead) {
+      bool right = static_cast<uint64_t>(read_resp_.events_size()) == sh_->PerTag(tag_);
+      for (const auto &e : read_resp_.events())
+        right = right && e.tags_size() == 1 && e.tags(0) == sh_->Tag(tag_);
+      if (!right) sh_->wrong_reads++;
+      return;
+    }
+    const esv1::AppendResponse &r =
+        mode_ == kConditional && many_resp_.results_size() == 1 ? many_resp_.results(0) : resp_;
+    s->acked += static_cast<uint64_t>(req_.events_size());
+    s->min_first_position = std::min(s->min_first_position, r.first_global_position());
+    s->max_last_position = std::max(s->max_last_position, r.last_global_position());
+  }
+
+ private:
+  Mode mode_;
+  DcbShared *sh_;
+  uint64_t tag_ = 0;
+  esv1::AppendRequest req_;
+  esv1::AppendResponse resp_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<esv1::AppendResponse>> append_;
+  esv1::AppendManyRequest many_;
+  esv1::AppendManyResponse many_resp_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<esv1::AppendManyResponse>> many_reader_;
+  esv1::ReadAllRequest read_;
+  esv1::ReadAllResponse read_resp_;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<esv1::ReadAllResponse>> read_reader_;
+};
+
 // ---------------------------------------------------------------------------
 // The bench: channels, scenarios, the table
 
@@ -791,11 +916,12 @@ class Bench {
     if (broken_) return 2;
     std::vector<Scenario> unary = UnaryScenarios();
     RunRounds(&unary);
-    PrintHeader();
+    if (!unary.empty()) PrintHeader();
     if (!broken_) ReportUnary(&unary);
     if (Want("catchup")) CatchUp();
     if (Want("live")) Live(16);
     if (Want("fanout")) FanOut();
+    if (opt_.only.count("dcb")) Dcb();
     std::printf("\n");
     for (auto &n : notes_) std::printf("%s\n", n.c_str());
     std::printf("load average at end: %s\n", LoadAvg().c_str());
@@ -1032,6 +1158,7 @@ class Bench {
   void CatchUpBatched(uint64_t from, uint64_t to);
   void Live(int inflight);
   void FanOut();
+  void Dcb();
   struct FanResult;
   FanResult FanLive(int subscribers, double rate);
   FanResult FanCatchUp(int subscribers);
@@ -2439,6 +2566,154 @@ void Bench::FanOut() {
   std::fflush(stdout);
 }
 
+// The DCB group: a log of opt_.dcb_events tagged events (see DcbShared),
+// filled with Appends of 1,000 events at 16 in flight; then, in interleaved
+// rounds, plain single-event Appends and conditional ones at 64 in flight,
+// and ReadAll by one tag from position 1 at 1 and 16 in flight. Goals (issue
+// "Tags, queries, conditional and multi-stream appends"): conditional ≥ 0.7×
+// the plain rate; a tag's events read in under 1 ms at p50.
+void Bench::Dcb() {
+  if (broken_) return;
+  const int batch = 1000;
+  DcbShared sh;
+  sh.prefix = "course:" + run_id_ + "-c";
+  int64_t calls = static_cast<int64_t>((opt_.dcb_events + batch - 1) / batch);
+  sh.events = static_cast<uint64_t>(calls) * batch;
+  sh.tags = sh.events / 4;
+  size_t payload = opt_.payload;
+  std::string fill = Stream("dcb-fill");
+  double secs = 0;
+  Stats f = RunUnary(
+      16, calls,
+      [&](Worker *w, int i) {
+        return std::unique_ptr<Slot>(
+            new DcbSlot(w, DcbSlot::kFill, &sh, fill + "-" + std::to_string(i), batch, payload));
+      },
+      &secs);
+  if (broken_) return;
+  std::printf("\nDCB: filled %" PRIu64 " events (%" PRIu64
+              " tags, 4 events each, spread over the log) in %.1f s, %.0f events/s\n",
+              sh.events, sh.tags, secs, static_cast<double>(f.acked) / secs);
+  if (f.errors > 0 || f.max_last_position - f.min_first_position + 1 != sh.events) {
+    std::printf("DCB: FAILED: the fill %s\n",
+                f.errors ? ("failed: " + f.first_error).c_str() : "is not one contiguous run");
+    failed_ = true;
+    return;
+  }
+  // The head the conditions are based on, as a client that just read it.
+  auto stub = esv1::EventStore::NewStub(channels_[0]);
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+    esv1::ReadAllRequest req;
+    req.set_direction(esv1::BACKWARD);
+    req.set_max_count(1);
+    esv1::ReadAllResponse resp;
+    grpc::Status st = stub->ReadAll(&ctx, req, &resp);
+    if (!st.ok()) {
+      std::printf("DCB: FAILED: reading the head: %s\n", StatusText(st).c_str());
+      failed_ = true;
+      return;
+    }
+    sh.after = resp.head_position();
+  }
+  // Does the server take AppendMany? (PostgreSQL may not yet.) And does it
+  // evaluate the condition: after 0, the same condition must fail.
+  auto probe = [&](bool many, uint64_t after) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + kCallTimeout);
+    esv1::AppendRequest one;
+    MakeAppend(Stream("dcb-probe"), 1, payload, &one);
+    esv1::AppendCondition c;
+    c.add_fail_if_events_match()->add_tags(sh.Tag(0));
+    c.set_after(after);
+    if (!many) {
+      *one.mutable_condition() = c;
+      esv1::AppendResponse resp;
+      return stub->Append(&ctx, one, &resp);
+    }
+    esv1::AppendManyRequest req;
+    *req.add_appends() = one;
+    *req.mutable_condition() = c;
+    esv1::AppendManyResponse resp;
+    return stub->AppendMany(&ctx, req, &resp);
+  };
+  DcbSlot::Mode cond = DcbSlot::kConditional;
+  grpc::Status st = probe(true, sh.after);
+  if (st.error_code() == grpc::StatusCode::UNIMPLEMENTED) {
+    cond = DcbSlot::kConditionalAppend;
+    notes_.push_back(
+        "DCB: the server does not implement AppendMany (UNIMPLEMENTED): the conditional "
+        "append is sent as an Append with its condition instead");
+    st = probe(false, sh.after);
+  }
+  if (!st.ok()) {
+    std::printf("DCB: FAILED: a conditional append that should pass: %s\n", StatusText(st).c_str());
+    failed_ = true;
+    return;
+  }
+  st = probe(cond == DcbSlot::kConditional, 0);
+  if (st.error_code() != grpc::StatusCode::ABORTED) {
+    std::printf(
+        "DCB: FAILED: a conditional append whose query matches events after `after` "
+        "was not refused with ABORTED: %s\n",
+        StatusText(st).c_str());
+    failed_ = true;
+    return;
+  }
+  std::vector<Scenario> sc(4);
+  sc[0].name = "DCB: Append 1 event, distinct streams";
+  sc[0].inflight = 64;
+  sc[1].name = cond == DcbSlot::kConditional
+                   ? "DCB: conditional append 1 event (AppendMany of 1), distinct streams"
+                   : "DCB: conditional Append 1 event, distinct streams";
+  sc[1].inflight = 64;
+  sc[2].name = "DCB: ReadAll by one tag (4 events) from position 1";
+  sc[2].inflight = 1;
+  sc[3].name = sc[2].name;
+  sc[3].inflight = 16;
+  DcbSlot::Mode modes[4] = {DcbSlot::kPlain, cond, DcbSlot::kRead, DcbSlot::kRead};
+  for (int k = 0; k < 4; k++) {
+    std::string base = Stream("dcb" + std::to_string(k));
+    DcbSlot::Mode m = modes[k];
+    sc[static_cast<size_t>(k)].show_events = k < 2;
+    sc[static_cast<size_t>(k)].make = [&sh, base, m, payload](Worker *w, int i) {
+      return std::unique_ptr<Slot>(
+          new DcbSlot(w, m, &sh, base + "-" + std::to_string(i), 1, payload));
+    };
+  }
+  RunRounds(&sc);
+  if (broken_) return;
+  double plain = Median(sc[0].call_rates), conditional = Median(sc[1].call_rates);
+  double read_p50 = Percentile(sc[2].stats.latency_ns, 0.50);
+  double read_p99 = Percentile(sc[2].stats.latency_ns, 0.99);
+  uint64_t errors = 0;
+  for (auto &s : sc) errors += s.stats.errors;
+  std::printf("\n");
+  PrintHeader();
+  ReportUnary(&sc);
+  auto verdict = [](bool met) { return met ? "met" : "NOT met"; };
+  std::printf("\nDCB goals (log of %" PRIu64 " events; condition after the head %" PRIu64
+              ", matching 4 events before it):\n",
+              sh.events, sh.after);
+  double ratio = plain > 0 ? conditional / plain : 0;
+  std::printf(
+      "- conditional append ≥ 0.7× plain Append at 64 in flight: %.0f / %.0f calls/s = "
+      "%.2f× — %s\n",
+      conditional, plain, ratio, verdict(ratio >= 0.7 && errors == 0));
+  std::printf("- ReadAll by one tag, 1 in flight: p50 < 1 ms: p50 %.0f µs, p99 %.0f µs — %s\n",
+              read_p50, read_p99, verdict(read_p50 < 1000 && errors == 0));
+  uint64_t wrong = sh.wrong_reads.load();
+  if (wrong > 0) {
+    failed_ = true;
+    std::printf("- FAILED: %" PRIu64 " reads by tag did not return exactly their tag's events\n",
+                wrong);
+  }
+  if (errors > 0)
+    std::printf("- FAILED: %" PRIu64 " calls failed (see the notes column)\n", errors);
+  std::fflush(stdout);
+}
+
 // ---------------------------------------------------------------------------
 // Setup
 
@@ -2499,6 +2774,13 @@ void PrintSetup(const Options &o) {
         kFanInflight, o.warmup, o.seconds, kFanSubscribers, o.fanout_rate, kFanSubscribers,
         o.fanout_events, o.fanout_channels, o.fanout_threads, o.max_batch, o.subscriber_nice);
   }
+  if (o.only.count("dcb"))
+    std::printf("- DCB: a log of %" PRIu64
+                " events with one tag each, four events a tag, filled with Appends of 1,000 "
+                "at 16 in flight; then plain and conditional single-event appends at 64 in "
+                "flight and ReadAll by one tag from position 1 at 1 and 16 in flight, in the "
+                "interleaved rounds\n",
+                o.dcb_events);
   std::printf(
       "- payload: %zu bytes per event; appends use EXPECTED_ANY and "
       "let the server assign event ids\n",
