@@ -1275,14 +1275,7 @@ static int read_all_indexed(es_lmdb_t *m, MDB_txn *txn, names_t *names,
   }
   for (size_t i = 0; i < n; i++) mdb_cursor_close(lists[i].cur);
   if (rc) return rc;
-  if (forward) {
-    out->is_end = !stopped;
-    out->next = stopped ? (last ? last + 1 : from) : head + 1;
-    if (out->next > head + 1) out->next = head + 1;
-  } else {
-    out->is_end = !stopped;
-    out->next = stopped ? (last ? last - 1 : from) : 0;
-  }
+  es_page_end_walk(out, forward, stopped, last, from, head);
   return 0;
 }
 

@@ -1125,14 +1125,7 @@ static bool read_all_indexed(const es_mem_t *m, const es_read_all_req_t *req, es
     last = p;
     scanned++;
   }
-  if (forward) {
-    out->is_end = !stopped;
-    out->next = stopped ? (last ? last + 1 : from) : head + 1;
-    if (out->next > head + 1) out->next = head + 1;
-  } else {
-    out->is_end = !stopped;
-    out->next = stopped ? (last ? last - 1 : from) : 0;
-  }
+  es_page_end_walk(out, forward, stopped, last, from, head);
   out->last = head;
   return true;
 }

@@ -214,6 +214,17 @@ es_recorded_t *es_page_builder_slot(es_page_builder_t *pb, int *rc) {
   return v;
 }
 
+void es_page_end_walk(es_page_t *page, bool forward, bool stopped, uint64_t last, uint64_t from,
+                      uint64_t head) {
+  page->is_end = !stopped;
+  if (forward) {
+    page->next = stopped ? (last ? last + 1 : from) : head + 1;
+    if (page->next > head + 1) page->next = head + 1;
+  } else {
+    page->next = stopped ? (last ? last - 1 : from) : 0;
+  }
+}
+
 int es_page_builder_take(es_page_builder_t *pb) {
   es_page_t *page = pb->page;
   const es_recorded_t *ev = &page->events[page->count];

@@ -154,6 +154,13 @@ es_recorded_t *es_page_builder_slot(es_page_builder_t *pb, int *rc);
  * 1, or 0 when it does not (the page is full; the event is not counted). */
 int es_page_builder_take(es_page_builder_t *pb);
 
+/* Ends a page of a read by query walked through a tag index: is_end and the
+ * resume point. `stopped` when the page filled or the scan bound was hit
+ * before the walk ended; `last` is the last position examined (0 = none),
+ * `from` where the read began, `head` the log's head. */
+void es_page_end_walk(es_page_t *page, bool forward, bool stopped, uint64_t last, uint64_t from,
+                      uint64_t head);
+
 #ifdef __cplusplus
 }
 #endif
