@@ -264,70 +264,17 @@ TEST_P(Dcb, BadTagsAndConditionsOnTheWireAreRefusedNamingTheField) {
 // show after the head I read"; on ABORTED read again. The tag index makes
 // the condition exact: exactly 30 bookings, whatever the interleaving.
 TEST_P(Dcb, ThirtySeatsAHundredBookersExactlyThirtyBookings) {
-  const int kSeats = 30, kBookers = 100, kChannels = 10, kMaxAttempts = 1000;
-  std::vector<std::shared_ptr<grpc::Channel>> channels;
-  for (int i = 0; i < kChannels; i++) channels.push_back(Connect(server_->Address()));
-  std::atomic<int> booked{0}, conflicts{0}, sold_out{0};
-  std::vector<std::string> problems(kBookers);
-  std::vector<std::thread> bookers;
-  for (int b = 0; b < kBookers; b++) {
-    bookers.emplace_back([&, b] {
-      Client c(channels[b % kChannels]);
-      for (int attempt = 0; attempt < kMaxAttempts; attempt++) {
-        v1::Filter show;
-        AddItem(show.mutable_items(), {"SeatBooked"}, {"show:1"});
-        // Read the decision's events, and the head they were read at.
-        uint64_t seats_taken = 0, head = 0, from = 1;
-        for (int page = 0; page < 100; page++) {
-          v1::ReadAllRequest rq;
-          rq.set_from_position(from);
-          *rq.mutable_filter() = show;
-          v1::ReadAllResponse rs;
-          grpc::Status st = c.ReadAll(rq, &rs);
-          if (!st.ok()) {
-            problems[b] = "ReadAll: " + Describe(st);
-            return;
-          }
-          if (page == 0) head = rs.head_position();
-          seats_taken += rs.events_size();
-          from = rs.next_position();
-          if (rs.is_end()) break;
-        }
-        if (seats_taken >= static_cast<uint64_t>(kSeats)) {
-          sold_out++;
-          return;
-        }
-        v1::AppendRequest req =
-            AppendOf("booking-" + std::to_string(b),
-                     {Tagged("SeatBooked", {"show:1", "customer:" + std::to_string(b)})});
-        *req.mutable_condition()->mutable_fail_if_events_match() = show.items();
-        req.mutable_condition()->set_after(head);
-        grpc::ClientContext ctx;
-        v1::AppendResponse resp;
-        grpc::Status st = c.Append(req, &resp, &ctx);
-        if (st.ok()) {
-          booked++;
-          return;  // one booking each
-        }
-        if (st.error_code() != StatusCode::ABORTED || !Trailer(ctx, "es-condition-position")) {
-          problems[b] = "Append: " + Describe(st);
-          return;
-        }
-        conflicts++;
-      }
-      problems[b] = "no decision after many attempts";
-    });
-  }
-  for (auto &t : bookers) t.join();
-  for (int b = 0; b < kBookers; b++) EXPECT_EQ(problems[b], "") << "booker " << b;
-  EXPECT_EQ(booked.load(), kSeats);
-  EXPECT_EQ(sold_out.load(), kBookers - kSeats);
+  const int kSeats = 30, kBookers = 100;
+  BookingRace race = RunBookingRace({server_->Address()}, kSeats, kBookers, "show:1");
+  for (int b = 0; b < kBookers; b++) EXPECT_EQ(race.problems[b], "") << "booker " << b;
+  EXPECT_EQ(race.booked, kSeats);
+  EXPECT_EQ(race.sold_out, kBookers - kSeats);
   v1::Filter show;
   AddItem(show.mutable_items(), {"SeatBooked"}, {"show:1"});
   EXPECT_EQ(client_->ReadWholeLog(&show).size(), static_cast<size_t>(kSeats));
   EXPECT_EQ(client_->Head(), static_cast<uint64_t>(kSeats));
-  std::printf("bookings %d, conflicts (retried) %d, sold out %d\n", booked.load(), conflicts.load(),
-              sold_out.load());
+  std::printf("bookings %d, conflicts (retried) %d, sold out %d\n", race.booked, race.conflicts,
+              race.sold_out);
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, Dcb, ::testing::Values("memory", "lmdb"),

@@ -139,6 +139,79 @@ std::string UniqueName(const std::string &prefix) {
   return prefix + "-" + std::to_string(getpid()) + "-" + std::to_string(counter.fetch_add(1));
 }
 
+BookingRace RunBookingRace(const std::vector<std::string> &addresses, int seats, int bookers,
+                           const std::string &show_tag) {
+  const size_t kChannels = 10;
+  const int kMaxAttempts = 1000;
+  std::vector<std::shared_ptr<grpc::Channel>> channels;
+  for (size_t i = 0; i < kChannels; i++)
+    channels.push_back(Connect(addresses[i % addresses.size()]));
+  std::atomic<int> booked{0}, conflicts{0}, sold_out{0};
+  BookingRace race;
+  race.problems.assign(static_cast<size_t>(bookers), "");
+  v1::Filter show;
+  v1::QueryItem *item = show.add_items();
+  item->add_event_types("SeatBooked");
+  item->add_tags(show_tag);
+  std::vector<std::thread> threads;
+  for (int b = 0; b < bookers; b++) {
+    threads.emplace_back([&, b] {
+      std::string &problem = race.problems[static_cast<size_t>(b)];
+      Client c(channels[static_cast<size_t>(b) % kChannels]);
+      for (int attempt = 0; attempt < kMaxAttempts; attempt++) {
+        // Read the decision's events, and the head they were read at.
+        uint64_t seats_taken = 0, head = 0, from = 1;
+        for (int page = 0; page < 100; page++) {
+          v1::ReadAllRequest rq;
+          rq.set_from_position(from);
+          *rq.mutable_filter() = show;
+          v1::ReadAllResponse rs;
+          grpc::Status st = c.ReadAll(rq, &rs);
+          if (!st.ok()) {
+            problem = "ReadAll: " + Describe(st);
+            return;
+          }
+          if (page == 0) head = rs.head_position();
+          seats_taken += static_cast<uint64_t>(rs.events_size());
+          from = rs.next_position();
+          if (rs.is_end()) break;
+        }
+        if (seats_taken >= static_cast<uint64_t>(seats)) {
+          sold_out++;
+          return;
+        }
+        v1::AppendRequest req;
+        req.set_stream_id("booking-" + show_tag + "-" + std::to_string(b));
+        v1::EventData *e = req.add_events();
+        *e = MakeEvent("SeatBooked", "p");
+        e->add_tags(show_tag);
+        e->add_tags("customer:" + std::to_string(b));
+        *req.mutable_condition()->mutable_fail_if_events_match() = show.items();
+        req.mutable_condition()->set_after(head);
+        grpc::ClientContext ctx;
+        v1::AppendResponse resp;
+        grpc::Status st = c.Append(req, &resp, &ctx);
+        if (st.ok()) {
+          booked++;
+          return;  // one booking each
+        }
+        if (st.error_code() != grpc::StatusCode::ABORTED ||
+            !Trailer(ctx, "es-condition-position")) {
+          problem = "Append: " + Describe(st);
+          return;
+        }
+        conflicts++;
+      }
+      problem = "no decision after many attempts";
+    });
+  }
+  for (auto &t : threads) t.join();
+  race.booked = booked.load();
+  race.conflicts = conflicts.load();
+  race.sold_out = sold_out.load();
+  return race;
+}
+
 std::string TempDir(const char *name) {
   const char *tmp = getenv("TEST_TMPDIR");
   std::string templ = std::string(tmp && *tmp ? tmp : "/tmp") + "/" + name + ".XXXXXX";

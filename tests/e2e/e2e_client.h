@@ -270,6 +270,21 @@ std::string VerifyCheckpoints(const std::vector<SubMsg> &msgs,
 
 bool MatchesFilter(const v1::RecordedEvent &e, const v1::Filter &f);
 
+// ---- The seat-booking decision, the DCB way (docs/dcb.md) ------------------
+
+struct BookingRace {
+  int booked = 0, conflicts = 0, sold_out = 0;
+  std::vector<std::string> problems;  // "" per booker that decided cleanly
+};
+// `bookers` threads at once, spread over `addresses` (several servers of one
+// store, or one). Each reads the bookings of `show_tag` by query (ReadAll
+// from 1, remembering head_position), decides (sold out at `seats`, or book)
+// and appends its booking with the condition "no booking of this show after
+// the head I read", reading again after each ABORTED with
+// es-condition-position. Any other answer is a problem of that booker.
+BookingRace RunBookingRace(const std::vector<std::string> &addresses, int seats, int bookers,
+                           const std::string &show_tag);
+
 }  // namespace es_e2e
 
 #endif  // ES_TESTS_E2E_E2E_CLIENT_H

@@ -337,6 +337,32 @@ TEST_F(PgE2E, LiveAcrossServers) {
   EXPECT_GE(within, kSamples - 1);
 }
 
+// The DCB decision across two server processes on one database: 100
+// bookers, half through each server, read the show's bookings by query and
+// append with the condition "no booking after the head I read". Only the
+// database can make that exact (the check runs under the head-row lock every
+// writer takes): exactly 30 bookings.
+TEST_F(PgE2E, ThirtySeatsBookedExactlyOnceThroughTwoServers) {
+  ServerProcess *a = Server(), *b = Server();
+  ASSERT_NE(nullptr, a);
+  ASSERT_NE(nullptr, b);
+  const int kSeats = 30, kBookers = 100;
+  es_e2e::BookingRace race =
+      es_e2e::RunBookingRace({a->Address(), b->Address()}, kSeats, kBookers, "show:pg");
+  for (int i = 0; i < kBookers; i++) EXPECT_EQ(race.problems[i], "") << "booker " << i;
+  EXPECT_EQ(race.booked, kSeats);
+  EXPECT_EQ(race.sold_out, kBookers - kSeats);
+  Client cb(Connect(b->Address()));
+  v1::Filter show;
+  v1::QueryItem *item = show.add_items();
+  item->add_event_types("SeatBooked");
+  item->add_tags("show:pg");
+  EXPECT_EQ(cb.ReadWholeLog(&show).size(), static_cast<size_t>(kSeats));
+  EXPECT_EQ(cb.Head(), static_cast<uint64_t>(kSeats));
+  std::printf("two servers: bookings %d, conflicts (retried) %d, sold out %d\n", race.booked,
+              race.conflicts, race.sold_out);
+}
+
 TEST_F(PgE2E, KillNineRightAfterAcknowledgements) {
   ServerProcess *a = Server();
   ASSERT_NE(nullptr, a);
