@@ -103,17 +103,23 @@ struct Ev {
   size_t metadata;
 };
 
-// The whole log, read forward in pages of 500.
-std::vector<Ev> WholeLog(es_backend_t *b) {
+// The log read in pages of page_size, forward or backward, optionally
+// filtered by one event type.
+std::vector<Ev> ReadLog(es_backend_t *b, uint32_t page_size, int direction,
+                        const char *event_type = nullptr) {
   std::vector<Ev> all;
-  uint64_t from = 1;
+  uint64_t from = direction == ES_FORWARD ? 1 : 0;
   for (;;) {
     es_read_all_req_t req;
     std::memset(&req, 0, sizeof req);
     req.from_position = from;
-    req.max_count = 500;
-    req.direction = ES_FORWARD;
+    req.max_count = page_size;
+    req.direction = direction;
     req.max_bytes = 4 << 20;
+    if (event_type) {
+      req.filter.event_types = &event_type;
+      req.filter.event_type_count = 1;
+    }
     es_page_t page;
     std::memset(&page, 0, sizeof page);
     es_err_t err{};
@@ -132,6 +138,11 @@ std::vector<Ev> WholeLog(es_backend_t *b) {
     if (end) break;
   }
   return all;
+}
+
+// The whole log, read forward in pages of 500.
+std::vector<Ev> WholeLog(es_backend_t *b) {
+  return ReadLog(b, 500, ES_FORWARD);
 }
 
 void ExpectGapFree(const std::vector<Ev> &log, uint64_t head) {
@@ -897,43 +908,6 @@ Appended AppendNamed(es_backend_t *b, const std::string &stream, const char *str
   a.rc = es_append_prepare(&limits, &req, &a.err);
   if (a.rc == ES_OK) a.rc = es_backend_append(b, &req, &a.res, &a.err);
   return a;
-}
-
-// The log read in pages of page_size, forward or backward, optionally
-// filtered by one event type.
-std::vector<Ev> ReadLog(es_backend_t *b, uint32_t page_size, int direction,
-                        const char *event_type = nullptr) {
-  std::vector<Ev> all;
-  uint64_t from = direction == ES_FORWARD ? 1 : 0;
-  for (;;) {
-    es_read_all_req_t req;
-    std::memset(&req, 0, sizeof req);
-    req.from_position = from;
-    req.max_count = page_size;
-    req.direction = direction;
-    req.max_bytes = 4 << 20;
-    if (event_type) {
-      req.filter.event_types = &event_type;
-      req.filter.event_type_count = 1;
-    }
-    es_page_t page;
-    std::memset(&page, 0, sizeof page);
-    es_err_t err{};
-    int rc = es_backend_read_all(b, &req, &page, &err);
-    EXPECT_EQ(ES_OK, rc) << err.msg;
-    if (rc) break;
-    for (size_t i = 0; i < page.count; i++) {
-      const es_recorded_t &r = page.events[i];
-      all.push_back({r.global_position, r.stream_version, r.stream_id, r.event_id,
-                     std::string(reinterpret_cast<const char *>(r.payload), r.payload_len),
-                     r.event_type, r.stream_type, r.metadata_count});
-    }
-    from = page.next;
-    bool end = page.is_end;
-    es_page_free(&page);
-    if (end) break;
-  }
-  return all;
 }
 
 }  // namespace
