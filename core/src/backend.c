@@ -31,6 +31,16 @@ void es_backend_close(es_backend_t *b) {
   b->methods->close(b);
 }
 
+/* A condition (of an append or of a whole AppendMany) on a backend that
+ * cannot check one. `field` prefixes the name ("" or "appends[3]."). */
+static int check_condition(const es_backend_t *b, const es_append_condition_t *condition,
+                           const char *field, es_err_t *err) {
+  if (condition == NULL || (b->methods->features & ES_BACKEND_CONDITION)) return ES_OK;
+  return es_err_set(err, ES_EUNSUPPORTED,
+                    "%scondition: append conditions are not supported by the %s backend", field,
+                    b->methods->name);
+}
+
 /* Extension 1 as a capability (backend.h): what req needs that b lacks.
  * `field` prefixes the names ("" or "appends[3]."). */
 static int check_append_features(const es_backend_t *b, const es_append_req_t *req,
@@ -43,11 +53,7 @@ static int check_append_features(const es_backend_t *b, const es_append_req_t *r
                           "%sevents[%zu].tags: tags are not supported by the %s backend", field, i,
                           b->methods->name);
   }
-  if (req->condition != NULL && !(have & ES_BACKEND_CONDITION))
-    return es_err_set(err, ES_EUNSUPPORTED,
-                      "%scondition: append conditions are not supported by the %s backend", field,
-                      b->methods->name);
-  return ES_OK;
+  return check_condition(b, req->condition, field, err);
 }
 
 static bool append_prepared(const es_append_req_t *req) {
@@ -89,11 +95,9 @@ int es_backend_append_many(es_backend_t *b, const es_append_many_req_t *req,
     int rc = check_append_features(b, a, field, err);
     if (rc) return rc;
   }
-  if (req->condition != NULL && !(b->methods->features & ES_BACKEND_CONDITION))
-    return es_err_set(err, ES_EUNSUPPORTED,
-                      "condition: append conditions are not supported by the %s backend",
-                      b->methods->name);
-  int rc = b->methods->append_many(b, req, results, err);
+  int rc = check_condition(b, req->condition, "", err);
+  if (rc) return rc;
+  rc = b->methods->append_many(b, req, results, err);
   if (rc && req->append_count) memset(results, 0, req->append_count * sizeof *results);
   return rc;
 }
@@ -214,6 +218,16 @@ es_recorded_t *es_page_builder_slot(es_page_builder_t *pb, int *rc) {
   return v;
 }
 
+int es_page_builder_take(es_page_builder_t *pb) {
+  es_page_t *page = pb->page;
+  const es_recorded_t *ev = &page->events[page->count];
+  size_t size = es_recorded_size_bound(ev) + es_recorded_tags_size(ev);
+  if (page->count > 0 && (size > pb->max_bytes || pb->bytes + size > pb->max_bytes)) return 0;
+  pb->bytes += size;
+  page->count++;
+  return 1;
+}
+
 void es_page_end_walk(es_page_t *page, bool forward, bool stopped, uint64_t last, uint64_t from,
                       uint64_t head) {
   page->is_end = !stopped;
@@ -223,14 +237,4 @@ void es_page_end_walk(es_page_t *page, bool forward, bool stopped, uint64_t last
   } else {
     page->next = stopped ? (last ? last - 1 : from) : 0;
   }
-}
-
-int es_page_builder_take(es_page_builder_t *pb) {
-  es_page_t *page = pb->page;
-  const es_recorded_t *ev = &page->events[page->count];
-  size_t size = es_recorded_size_bound(ev) + es_recorded_tags_size(ev);
-  if (page->count > 0 && (size > pb->max_bytes || pb->bytes + size > pb->max_bytes)) return 0;
-  pb->bytes += size;
-  page->count++;
-  return 1;
 }
