@@ -22,21 +22,21 @@
  * never touches another's, with no savepoints. An append with a condition
  * (Extension 1) is decided by es_append_decide_conditional, whose last check
  * asks whether an event matching the condition's query was committed after
- * its `after`: the database answers inside the transaction, once the head-row
- * lock is held (check_conditions), so nothing can commit between the check
- * and the write, on any server; the group's earlier passing appends answer
- * for their own events (pg_decide.c). An AppendMany is one waiter of the
+ * its `after`: the database answers (send_conditions), and the group's
+ * earlier passing appends answer for their own events (pg_decide.c). On
+ * either path below, no matching event can commit between the answer and
+ * the write, on any server. An AppendMany is one waiter of the
  * group carrying several appends, decided together (es_append_many_decide)
  * and written as one contiguous run of positions, all or none. This file
  * runs the group's
  * transaction, one of two ways:
  *
- * The locking path, two round trips (libpq pipelines), three with
- * conditions:
- *   1. BEGIN; es_lock; es_lookup      the global lock and the head H; the
- *                                     stored events with any of the group's
- *                                     ids, and the group's streams
- *   1b. one query per condition       the first match after its `after`
+ * The locking path, two round trips (libpq pipelines):
+ *   1. BEGIN; es_lock; es_lookup;     the global lock and the head H; the
+ *      a query per condition          stored events with any of the group's
+ *                                     ids, and the group's streams; the
+ *                                     first match of each condition after
+ *                                     its `after`, seen under the lock
  *      decide
  *   2. es_write; COMMIT               the passing appends' events, the
  *                                     streams, the new head and the NOTIFY
@@ -53,10 +53,13 @@
  * PostgreSQL executes and flushes; with one server, every group goes this
  * way. A group with any failing or duplicate append takes the locking path
  * (a failure decided from the cache could not be checked by the statement),
- * and so does a group with a condition (the cache knows nothing of the log)
- * or an AppendMany,
  * and so does a group whose optimistic statement was refused, followed by a
- * few more (another writer is active: FAST_BACKOFF_GROUPS).
+ * few more (another writer is active: FAST_BACKOFF_GROUPS). A group with
+ * conditions asks them first, one round trip more, outside any transaction
+ * (fast_conditions): the answers see at least the log up to the head this
+ * committer left, and the statement commits only if the head is still
+ * there, so no event can have slipped in between. An AppendMany is decided
+ * from the cache like the rest.
  *
  * Failures. Only when the transaction itself fails do all of its appends
  * fail together (ES_EUNAVAIL or ES_EINTERNAL); when the write fails with a
@@ -346,6 +349,142 @@ static const char UNKNOWN_OUTCOME[] =
     "PostgreSQL connection lost while committing: the outcome is unknown; retry the append "
     "with the same event ids (retries are idempotent)";
 
+/* Extension 1: the conditions of the group's appends whose `after` is below
+ * `below`, asked of the database in one statement ("es_conditions",
+ * pg_util.c: a row per query item, an answer per condition), sent into the
+ * connection's pipeline behind whatever the caller sent before; the caller
+ * syncs and reads its answer (take_conditions). A condition whose `after`
+ * is at or beyond the head has nothing to ask: the locking path, which does
+ * not know the head before its first answer, asks every condition
+ * (below = UINT64_MAX). Returns the number of statements sent, 1 or 0 (no
+ * condition to ask), or -1 when memory ran out or libpq refused it (the
+ * pipeline is then failed). */
+static int send_conditions(committer_t *cm, es_pg_waiter_t **ws, size_t n, uint64_t below) {
+  es_pg_buf_t *p = cm->cond_params;
+  size_t items = 0, types = 0, tags = 0;
+  for (size_t i = 0; i < n; i++) {
+    ws[i]->condition_stored = 0;
+    const es_append_condition_t *cond = ws[i]->condition;
+    if (!cond || cond->after >= below) continue;
+    items += cond->item_count;
+    for (size_t k = 0; k < cond->item_count; k++) {
+      types += cond->items[k].event_type_count;
+      tags += cond->items[k].tag_count;
+    }
+  }
+  if (items == 0) return 0;
+  static const uint32_t oids[N_CONDITION_PARAMS] = {ES_PG_OID_INT4, ES_PG_OID_INT8, ES_PG_OID_INT4,
+                                                    ES_PG_OID_INT4, ES_PG_OID_TEXT, ES_PG_OID_INT4,
+                                                    ES_PG_OID_INT4, ES_PG_OID_TEXT};
+  int rc = ES_OK;
+  for (int k = 0; k < N_CONDITION_PARAMS; k++)
+    rc |= es__pg_array_begin(&p[k], oids[k], k == 4 ? types : k == 7 ? tags : items);
+  uint32_t type_off = 0, tag_off = 0;
+  for (size_t i = 0; i < n && rc == ES_OK; i++) {
+    const es_append_condition_t *cond = ws[i]->condition;
+    if (!cond || cond->after >= below) continue;
+    for (size_t k = 0; k < cond->item_count; k++) {
+      const es_query_item_t *it = &cond->items[k];
+      rc |= es__pg_array_u32(&p[0], (uint32_t)i) | es__pg_array_u64(&p[1], cond->after) |
+            es__pg_array_u32(&p[2], type_off) |
+            es__pg_array_u32(&p[3], (uint32_t)it->event_type_count) |
+            es__pg_array_u32(&p[5], tag_off) | es__pg_array_u32(&p[6], (uint32_t)it->tag_count);
+      for (size_t j = 0; j < it->event_type_count; j++) {
+        const char *t = str_or_empty(it->event_types[j]);
+        rc |= es__pg_array_elem(&p[4], t, strlen(t));
+      }
+      for (size_t j = 0; j < it->tag_count; j++) {
+        const char *t = str_or_empty(it->tags[j]);
+        rc |= es__pg_array_elem(&p[7], t, strlen(t));
+      }
+      type_off += (uint32_t)it->event_type_count;
+      tag_off += (uint32_t)it->tag_count;
+    }
+  }
+  if (rc != ES_OK) return -1;
+  const char *vals[N_CONDITION_PARAMS];
+  int lens[N_CONDITION_PARAMS], fmts[N_CONDITION_PARAMS];
+  for (int k = 0; k < N_CONDITION_PARAMS; k++) {
+    vals[k] = p[k].data;
+    lens[k] = (int)p[k].len;
+    fmts[k] = 1;
+  }
+  return PQsendQueryPrepared(cm->conn, "es_conditions", N_CONDITION_PARAMS, vals, lens, fmts, 1)
+             ? 1
+             : -1;
+}
+
+/* The answer of send_conditions(…, below), checked like any input: one row
+ * per condition asked, each its number in the group (once) and one bigint
+ * or NULL. A position goes to its waiter's condition_stored. 0 when every
+ * answer is a position after its `after` and at most `head` (or none); 1
+ * when one is beyond `head` (a commit the caller did not count on); -1 when
+ * the answer is malformed or a position not after its `after`
+ * (condition_stored is then cleared). */
+static int take_conditions(es_pg_waiter_t **ws, size_t n, uint64_t below, uint64_t head,
+                           const PGresult *res) {
+  size_t asked = 0;
+  for (size_t i = 0; i < n; i++) asked += ws[i]->condition && ws[i]->condition->after < below;
+  int verdict =
+      status_is(res, PGRES_TUPLES_OK) && PQnfields(res) == 2 && (size_t)PQntuples(res) == asked
+          ? 0
+          : -1;
+  for (int row = 0; verdict >= 0 && row < PQntuples(res); row++) {
+    uint32_t i = PQgetlength(res, row, 0) == 4 ? es__pg_get32(PQgetvalue(res, row, 0)) : UINT32_MAX;
+    const es_append_condition_t *cond = i < n ? ws[i]->condition : NULL;
+    if (!cond || cond->after >= below || ws[i]->condition_stored != 0) {
+      verdict = -1; /* not asked, or answered twice */
+      break;
+    }
+    if (PQgetisnull(res, row, 1)) continue; /* twice unanswered is caught by the count */
+    uint64_t pos = PQgetlength(res, row, 1) == 8 ? es__pg_get64(PQgetvalue(res, row, 1)) : 0;
+    if (pos <= cond->after)
+      verdict = -1;
+    else if (pos > head)
+      verdict = 1;
+    ws[i]->condition_stored = pos;
+  }
+  if (verdict < 0)
+    for (size_t i = 0; i < n; i++) ws[i]->condition_stored = 0;
+  return verdict;
+}
+
+static const char CONDITION_OUT_OF_RANGE[] =
+    "PostgreSQL answered a condition with a position out of range";
+
+/* The optimistic path's conditions, asked before its write, in one round
+ * trip of their own and outside any transaction: no lock is taken. Each
+ * query sees at least every commit up to `head` (this committer's own last
+ * commit, and the optimistic path runs only when nobody wrote after it); a
+ * commit after `head` would show up in an answer beyond it, and makes the
+ * write that follows fail anyway (it moves the head only from `head`). So
+ * the answers are those the lock would have given, unless the head moved —
+ * and then nothing of this attempt is written. OUT_DONE when answered;
+ * OUT_SLOW when the head moved or the question failed (the locking path
+ * asks again, under the lock, and reports what it finds). */
+static outcome_t fast_conditions(committer_t *cm, es_pg_waiter_t **ws, size_t n, uint64_t head,
+                                 es_err_t *gerr) {
+  es_pg_t *pg = cm->pg;
+  PGconn *c = cm->conn;
+  PGresult *r = NULL;
+  bool out_of_step = false;
+  bool synced = PQenterPipelineMode(c) && send_conditions(cm, ws, n, head) == 1 &&
+                PQpipelineSync(c) &&
+                pipe_read(pg, c, &r, 1, es__pg_reply_deadline(pg), &out_of_step);
+  bool answered = synced && status_is(r, PGRES_TUPLES_OK);
+  int verdict = answered ? take_conditions(ws, n, head, head, r) : 1;
+  PQclear(r);
+  if (!synced || !PQexitPipelineMode(c)) {
+    drop_conn(cm); /* the locking path starts on a fresh connection */
+    return OUT_SLOW;
+  }
+  if (verdict < 0) {
+    es_err_set(gerr, ES_EINTERNAL, "%s", CONDITION_OUT_OF_RANGE);
+    return OUT_FAIL;
+  }
+  return verdict == 0 ? OUT_DONE : OUT_SLOW;
+}
+
 /* The optimistic path: one statement, no lock taken beforehand.
  *
  * The decisions come from the cache: what this committer knew of each stream
@@ -362,18 +501,28 @@ static const char UNKNOWN_OUTCOME[] =
  * cache could not be checked by the statement. */
 static outcome_t try_fast(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err_t *gerr) {
   es_pg_t *pg = cm->pg;
-  size_t events = 0;
+  size_t events = 0, appends = 0;
+  bool ask = false;
+  uint64_t head = cm->last_head, new_head = head;
   for (size_t i = 0; i < n; i++) {
-    /* A condition is a question about the whole log, which the cache cannot
-     * answer: it is checked under the lock. */
-    if (ws[i]->condition || ws[i]->many) return OUT_SLOW;
     events += ws[i]->events;
+    appends += ws[i]->n_reqs;
+    ask |= ws[i]->condition && ws[i]->condition->after < head;
   }
   cm->group = ws;
-  cm->group_n = 0;
-  if (es__pg_group_reserve(cm, n, n, events)) return OUT_SLOW;
+  cm->group_n = n;
+  if (es__pg_group_reserve(cm, n, appends, events)) return OUT_SLOW;
+  for (size_t i = 0; i < n; i++) cm->wrote[i] = false;
+  if (ask) {
+    /* A condition is a question about the whole log, which the cache cannot
+     * answer: the database answers it first. */
+    if (ensure_conn(cm, gerr)) return OUT_FAIL;
+    outcome_t co = fast_conditions(cm, ws, n, head, gerr);
+    if (co != OUT_DONE) return co;
+  } else {
+    for (size_t i = 0; i < n; i++) ws[i]->condition_stored = 0;
+  }
   uint64_t recorded_at = es_now_unix_ms();
-  uint64_t head = cm->last_head, new_head = head;
   for (size_t i = 0; i < n; i++) {
     cm->wrote[i] = es__pg_decide(cm, ws[i], &new_head, recorded_at, true);
     if (!cm->wrote[i] || ws[i]->out->duplicate) return OUT_SLOW;
@@ -429,111 +578,13 @@ static outcome_t try_fast(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err
   return OUT_DONE;
 }
 
-/* Extension 1: the conditions of the group's appends, asked of the database
- * inside the locking path's transaction, once the head-row lock is held:
- * one query per conditional append (es__pg_condition_sql), all in one
- * pipeline, so a group with conditions costs one more round trip. Every
- * writer of every server takes the same lock first, so what the queries see
- * is the whole log up to `head`, and nothing can commit before this
- * transaction does: no matching event slips in between the check and the
- * write. A condition whose `after` is at or beyond the head has nothing to
- * ask. Each answer (bounds-checked: a position after `after`, at most the
- * head) goes to the waiter's condition_stored. OUT_DONE when answered. */
-static outcome_t check_conditions(committer_t *cm, es_pg_waiter_t **ws, size_t n, uint64_t head,
-                                  es_err_t *gerr) {
-  es_pg_t *pg = cm->pg;
-  PGconn *c = cm->conn;
-  int nq = 0;
-  for (size_t i = 0; i < n; i++) {
-    ws[i]->condition_stored = 0;
-    if (ws[i]->condition && ws[i]->condition->after < head) nq++;
-  }
-  if (nq == 0) return OUT_DONE;
-  PGresult **r = calloc((size_t)nq, sizeof *r);
-  if (!r) {
-    rollback(cm);
-    es_err_set(gerr, ES_ENOMEM, "out of memory checking %d conditions", nq);
-    return OUT_FAIL;
-  }
-  bool sent = true;
-  for (size_t i = 0; i < n && sent; i++) {
-    const es_append_condition_t *cond = ws[i]->condition;
-    if (!cond || cond->after >= head) continue;
-    size_t np = 1;
-    for (size_t k = 0; k < cond->item_count; k++) np += 1 + cond->items[k].tag_count;
-    char *sql = es__pg_condition_sql(pg, cond);
-    const char **vals = calloc(np, sizeof *vals);
-    int *lens = calloc(np, sizeof *lens), *fmts = calloc(np, sizeof *fmts);
-    es_pg_buf_t *types = calloc(cond->item_count + 1, sizeof *types);
-    uint8_t after[8];
-    es__pg_put64(after, cond->after);
-    sent = sql && vals && lens && fmts && types;
-    if (sent) {
-      size_t p = 0;
-      vals[p] = (const char *)after;
-      lens[p++] = 8;
-      for (size_t k = 0; k < cond->item_count && sent; k++) {
-        const es_query_item_t *it = &cond->items[k];
-        sent = es__pg_array_begin(&types[k], ES_PG_OID_TEXT, it->event_type_count) == ES_OK;
-        for (size_t j = 0; j < it->event_type_count && sent; j++) {
-          const char *t = str_or_empty(it->event_types[j]);
-          sent = es__pg_array_elem(&types[k], t, strlen(t)) == ES_OK;
-        }
-        vals[p] = types[k].data;
-        lens[p++] = (int)types[k].len;
-        for (size_t j = 0; j < it->tag_count; j++) {
-          vals[p] = str_or_empty(it->tags[j]);
-          lens[p] = (int)strlen(vals[p]);
-          p++;
-        }
-      }
-      for (size_t j = 0; j < np; j++) fmts[j] = 1;
-      /* libpq copies the values into its buffer: they may go right after. */
-      if (sent) sent = PQsendQueryParams(c, sql, (int)np, NULL, vals, lens, fmts, 1) == 1;
-    }
-    for (size_t k = 0; types && k < cond->item_count; k++) es__pg_buf_free(&types[k]);
-    free(types);
-    free(fmts);
-    free(lens);
-    free(vals);
-    free(sql);
-  }
-  bool out_of_step = false;
-  uint64_t deadline = es__pg_reply_deadline(pg);
-  bool synced = sent && PQpipelineSync(c) && pipe_read(pg, c, r, nq, deadline, &out_of_step);
-  bool ok = synced;
-  for (int q = 0; q < nq && ok; q++)
-    ok = status_is(r[q], PGRES_TUPLES_OK) && PQntuples(r[q]) == 1 && PQnfields(r[q]) == 1;
-  if (!ok) {
-    outcome_t o = failed(cm, r, nq, synced, "checking a condition", gerr, n > 1);
-    free(r);
-    return o;
-  }
-  int q = 0;
-  bool sane = true;
-  for (size_t i = 0; i < n; i++) {
-    const es_append_condition_t *cond = ws[i]->condition;
-    if (!cond || cond->after >= head) continue;
-    const PGresult *res = r[q++];
-    if (PQgetisnull(res, 0, 0)) continue;
-    uint64_t pos = PQgetlength(res, 0, 0) == 8 ? es__pg_get64(PQgetvalue(res, 0, 0)) : 0;
-    if (pos <= cond->after || pos > head) sane = false;
-    ws[i]->condition_stored = pos;
-  }
-  clear_all(r, nq);
-  free(r);
-  if (!sane) {
-    for (size_t i = 0; i < n; i++) ws[i]->condition_stored = 0;
-    rollback(cm);
-    es_err_set(gerr, ES_EINTERNAL, "PostgreSQL answered a condition with a position out of range");
-    return OUT_FAIL;
-  }
-  return OUT_DONE;
-}
-
 /* The locking path: two round trips, each a libpq pipeline.
- *   1. BEGIN; es_lock; es_lookup        then the decisions, in C
+ *   1. BEGIN; es_lock; es_lookup; the conditions   then the decisions, in C
  *   2. es_write; COMMIT
+ * The condition queries (send_conditions) follow the lock in the same
+ * transaction, so what they see is the whole log up to the head, and
+ * nothing can commit before this transaction does: no matching event slips
+ * in between the check and the write, on any server.
  * Runs under publish_mu, taken by try_locked below. */
 static outcome_t locked_attempt(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err_t *gerr,
                                 uint64_t *head_before, uint64_t *head_after) {
@@ -541,20 +592,23 @@ static outcome_t locked_attempt(committer_t *cm, es_pg_waiter_t **ws, size_t n, 
   PGresult *r[3] = {NULL, NULL, NULL};
   size_t events = 0;
   size_t n_appends = 0;
+  int nq = 0; /* the conditions' statement: 1 when the group has any */
   for (size_t i = 0; i < n; i++) {
     events += ws[i]->events;
     n_appends += ws[i]->n_reqs;
+    if (ws[i]->condition && ws[i]->condition->item_count > 0) nq = 1;
   }
   if (es__pg_group_reserve(cm, n, n_appends, events) || es__pg_build_lookup(cm, ws, n, events))
     goto nomem;
   for (size_t i = 0; i < n; i++) cm->wrote[i] = false;
+  PGresult *r1[4] = {NULL, NULL, NULL, NULL}; /* step 1's answers */
   if (ensure_conn(cm, gerr)) return OUT_FAIL;
   PGconn *c = cm->conn;
   if (!PQenterPipelineMode(c))
     return failed(cm, r, 0, false, "entering pipeline mode", gerr, false);
 
-  /* 1. The global lock and the head, then what is stored of the group's ids
-   * and streams. */
+  /* 1. The global lock and the head, what is stored of the group's ids and
+   * streams, and the first event matching each condition. */
   const char *lvals[2] = {cm->lookup[0].data, cm->lookup[1].data};
   int llens[2] = {(int)cm->lookup[0].len, (int)cm->lookup[1].len}, lfmts[2] = {1, 1};
   uint64_t deadline = es__pg_reply_deadline(pg);
@@ -562,30 +616,42 @@ static outcome_t locked_attempt(committer_t *cm, es_pg_waiter_t **ws, size_t n, 
   bool synced =
       PQsendQueryParams(c, "BEGIN ISOLATION LEVEL READ COMMITTED", 0, NULL, NULL, NULL, NULL, 0) &&
       PQsendQueryPrepared(c, "es_lock", 0, NULL, NULL, NULL, 1) &&
-      PQsendQueryPrepared(c, "es_lookup", 2, lvals, llens, lfmts, 1) && PQpipelineSync(c) &&
-      pipe_read(pg, c, r, 3, deadline, &out_of_step);
-  if (!synced || !status_is(r[0], PGRES_COMMAND_OK) || !status_is(r[1], PGRES_TUPLES_OK) ||
-      !status_is(r[2], PGRES_TUPLES_OK) || PQntuples(r[1]) != 1 || PQgetlength(r[1], 0, 0) != 8) {
-    outcome_t o = failed(cm, r, 3, synced, "locking the log", gerr, false);
+      PQsendQueryPrepared(c, "es_lookup", 2, lvals, llens, lfmts, 1) &&
+      send_conditions(cm, ws, n, UINT64_MAX) == nq && PQpipelineSync(c) &&
+      pipe_read(pg, c, r1, 3 + nq, deadline, &out_of_step);
+  bool ok = synced && status_is(r1[0], PGRES_COMMAND_OK) && status_is(r1[1], PGRES_TUPLES_OK) &&
+            status_is(r1[2], PGRES_TUPLES_OK) && PQntuples(r1[1]) == 1 &&
+            PQgetlength(r1[1], 0, 0) == 8;
+  if (nq) ok = ok && status_is(r1[3], PGRES_TUPLES_OK);
+  if (!ok) {
+    /* A failing conditions statement may be an input PostgreSQL refuses
+     * (like a write's): one append at a time, the bad one fails alone. */
+    outcome_t o = failed(cm, r1, 3 + nq, synced,
+                         nq ? "locking the log and checking conditions" : "locking the log", gerr,
+                         nq > 0 && n > 1);
     if (out_of_step)
       es_err_set(gerr, ES_EUNAVAIL, "%s (locking the log); the connection was dropped",
                  OUT_OF_STEP);
     return o;
   }
-  uint64_t head = es__pg_get64(PQgetvalue(r[1], 0, 0));
+  uint64_t head = es__pg_get64(PQgetvalue(r1[1], 0, 0));
+  int verdict = nq ? take_conditions(ws, n, UINT64_MAX, head, r1[3]) : 0;
   PQclear(cm->lookup_res);
-  cm->lookup_res = r[2];
-  r[2] = NULL;
-  clear_all(r, 3);
+  cm->lookup_res = r1[2];
+  r1[2] = NULL;
+  clear_all(r1, 3 + nq);
+  if (verdict != 0) {
+    rollback(cm);
+    es_err_set(gerr, ES_EINTERNAL, "%s", CONDITION_OUT_OF_RANGE);
+    return OUT_FAIL;
+  }
   if (es__pg_load_lookup(cm, cm->lookup_res)) {
     rollback(cm);
     es_err_set(gerr, ES_EINTERNAL, "PostgreSQL returned a malformed lookup row");
     return OUT_FAIL;
   }
 
-  /* The conditions, then the decisions. */
-  outcome_t co = check_conditions(cm, ws, n, head, gerr);
-  if (co != OUT_DONE) return co;
+  /* The decisions. */
   cm->group = ws;
   cm->group_n = n;
   uint64_t recorded_at = es_now_unix_ms();
@@ -618,8 +684,8 @@ static outcome_t locked_attempt(committer_t *cm, es_pg_waiter_t **ws, size_t n, 
   synced = PQsendQueryPrepared(c, "es_write", N_WRITE_PARAMS, vals, lens, fmts, 1) &&
            PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(c) &&
            pipe_read(pg, c, r, 2, deadline, &out_of_step);
-  bool ok = synced && status_is(r[0], PGRES_TUPLES_OK) && status_is(r[1], PGRES_COMMAND_OK) &&
-            strcmp(PQcmdStatus(r[1]), "COMMIT") == 0;
+  ok = synced && status_is(r[0], PGRES_TUPLES_OK) && status_is(r[1], PGRES_COMMAND_OK) &&
+       strcmp(PQcmdStatus(r[1]), "COMMIT") == 0;
   bool lost = pg->test_hooks.lose_answer && pg->test_hooks.lose_answer(pg->test_hooks.arg);
   if (lost) {
     clear_all(r, 2);
@@ -721,5 +787,6 @@ void es__pg_committer_release(committer_t *cm) {
   free(cm->wrote);
   for (int k = 0; k < 2; k++) es__pg_buf_free(&cm->lookup[k]);
   for (int k = 0; k < N_WRITE_PARAMS; k++) es__pg_buf_free(&cm->params[k]);
+  for (int k = 0; k < N_CONDITION_PARAMS; k++) es__pg_buf_free(&cm->cond_params[k]);
   memset(cm, 0, sizeof *cm);
 }

@@ -58,7 +58,7 @@ typedef struct map {
   size_t cap; /* allocated slots */
 } map_t;
 
-enum { N_WRITE_PARAMS = 31 };
+enum { N_WRITE_PARAMS = 31, N_CONDITION_PARAMS = 8 };
 
 /* What the committer knows of a stream it wrote or read under the lock. */
 typedef struct cached_stream {
@@ -82,10 +82,11 @@ typedef struct committer {
   size_t n_known, n_states;
   bool *wrote; /* per waiter of the group: its events are in the write */
   size_t wrote_cap;
-  es_pg_buf_t lookup[2];              /* es_lookup parameters */
-  es_pg_buf_t params[N_WRITE_PARAMS]; /* es_write parameters */
-  PGresult *lookup_res;               /* keeps the strings of known/states alive */
-  es_pg_waiter_t **group;             /* the group being decided (borrowed), for conditions */
+  es_pg_buf_t lookup[2];                       /* es_lookup parameters */
+  es_pg_buf_t params[N_WRITE_PARAMS];          /* es_write parameters */
+  es_pg_buf_t cond_params[N_CONDITION_PARAMS]; /* es_conditions parameters */
+  PGresult *lookup_res;                        /* keeps the strings of known/states alive */
+  es_pg_waiter_t **group; /* the group being decided (borrowed), for conditions */
   size_t group_n;
   bool conn_fresh;         /* conn was opened for this group */
   es_pg_session_t session; /* conn's server process; once conn is lost, the

@@ -85,6 +85,7 @@ typedef struct es_pg_sql {
   char *lookup;        /* prepared "es_lookup": stored ids and stream states */
   char *find_event;    /* prepared "es_find_event": position of one event id */
   char *write;         /* prepared "es_write": events, streams, head, NOTIFY */
+  char *conditions;    /* prepared "es_conditions": a group's conditions */
 } es_pg_sql_t;
 
 /* One append waiting to be committed; lives on the appending thread's
@@ -279,12 +280,6 @@ void es__pg_sql_free(es_pg_sql_t *sql);
  * (text[]), and when `indexed` (every item has a tag: candidates come from
  * the tag index) each of its tags (text) too. */
 char *es__pg_items_sql(const es_pg_t *pg, bool fwd, const es_filter_t *f, bool indexed);
-
-/* The text of the check of condition c (Extension 1): one row, the smallest
- * position > $1 (int8) of an event matching c's items, NULL when none;
- * malloc'ed, or NULL when out of memory. Its parameters after $1: per item
- * in order its types (text[]), then each of its tags (text). */
-char *es__pg_condition_sql(const es_pg_t *pg, const es_append_condition_t *c);
 
 /* "template" with every "{S}" replaced by quoted_schema; malloc'ed or NULL. */
 char *es__pg_subst(const char *template_sql, const char *quoted_schema);

@@ -329,12 +329,14 @@ static const prepared_t READER_STATEMENTS[] = {
 };
 
 /* The write statement has more parameters than fit the table: its types are
- * given in its text (casts), so it is prepared with none declared. */
+ * given in its text (casts), so it is prepared with none declared; so is the
+ * conditions statement. */
 static const prepared_t COMMITTER_STATEMENTS[] = {
     {"es_lock", offsetof(es_pg_sql_t, lock), 0, {0}},
     {"es_lookup", offsetof(es_pg_sql_t, lookup), 2, {ES_PG_OID_UUID_ARRAY, ES_PG_OID_TEXT_ARRAY}},
     {"es_find_event", offsetof(es_pg_sql_t, find_event), 2, {ES_PG_OID_UUID, ES_PG_OID_INT8}},
     {"es_write", offsetof(es_pg_sql_t, write), 0, {0}},
+    {"es_conditions", offsetof(es_pg_sql_t, conditions), 0, {0}},
 };
 
 static int prepare_all(es_pg_t *pg, PGconn *c, const prepared_t *list, size_t n, es_err_t *err) {
@@ -369,12 +371,17 @@ static void quiet_notices(void *arg, const char *message) {
  * default: synchronous_commit on (the committer relies on it; readers do not
  * care, and one setting for all keeps it simple). The migrations
  * (ES_PG_ROLE_ADMIN) keep the server's statement and lock timeouts: they may
- * wait for another server's migration, and a migration may take long. */
+ * wait for another server's migration, and a migration may take long.
+ *
+ * JIT off: every statement of ours is short, and PostgreSQL decides to
+ * compile one by its estimated cost, which for a statement over arrays of
+ * unknown contents can be huge; a compiled condition check took ~30 ms
+ * where it runs in well under one (docs/postgres.md). */
 static int setup_session(es_pg_t *pg, PGconn *c, es_pg_role_t role, es_pg_session_t *session,
                          es_err_t *err) {
   char sql[512];
   int n = snprintf(sql, sizeof sql,
-                   "SET synchronous_commit TO on; "
+                   "SET synchronous_commit TO on; SET jit TO off; "
                    "SET idle_in_transaction_session_timeout TO %d; ",
                    pg->opts.idle_in_transaction_timeout_ms);
   if (role != ES_PG_ROLE_ADMIN)
@@ -739,54 +746,6 @@ char *es__pg_items_sql(const es_pg_t *pg, bool fwd, const es_filter_t *f, bool i
   return b.data;
 }
 
-/* The text of a condition check (Extension 1); see pg_internal.h for its
- * parameters. The smallest position after $1 of an event matching one of
- * the items: per item the first match, through the tag index for an item
- * with tags (its first tag's positions from $1 on, probed for its other
- * tags and joined with the event for its types) and by the log's primary
- * key for an item of types only (a scan from $1, which only stops at a
- * match). Run by the committer inside its transaction, after the head-row
- * lock was taken: its snapshot holds every commit before, and none can
- * follow until this transaction ends. */
-char *es__pg_condition_sql(const es_pg_t *pg, const es_append_condition_t *c) {
-  es_pg_buf_t b = {0};
-  bool ok = true;
-  const char *q = pg->sql.quoted_schema;
-  sql_add(&b, &ok, "SELECT min(c.position) FROM (");
-  int p = 2;
-  for (size_t i = 0; i < c->item_count; i++) {
-    const es_query_item_t *it = &c->items[i];
-    const char *sep = i ? " UNION ALL " : "";
-    if (it->tag_count == 0) {
-      sql_add(&b, &ok,
-              "%s(SELECT a.position FROM %s.es_events a WHERE a.position > $1::int8 "
-              "AND (cardinality($%d::text[]) = 0 OR a.event_type = ANY ($%d::text[])) "
-              "ORDER BY a.position LIMIT 1)",
-              sep, q, p, p);
-      p += 1;
-      continue;
-    }
-    sql_add(&b, &ok, "%s(SELECT g0.position FROM %s.es_tags g0 ", sep, q);
-    for (size_t k = 1; k < it->tag_count; k++)
-      sql_add(&b, &ok,
-              "JOIN %s.es_tags g%zu ON g%zu.position = g0.position AND g%zu.tag = $%d::text ", q, k,
-              k, k, p + 1 + (int)k);
-    sql_add(&b, &ok,
-            "JOIN %s.es_events a ON a.position = g0.position WHERE g0.tag = $%d::text "
-            "AND g0.position > $1::int8 "
-            "AND (cardinality($%d::text[]) = 0 OR a.event_type = ANY ($%d::text[])) "
-            "ORDER BY g0.position LIMIT 1)",
-            q, p + 1, p, p);
-    p += 1 + (int)it->tag_count;
-  }
-  sql_add(&b, &ok, ") c(position)");
-  if (!ok) {
-    es__pg_buf_free(&b);
-    return NULL;
-  }
-  return b.data;
-}
-
 /* SQL reads better laid out by hand: */
 /* clang-format off */
 
@@ -836,6 +795,31 @@ static const char SQL_WRITE[] =
     "ON CONFLICT (stream_id) DO UPDATE SET stream_type = EXCLUDED.stream_type, "
     "last_version = EXCLUDED.last_version) "
     "SELECT pg_notify($24::text, h.head::text) FROM h";
+/* The conditions of a group (Extension 1), every one in one statement: a
+ * row per query item of every condition, unnested from $1..$8 (the
+ * condition's number in the group, its `after`, the item's types and tags
+ * as slices of two flat arrays, like the write's metadata), each answered
+ * with its first matching position after `after` — through the tag index
+ * for an item with tags (its first tag's positions after `after`, in
+ * order, the first whose event carries all of the item's tags and one of
+ * its types), by the log's primary key for an item of types only (a scan
+ * from `after` that stops at the first match) — and one row per condition:
+ * its number and its smallest match, NULL when none. Prepared once, so
+ * PostgreSQL plans it once per connection, not once per condition. */
+static const char SQL_CONDITIONS[] =
+    "SELECT i.cond, min(i.position) FROM (SELECT q.cond, CASE WHEN q.tag_cnt > 0 THEN "
+    "(SELECT g.position FROM {S}.es_tags g JOIN {S}.es_events a ON a.position = g.position "
+    "WHERE g.tag = ($8::text[])[q.tag_off + 1] AND g.position > q.after "
+    "AND a.tags @> ($8::text[])[q.tag_off + 1 : q.tag_off + q.tag_cnt] "
+    "AND (q.type_cnt = 0 "
+    "OR a.event_type = ANY (($5::text[])[q.type_off + 1 : q.type_off + q.type_cnt])) "
+    "ORDER BY g.position LIMIT 1) "
+    "ELSE (SELECT a.position FROM {S}.es_events a WHERE a.position > q.after "
+    "AND (q.type_cnt = 0 "
+    "OR a.event_type = ANY (($5::text[])[q.type_off + 1 : q.type_off + q.type_cnt])) "
+    "ORDER BY a.position LIMIT 1) END AS position "
+    "FROM unnest($1::int4[], $2::int8[], $3::int4[], $4::int4[], $6::int4[], $7::int4[]) "
+    "AS q(cond, after, type_off, type_cnt, tag_off, tag_cnt)) i GROUP BY i.cond";
 /* clang-format on */
 
 int es__pg_sql_build(es_pg_t *pg, es_err_t *err) {
@@ -862,8 +846,9 @@ int es__pg_sql_build(es_pg_t *pg, es_err_t *err) {
   s->lookup = es__pg_subst(SQL_LOOKUP, q);
   s->find_event = es__pg_subst(SQL_FIND_EVENT, q);
   s->write = es__pg_subst(SQL_WRITE, q);
+  s->conditions = es__pg_subst(SQL_CONDITIONS, q);
   if (!s->head || !s->stream_fwd || !s->stream_bwd || !s->all_fwd || !s->all_bwd || !s->lock ||
-      !s->lookup || !s->find_event || !s->write)
+      !s->lookup || !s->find_event || !s->write || !s->conditions)
     return es_err_set(err, ES_ENOMEM, "out of memory building SQL");
   return ES_OK;
 }
@@ -879,6 +864,7 @@ void es__pg_sql_free(es_pg_sql_t *s) {
   free(s->lookup);
   free(s->find_event);
   free(s->write);
+  free(s->conditions);
   memset(s, 0, sizeof *s);
 }
 

@@ -31,6 +31,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -258,8 +259,10 @@ TEST_F(PgTagsTest, AConditionalRetryAfterAReopenIsADuplicateWhateverTheCondition
 }
 
 // An AppendMany of (stream, events) pairs with ids first_id, first_id+1, ...
+// and an optional condition.
 int AppendManyIds(es_backend_t *b, const std::vector<std::pair<std::string, int>> &appends,
-                  uint64_t first_id, std::vector<es_append_result_t> *results, es_err_t *err) {
+                  uint64_t first_id, std::vector<es_append_result_t> *results, es_err_t *err,
+                  const es_append_condition_t *condition = nullptr) {
   es_limits_t limits;
   es_limits_default(&limits);
   std::vector<std::string> ids;
@@ -286,7 +289,7 @@ int AppendManyIds(es_backend_t *b, const std::vector<std::pair<std::string, int>
     reqs[a].events = data[a].data();
     reqs[a].event_count = data[a].size();
   }
-  es_append_many_req_t req = {reqs.data(), reqs.size(), nullptr};
+  es_append_many_req_t req = {reqs.data(), reqs.size(), condition};
   results->assign(appends.size(), es_append_result_t{});
   int rc = es_append_many_prepare(&limits, &req, err);
   if (rc == ES_OK) rc = es_backend_append_many(b, &req, results->data(), err);
@@ -496,6 +499,83 @@ TEST_F(PgTagsTest, TheSecondConditionInOneGroupSeesTheFirstAppendsEvent) {
   es_err_t herr{};
   EXPECT_EQ(ES_OK, es_backend_head(b, &head, &herr)) << herr.msg;
   EXPECT_EQ(3u, head);
+}
+
+// On one server every group goes the optimistic path (pg_commit.c), also one
+// with conditions — asked first, outside any transaction — and an
+// AppendMany: one round trip more than a plain append, no lock held across
+// a round trip.
+TEST_F(PgTagsTest, ConditionalAppendsAndAppendManyTakeTheOptimisticPath) {
+  es_backend_t *b = Open();
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, Append(b, "warm", {{"Booked", {"seat:1"}}}));
+  es_pg_stats_t before{}, after{};
+  es_pg_stats(b, &before);
+  const Ev seat2{"Booked", {"seat:2"}};
+  es_err_t err{};
+  for (int i = 0; i < 5; i++) {
+    // after 0 < head: the query is asked (seat:1's event does not match it).
+    ASSERT_EQ(ES_OK, Append(b, "booking-" + std::to_string(i), {{"Plain", {}}}, ES_EXPECT_ANY, 0,
+                            &err, &seat2, 0))
+        << err.msg;
+  }
+  const char *tag = "seat:3";
+  es_query_item_t item = {nullptr, 0, &tag, 1};
+  es_append_condition_t cond = {&item, 1, 0};
+  std::vector<es_append_result_t> res;
+  ASSERT_EQ(ES_OK, AppendManyIds(b, {{"m1", 1}, {"m2", 2}}, 9000, &res, &err, &cond)) << err.msg;
+  ASSERT_EQ(ES_OK, AppendManyIds(b, {{"m3", 1}}, 9100, &res, &err)) << err.msg;
+  es_pg_stats(b, &after);
+  EXPECT_EQ(7u, after.groups - before.groups);
+  EXPECT_EQ(7u, after.fast_groups - before.fast_groups) << "a group went the locking path";
+  // And they are checked: the same condition fails once seat:2 is booked.
+  ASSERT_EQ(ES_OK, Append(b, "seat-2", {seat2}));
+  EXPECT_EQ(ES_ECONDITION, Append(b, "late", {{"Plain", {}}}, ES_EXPECT_ANY, 0, &err, &seat2, 0));
+  EXPECT_EQ(11u, err.condition_position);
+}
+
+// The optimistic path asks the conditions before its write, without the
+// lock. Another server commits a matching event between the answer ("no
+// match") and the write: the write must not commit (the head moved), and
+// the locking path, asking again under the lock, fails the condition with
+// that event's position.
+TEST_F(PgTagsTest, AMatchCommittedBetweenTheOptimisticAnswerAndTheWriteFailsTheCondition) {
+  es_backend_t *a = Open(), *other = Open();
+  ASSERT_NE(nullptr, a);
+  ASSERT_NE(nullptr, other);
+  ASSERT_EQ(ES_OK, Append(a, "warm", {{"Plain", {}}}));
+  ASSERT_EQ(ES_OK, Append(a, "warm", {{"Plain", {}}}));  // head 2, written by a: fast next
+  struct Race {
+    std::function<int()> rival;
+    std::atomic<int> fired{0};
+    int rc = -1;
+    static void BeforeWrite(void *arg) {
+      Race *r = static_cast<Race *>(arg);
+      if (r->fired.fetch_add(1) == 0) r->rc = r->rival();
+    }
+  } race;
+  race.rival = [&] { return Append(other, "rival", {{"Booked", {"seat:7"}}}); };
+  es_pg_test_hooks_t hooks{};
+  hooks.before_write = Race::BeforeWrite;
+  hooks.arg = &race;
+  es_pg_set_test_hooks(a, &hooks);
+  es_pg_stats_t st{};
+  es_pg_stats(a, &st);
+  uint64_t fast_before = st.fast_groups;
+  const Ev seat{"Booked", {"seat:7"}};
+  es_err_t err{};
+  int rc = Append(a, "mine", {seat}, ES_EXPECT_ANY, 0, &err, &seat, 1);
+  es_pg_set_test_hooks(a, nullptr);
+  ASSERT_GE(race.fired.load(), 1) << "the optimistic write was never tried";
+  ASSERT_EQ(ES_OK, race.rc);
+  EXPECT_EQ(ES_ECONDITION, rc) << err.msg;
+  EXPECT_EQ(3u, err.condition_position) << "the rival's event";
+  es_pg_stats(a, &st);
+  EXPECT_EQ(fast_before, st.fast_groups);
+  Page p = ReadAll(a, {{{"Booked"}, {"seat:7"}}}, 0, ES_FORWARD, 0);
+  ASSERT_EQ(ES_OK, p.rc) << p.err.msg;
+  EXPECT_EQ(std::vector<uint64_t>{3}, Positions(p));
+  EXPECT_EQ("3", Query("SELECT count(*) FROM " + Table("es_events")));
 }
 
 TEST_F(PgTagsTest, TagsWhoseArrayHeaderLiesAreRefusedNotTrusted) {
