@@ -19,6 +19,10 @@
 //   - two conditional appends committed in one group: the second one's
 //     condition sees the first one's event, which is not in the database
 //     yet but commits first, in the same transaction;
+//   - conditional appends and AppendMany take the optimistic path on one
+//     server, and a match committed by another server between that path's
+//     answer and its write fails the condition; an answer beyond the head
+//     (a row written behind the log's back) fails the append, stores nothing;
 //   - tags read back from the database are bounds-checked: a value whose
 //     array header claims more elements than its bytes hold is refused as a
 //     malformed row, not trusted.
@@ -576,6 +580,42 @@ TEST_F(PgTagsTest, AMatchCommittedBetweenTheOptimisticAnswerAndTheWriteFailsTheC
   ASSERT_EQ(ES_OK, p.rc) << p.err.msg;
   EXPECT_EQ(std::vector<uint64_t>{3}, Positions(p));
   EXPECT_EQ("3", Query("SELECT count(*) FROM " + Table("es_events")));
+}
+
+// What the database answers to a condition is checked, not trusted: a
+// matching row written behind the log's back, beyond its head, is not a
+// commit any writer made. The conditional append fails (INTERNAL, naming
+// the answer), stores nothing, and the store keeps serving.
+TEST_F(PgTagsTest, AConditionAnsweredBeyondTheHeadFailsAndStoresNothing) {
+  es_backend_t *b = Open();
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, Append(b, "warm", {{"Plain", {}}}));
+  ASSERT_EQ(ES_OK, Append(b, "warm", {{"Plain", {}}}));  // head 2, the optimistic path next
+  std::string error;
+  ASSERT_TRUE(es_pg_test::PgExec(
+      url_,
+      "INSERT INTO " + Table("es_events") +
+          " (position, stream_version, event_version, occurred_at_unix_ms, "
+          "recorded_at_unix_ms, batch_index, batch_size, body_bytes, event_id, stream_id, "
+          "event_type, content_type, correlation_id, causation_id, metadata_keys, "
+          "metadata_values, payload, tags) VALUES (1000000, 1, 0, 0, 0, 0, 1, 0, "
+          "'00000000-0000-4000-8000-00000000ffff', 'forged', 'Booked', '', '', '', '{}', '{}', "
+          "'', '{seat:5}'); INSERT INTO " +
+          Table("es_tags") + " (tag, position) VALUES ('seat:5', 1000000)",
+      &error))
+      << error;
+  const Ev seat{"Booked", {"seat:5"}};
+  es_err_t err{};
+  EXPECT_EQ(ES_EINTERNAL, Append(b, "mine", {seat}, ES_EXPECT_ANY, 0, &err, &seat, 1));
+  EXPECT_NE(std::string(err.msg).find("out of range"), std::string::npos) << err.msg;
+  EXPECT_EQ("3", Query("SELECT count(*) FROM " + Table("es_events")));
+  uint64_t head = 0;
+  es_err_t herr{};
+  ASSERT_EQ(ES_OK, es_backend_head(b, &head, &herr)) << herr.msg;
+  EXPECT_EQ(2u, head);
+  EXPECT_EQ(ES_OK, Append(b, "later", {{"Plain", {}}}));
+  ASSERT_EQ(ES_OK, es_backend_head(b, &head, &herr)) << herr.msg;
+  EXPECT_EQ(3u, head);
 }
 
 TEST_F(PgTagsTest, TagsWhoseArrayHeaderLiesAreRefusedNotTrusted) {
