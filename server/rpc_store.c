@@ -71,34 +71,80 @@ static void fill_append_response(Eventstore__V1__AppendResponse *r, const es_app
   r->duplicate = res->duplicate;
 }
 
-static grpc_byte_buffer *do_append(call_t *c, const es_config_t *cfg) {
+/* An Append between its decoding and its response: the request (owned),
+ * the core's view of it and the backend's answer, in the call's arena. */
+typedef struct append_call {
+  call_t *c;
+  Eventstore__V1__AppendRequest *m;
+  es_append_req_t req; /* borrows m's strings */
+  es_append_result_t res;
+  es_err_t err;
+} append_call_t;
+
+/* Decodes c's Append; NULL when the call's status is set (a bad or
+ * oversized message, or no memory). */
+static append_call_t *append_begin(call_t *c, const es_config_t *cfg) {
   Eventstore__V1__AppendRequest *m =
       es_unpack(c, &eventstore__v1__append_request__descriptor, c->payload);
   if (!m) return NULL;
-  grpc_byte_buffer *resp = NULL;
-  es_append_req_t req;
-  if (es_codec_append(m, &cfg->limits, arena_alloc, c, &req) != ES_OK) goto oom;
-  es_err_t err;
-  es_err_clear(&err);
-  int rc = es_append_prepare(&cfg->limits, &req, &err);
-  es_append_result_t res;
-  memset(&res, 0, sizeof res);
-  if (rc == ES_OK) rc = es_backend_append(c->srv->backend, &req, &res, &err);
-  if (rc != ES_OK) {
-    call_set_error(c, &err, rc);
-    goto done;
+  append_call_t *a = call_alloc(c, sizeof *a);
+  if (!a || es_codec_append(m, &cfg->limits, arena_alloc, c, &a->req) != ES_OK) {
+    oom(c);
+    protobuf_c_message_free_unpacked(&m->base, NULL);
+    return NULL;
   }
-  es_metrics_append_done(res.duplicate ? 0 : req.event_count, res.duplicate);
-  Eventstore__V1__AppendResponse r;
-  fill_append_response(&r, &res);
-  resp = es_pack(&r.base);
-  if (!resp) oom(c);
-  goto done;
-oom:
-  oom(c);
-done:
-  protobuf_c_message_free_unpacked(&m->base, NULL);
+  a->c = c;
+  a->m = m;
+  es_err_clear(&a->err);
+  return a;
+}
+
+/* The response to an Append the backend answered with rc (NULL with the
+ * call's status set on an error); frees the request. */
+static grpc_byte_buffer *append_end(append_call_t *a, int rc) {
+  call_t *c = a->c;
+  grpc_byte_buffer *resp = NULL;
+  if (rc != ES_OK) {
+    call_set_error(c, &a->err, rc);
+  } else {
+    es_metrics_append_done(a->res.duplicate ? 0 : a->req.event_count, a->res.duplicate);
+    Eventstore__V1__AppendResponse r;
+    fill_append_response(&r, &a->res);
+    resp = es_pack(&r.base);
+    if (!resp) oom(c);
+  }
+  protobuf_c_message_free_unpacked(&a->m->base, NULL);
   return resp;
+}
+
+static grpc_byte_buffer *do_append(call_t *c, const es_config_t *cfg) {
+  append_call_t *a = append_begin(c, cfg);
+  if (!a) return NULL;
+  int rc = es_append_prepare(&cfg->limits, &a->req, &a->err);
+  if (rc == ES_OK) rc = es_backend_append(c->srv->backend, &a->req, &a->res, &a->err);
+  return append_end(a, rc);
+}
+
+/* es_append_done_fn of an asynchronous Append: runs on the thread that
+ * committed it (or on the completion-queue thread, for a refusal). */
+static void append_done(void *arg, int rc) {
+  append_call_t *a = arg;
+  call_finish_unary(a->c, append_end(a, rc));
+}
+
+void rpc_store_append_async(call_t *c) {
+  const es_config_t *cfg = c->srv->cfg;
+  append_call_t *a = append_begin(c, cfg);
+  if (!a) {
+    call_finish_unary(c, NULL);
+    return;
+  }
+  int rc = es_append_prepare(&cfg->limits, &a->req, &a->err);
+  if (rc != ES_OK) {
+    append_done(a, rc);
+    return;
+  }
+  es_backend_append_async(c->srv->backend, &a->req, &a->res, &a->err, append_done, a);
 }
 
 /* ---------------------------------------------------------------- AppendMany */

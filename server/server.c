@@ -505,7 +505,11 @@ static void on_new(call_t *c, int ok) {
     case M_READ_STREAM:
     case M_READ_ALL:
     case M_APPEND_MANY:
-      if (es_backend_is_blocking(srv->backend))
+      /* An Append the backend takes asynchronously needs no worker: the
+       * thread that commits it answers it (es/backend.h, append_async). */
+      if (c->method == M_APPEND && es_backend_has_append_async(srv->backend))
+        rpc_store_append_async(c);
+      else if (es_backend_is_blocking(srv->backend))
         call_schedule(c);
       else
         rpc_store_unary(c);

@@ -192,6 +192,9 @@ grpc_byte_buffer *es_pack(const ProtobufCMessage *m);
 
 /* ---- RPCs ---- */
 void rpc_store_unary(call_t *c); /* Append, ReadStream, ReadAll, AppendMany */
+/* An Append on a backend with append_async (es/backend.h): decoded and
+ * queued on the calling thread, answered by the thread that commits it. */
+void rpc_store_append_async(call_t *c);
 void rpc_subscribe_start(call_t *c);
 void rpc_subscribe_pump(call_t *c);
 void rpc_subscribe_on_close(call_t *c, int ok);

@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -326,6 +327,183 @@ TEST(LmdbBackend, AnAppendAloneIsCommittedOnItsOwnThread) {
   for (int i = 0; i < 3; i++) EXPECT_TRUE(pthread_equal(pthread_self(), commit_threads[i]));
   EXPECT_FALSE(pthread_equal(pthread_self(), commit_threads[3]));
   es_lmdb_set_commit_hook(b, nullptr, nullptr);
+  es_backend_close(b);
+}
+
+// One asynchronous append of one event to `stream`, owning everything the
+// backend borrows until done; done counts its calls.
+struct AsyncAppend {
+  std::string stream, payload;
+  es_event_data_t ev;
+  es_append_req_t req;
+  es_append_result_t res{};
+  es_err_t err{};
+  std::atomic<int> calls{0};
+  std::atomic<int> rc{-1};
+  std::atomic<int> *pending = nullptr;
+  AsyncAppend(const std::string &s, es_limits_t *limits) : stream(s), payload(s + "/async") {
+    std::memset(&ev, 0, sizeof ev);
+    ev.event_id = "";
+    ev.event_type = "OrderPlaced";
+    ev.content_type = "";
+    ev.payload = reinterpret_cast<const uint8_t *>(payload.data());
+    ev.payload_len = payload.size();
+    ev.correlation_id = "";
+    ev.causation_id = "";
+    std::memset(&req, 0, sizeof req);
+    req.stream_id = stream.c_str();
+    req.stream_type = "Order";
+    req.expected_kind = ES_EXPECT_ANY;
+    req.events = &ev;
+    req.event_count = 1;
+    EXPECT_EQ(ES_OK, es_append_prepare(limits, &req, &err)) << err.msg;
+  }
+  static void Done(void *arg, int code) {
+    AsyncAppend *a = static_cast<AsyncAppend *>(arg);
+    a->rc = code;
+    a->calls++;
+    if (a->pending) (*a->pending)--;
+  }
+};
+
+// Asynchronous appends (the server's Append) from several threads at once,
+// mixed with blocking ones: each ends exactly once, by the thread that
+// committed it, with its own result; the log is 1..N without a gap; and
+// they share commits (no thread waits per append, one commit answers many).
+TEST(LmdbBackend, AsyncAppendsEndOnceEachAndShareCommitsWithBlockingOnes) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  es_limits_t limits;
+  es_limits_default(&limits);
+  const int kAsyncThreads = 4, kAsyncEach = 250, kSyncThreads = 2, kSyncEach = 40;
+  std::vector<std::vector<std::unique_ptr<AsyncAppend>>> all(kAsyncThreads);
+  std::atomic<int> pending{kAsyncThreads * kAsyncEach};
+  std::atomic<int> sync_failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kAsyncThreads; t++)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kAsyncEach; i++) {
+        all[t].emplace_back(new AsyncAppend("a" + std::to_string(t), &limits));
+        AsyncAppend *a = all[t].back().get();
+        a->pending = &pending;
+        es_backend_append_async(b, &a->req, &a->res, &a->err, AsyncAppend::Done, a);
+      }
+    });
+  for (int t = 0; t < kSyncThreads; t++)
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kSyncEach; i++)
+        if (Append(b, "s" + std::to_string(t), 1).rc != ES_OK) sync_failures++;
+    });
+  for (auto &th : threads) th.join();
+  for (int i = 0; i < 1000 && pending.load() > 0; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(0, pending.load()) << "asynchronous appends never ended";
+  EXPECT_EQ(0, sync_failures.load());
+  const uint64_t total = kAsyncThreads * kAsyncEach + kSyncThreads * kSyncEach;
+  std::vector<Ev> log = WholeLog(b);
+  ExpectGapFree(log, total);
+  for (int t = 0; t < kAsyncThreads; t++) {
+    // Queued in order by one thread, committed in that order: versions
+    // 1..n of the stream, each where the log holds it.
+    for (int i = 0; i < kAsyncEach; i++) {
+      const AsyncAppend &a = *all[t][i];
+      ASSERT_EQ(1, a.calls.load());
+      ASSERT_EQ(ES_OK, a.rc.load()) << a.err.msg;
+      EXPECT_EQ(uint64_t(i + 1), a.res.first_version);
+      ASSERT_GE(a.res.first_position, 1u);
+      ASSERT_LE(a.res.first_position, total);
+      EXPECT_EQ(a.stream, log[a.res.first_position - 1].stream);
+      EXPECT_EQ(a.payload, log[a.res.first_position - 1].payload);
+    }
+  }
+  uint64_t commits = Stat(b, "lmdb_commits_total");
+  EXPECT_LT(commits, total / 4) << "appends queued together share a commit";
+  es_backend_close(b);
+  // Every acknowledged event is durable: there after a reopen.
+  b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  ExpectGapFree(WholeLog(b), total);
+  es_backend_close(b);
+}
+
+// The commit hook of the next test: holds the commit until released.
+std::atomic<bool> hold_commit{false}, commit_held{false};
+int HoldCommit(void *) {
+  commit_held = true;
+  while (hold_commit.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return 0;
+}
+
+// An asynchronous append returns while its commit has not happened (the
+// caller's thread, in the server a completion-queue thread, is never held
+// by a sync), and ends once it is durable, on the committer thread.
+TEST(LmdbBackend, AnAsyncAppendReturnsBeforeItsCommitAndEndsAfterIt) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(1, es_backend_has_append_async(b));
+  es_limits_t limits;
+  es_limits_default(&limits);
+  hold_commit = true;
+  commit_held = false;
+  es_lmdb_set_commit_hook(b, HoldCommit, nullptr);
+  AsyncAppend a("held", &limits);
+  std::atomic<bool> returned{false};
+  std::thread caller([&] {
+    es_backend_append_async(b, &a.req, &a.res, &a.err, AsyncAppend::Done, &a);
+    returned = true;
+  });
+  for (int i = 0; i < 2000 && !(returned.load() && commit_held.load()); i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_TRUE(returned.load()) << "append_async waited for the commit";
+  EXPECT_TRUE(commit_held.load());
+  EXPECT_EQ(0, a.calls.load()) << "ended before its commit";
+  hold_commit = false;
+  caller.join();
+  for (int i = 0; i < 2000 && a.calls.load() == 0; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(1, a.calls.load());
+  EXPECT_EQ(ES_OK, a.rc.load()) << a.err.msg;
+  EXPECT_EQ(1u, a.res.first_position);
+  es_lmdb_set_commit_hook(b, nullptr, nullptr);
+  es_backend_close(b);
+}
+
+// An asynchronous append refused before it is queued (too big for the
+// store, a request not prepared) ends at once, on the caller's thread; one
+// queued and then the store closed is committed first: close waits for it.
+TEST(LmdbBackend, AsyncAppendsRefusedEndAtOnceAndCloseCommitsWhatIsQueued) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  es_limits_t limits;
+  es_limits_default(&limits);
+  limits.max_id_bytes = 4096;
+  AsyncAppend big(std::string(1000, 's'), &limits);  // over LMDB's largest key
+  es_backend_append_async(b, &big.req, &big.res, &big.err, AsyncAppend::Done, &big);
+  EXPECT_EQ(1, big.calls.load()) << "not ended before append_async returned";
+  EXPECT_EQ(ES_ETOOBIG, big.rc.load()) << big.err.msg;
+  AsyncAppend unprepared("u", &limits);
+  unprepared.req.event_count = 0;
+  es_backend_append_async(b, &unprepared.req, &unprepared.res, &unprepared.err, AsyncAppend::Done,
+                          &unprepared);
+  EXPECT_EQ(1, unprepared.calls.load());
+  EXPECT_EQ(ES_EINVAL, unprepared.rc.load());
+  std::vector<std::unique_ptr<AsyncAppend>> queued;
+  for (int i = 0; i < 50; i++) {
+    queued.emplace_back(new AsyncAppend("q", &limits));
+    es_backend_append_async(b, &queued.back()->req, &queued.back()->res, &queued.back()->err,
+                            AsyncAppend::Done, queued.back().get());
+  }
+  es_backend_close(b);
+  for (auto &a : queued) {
+    EXPECT_EQ(1, a->calls.load());
+    EXPECT_EQ(ES_OK, a->rc.load()) << a->err.msg;
+  }
+  b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  ExpectGapFree(WholeLog(b), 50);
   es_backend_close(b);
 }
 

@@ -61,15 +61,43 @@ static bool append_prepared(const es_append_req_t *req) {
          req->stream_id[0] != '\0';
 }
 
+/* What every append is checked for before its backend sees it. */
+static int check_append(const es_backend_t *b, const es_append_req_t *req, es_err_t *err) {
+  if (!append_prepared(req))
+    return es_err_set(err, ES_EINVAL, "append: no events or no stream_id (request not prepared)");
+  return check_append_features(b, req, "", err);
+}
+
 int es_backend_append(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
                       es_err_t *err) {
   assert(b != NULL && b->methods != NULL && req != NULL && out != NULL);
   memset(out, 0, sizeof *out);
   es_err_clear(err);
-  if (!append_prepared(req))
-    return es_err_set(err, ES_EINVAL, "append: no events or no stream_id (request not prepared)");
-  int rc = check_append_features(b, req, "", err);
+  int rc = check_append(b, req, err);
   return rc ? rc : b->methods->append(b, req, out, err);
+}
+
+void es_backend_append_async(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
+                             es_err_t *err, es_append_done_fn done, void *arg) {
+  assert(b != NULL && b->methods != NULL && req != NULL && out != NULL && err != NULL);
+  assert(done != NULL);
+  if (b->methods->append_async == NULL) {
+    done(arg, es_backend_append(b, req, out, err));
+    return;
+  }
+  memset(out, 0, sizeof *out);
+  es_err_clear(err);
+  int rc = check_append(b, req, err);
+  if (rc) {
+    done(arg, rc);
+    return;
+  }
+  b->methods->append_async(b, req, out, err, done, arg);
+}
+
+int es_backend_has_append_async(const es_backend_t *b) {
+  assert(b != NULL && b->methods != NULL);
+  return b->methods->append_async != NULL;
 }
 
 int es_backend_append_many(es_backend_t *b, const es_append_many_req_t *req,

@@ -812,16 +812,21 @@ int FakeReadAll(es_backend_t *b, const es_read_all_req_t *, es_page_t *, es_err_
   return ES_OK;
 }
 
+// A backend named "plain" with the blocking append and ReadAll only.
+es_backend_t *InitFake(Fake *fake, es_backend_methods_t *methods) {
+  memset(methods, 0, sizeof *methods);
+  methods->name = "plain";
+  methods->append = FakeAppend;
+  methods->read_all = FakeReadAll;
+  fake->base.methods = methods;
+  fake->base.notifier = nullptr;
+  return &fake->base;
+}
+
 TEST(DcbCapability, ABackendWithoutTheExtensionRefusesItByName) {
   es_backend_methods_t methods;
-  memset(&methods, 0, sizeof methods);
-  methods.name = "plain";
-  methods.append = FakeAppend;
-  methods.read_all = FakeReadAll;
   Fake fake;
-  fake.base.methods = &methods;
-  fake.base.notifier = nullptr;
-  es_backend_t *b = &fake.base;
+  es_backend_t *b = InitFake(&fake, &methods);
   es_err_t err;
   es_append_result_t res;
 
@@ -865,6 +870,71 @@ TEST(DcbCapability, ABackendWithoutTheExtensionRefusesItByName) {
   EXPECT_EQ(ES_OK, es_backend_append(b, &req, &res, &err)) << err.msg;
   EXPECT_EQ(ES_OK, es_backend_read_all(b, &read, &page, &err)) << err.msg;
   EXPECT_EQ(3, fake.appends + fake.reads);
+}
+
+// es_backend_append_async: the same refusals as the blocking append, ended
+// through done before the backend sees the request; on a backend without
+// append_async, the blocking append and then done, on the caller's thread;
+// on one with it, the backend's own method.
+struct Ended {
+  int calls = 0, rc = -1;
+  static void Done(void *arg, int rc) {
+    Ended *e = static_cast<Ended *>(arg);
+    e->calls++;
+    e->rc = rc;
+  }
+};
+
+int async_calls = 0;
+void FakeAppendAsync(es_backend_t *, const es_append_req_t *, es_append_result_t *out, es_err_t *,
+                     es_append_done_fn done, void *arg) {
+  async_calls++;
+  out->first_position = 42;
+  done(arg, ES_OK);
+}
+
+TEST(AppendAsync, RefusesLikeTheBlockingAppendAndFallsBackToIt) {
+  es_backend_methods_t methods;
+  Fake fake;
+  es_backend_t *b = InitFake(&fake, &methods);
+  es_err_t err;
+  es_append_result_t res;
+  EXPECT_EQ(0, es_backend_has_append_async(b));
+
+  Append tagged = Make("s", {1});
+  tagged.events[0].tags = {"t"};
+  es_append_req_t req = tagged.Build();
+  Ended refused;
+  es_backend_append_async(b, &req, &res, &err, Ended::Done, &refused);
+  EXPECT_EQ(1, refused.calls);
+  EXPECT_EQ(ES_EUNSUPPORTED, refused.rc);
+  EXPECT_NE(std::string(err.msg).find("events[0].tags"), std::string::npos) << err.msg;
+  EXPECT_EQ(0, fake.appends);
+
+  Append plain = Make("s", {1});
+  req = plain.Build();
+  Ended blocking;
+  es_backend_append_async(b, &req, &res, &err, Ended::Done, &blocking);
+  EXPECT_EQ(1, blocking.calls);
+  EXPECT_EQ(ES_OK, blocking.rc) << err.msg;
+  EXPECT_EQ(1, fake.appends) << "the blocking append ran";
+
+  methods.append_async = FakeAppendAsync;
+  EXPECT_EQ(1, es_backend_has_append_async(b));
+  req.event_count = 0;  // not prepared: refused before the backend
+  Ended unprepared;
+  es_backend_append_async(b, &req, &res, &err, Ended::Done, &unprepared);
+  EXPECT_EQ(1, unprepared.calls);
+  EXPECT_EQ(ES_EINVAL, unprepared.rc);
+  EXPECT_EQ(0, async_calls);
+  req = plain.Build();
+  Ended own;
+  es_backend_append_async(b, &req, &res, &err, Ended::Done, &own);
+  EXPECT_EQ(1, own.calls);
+  EXPECT_EQ(ES_OK, own.rc);
+  EXPECT_EQ(1, async_calls);
+  EXPECT_EQ(42u, res.first_position);
+  EXPECT_EQ(1, fake.appends) << "the backend's own append_async, not the blocking append";
 }
 
 }  // namespace

@@ -59,6 +59,12 @@ enum {
   ES_BACKEND_CONDITION = 4, /* append (and append_many) check es_append_req_t.condition */
 };
 
+/* The end of an asynchronous append (es_backend_append_async): called
+ * exactly once with the append's result code, the append's `out` and `err`
+ * filled as the blocking append fills them. It may run on any thread,
+ * including the caller's before es_backend_append_async returns. */
+typedef void (*es_append_done_fn)(void *arg, int rc);
+
 typedef struct es_backend_methods {
   const char *name; /* "memory", "postgres" */
   int blocking;     /* 1: methods may wait on I/O */
@@ -102,6 +108,15 @@ typedef struct es_backend_methods {
    * of one append carries err->append_index. */
   int (*append_many)(es_backend_t *b, const es_append_many_req_t *req, es_append_result_t *results,
                      es_err_t *err);
+
+  /* Optional (NULL = only the blocking append): queues req and returns
+   * without waiting for it; done(arg, rc) gives the outcome, as for append.
+   * req, out and err belong to the caller and stay valid until done runs.
+   * For a blocking backend whose appends wait for a group commit: the
+   * caller's thread is free while the commit runs, and the thread that
+   * commits a group ends all of its appends (no thread waits per append). */
+  void (*append_async)(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
+                       es_err_t *err, es_append_done_fn done, void *arg);
 } es_backend_methods_t;
 
 /* The common head of every backend handle. */
@@ -127,6 +142,13 @@ int es_backend_append_many(es_backend_t *b, const es_append_many_req_t *req,
  * read wrappers check this themselves; a subscription checks it at open. */
 int es_backend_check_filter(const es_backend_t *b, const es_filter_t *filter, const char *field,
                             es_err_t *err);
+/* The append as above, ended by done(arg, rc) (see append_async); err must
+ * not be NULL. On a backend without append_async it runs the blocking
+ * append and then done, on the caller's thread. */
+void es_backend_append_async(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
+                             es_err_t *err, es_append_done_fn done, void *arg);
+/* 1 when the backend has its own append_async. */
+int es_backend_has_append_async(const es_backend_t *b);
 int es_backend_is_blocking(const es_backend_t *b);
 const char *es_backend_name(const es_backend_t *b);
 /* The backend's monitoring figures (0 when it has none); see `stats`. */
