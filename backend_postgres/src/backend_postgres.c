@@ -153,8 +153,10 @@ static PGresult *reader_exec_any(es_pg_t *pg, const char *stmt, const char *sql,
     bool fresh;
     *rc = pool_get(pg, &c, &fresh, err);
     if (*rc) return NULL;
-    PGresult *res = stmt ? es__pg_exec_prepared(pg, c, stmt, n, vals, lens, fmts, 1)
-                         : es__pg_exec_params(pg, c, sql, n, types, vals, lens, fmts, 1);
+    char name[16];
+    const char *named = stmt ? stmt : es__pg_adhoc_name(pg, c, sql, n, types, name);
+    PGresult *res = named ? es__pg_exec_prepared(pg, c, named, n, vals, lens, fmts, 1)
+                          : es__pg_exec_params(pg, c, sql, n, types, vals, lens, fmts, 1);
     if (PQresultStatus(res) == PGRES_TUPLES_OK) {
       pool_put(pg, c);
       *rc = ES_OK;
@@ -825,6 +827,9 @@ static size_t pg_backend_stats(es_backend_t *b, es_backend_stat_t *out, size_t m
       {"pg_sessions_ended_total",
        "Server processes of lost connections ended before a lost commit's outcome was looked up.",
        1, st.sessions_ended},
+      {"pg_statements_prepared_total",
+       "Reads by query prepared on a connection the first time it ran their text.", 1,
+       st.statements_prepared},
   };
   size_t n = sizeof all / sizeof all[0];
   if (n > max) n = max;

@@ -281,6 +281,14 @@ void es__pg_sql_free(es_pg_sql_t *sql);
  * the tag index) each of its tags (text) too. */
 char *es__pg_items_sql(const es_pg_t *pg, bool fwd, const es_filter_t *f, bool indexed);
 
+/* The name under which reader connection c has `sql` (n parameters of
+ * `types`) prepared, preparing it the first time c runs that text (pg_util.c,
+ * "Statements prepared on first use"); written into name (16 bytes). NULL
+ * when it cannot be (no room left on c, or PostgreSQL refused): run the text
+ * unnamed then. */
+const char *es__pg_adhoc_name(es_pg_t *pg, PGconn *c, const char *sql, int n, const Oid *types,
+                              char name[16]);
+
 /* "template" with every "{S}" replaced by quoted_schema; malloc'ed or NULL. */
 char *es__pg_subst(const char *template_sql, const char *quoted_schema);
 

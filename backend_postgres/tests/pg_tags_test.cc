@@ -23,6 +23,8 @@
 //     server, and a match committed by another server between that path's
 //     answer and its write fails the condition; an answer beyond the head
 //     (a row written behind the log's back) fails the append, stores nothing;
+//   - a read by query is prepared once a connection and filter shape, and
+//     again on a connection that replaces a lost one;
 //   - tags read back from the database are bounds-checked: a value whose
 //     array header claims more elements than its bytes hold is refused as a
 //     malformed row, not trusted.
@@ -616,6 +618,61 @@ TEST_F(PgTagsTest, AConditionAnsweredBeyondTheHeadFailsAndStoresNothing) {
   EXPECT_EQ(ES_OK, Append(b, "later", {{"Plain", {}}}));
   ASSERT_EQ(ES_OK, es_backend_head(b, &head, &herr)) << herr.msg;
   EXPECT_EQ(3u, head);
+}
+
+// A read by query is prepared by its connection the first time that
+// connection runs its text (its filter's shape), and executed by name after
+// that; the record of what is prepared goes with the connection, so one that
+// is lost and replaced prepares again rather than naming a statement its new
+// session never had.
+TEST_F(PgTagsTest, ReadsByQueryArePreparedOnceAConnectionAndAgainOnANewOne) {
+  es_pg_options_t o;
+  es_pg_options_default(&o);
+  o.connections = 1;  // every read on the same connection
+  o.schema = schema_.c_str();
+  es_backend_t *b = nullptr;
+  es_err_t err{};
+  ASSERT_EQ(ES_OK, es_pg_open(url_.c_str(), &o, &b, &err)) << err.msg;
+  open_.push_back(b);
+  ASSERT_EQ(ES_OK, Append(b, "s", {{"T", {"a", "b"}}, {"T", {"a"}}, {"U", {"b"}}}));
+  auto prepared = [&] {
+    es_pg_stats_t st{};
+    es_pg_stats(b, &st);
+    return st.statements_prepared;
+  };
+  for (int i = 0; i < 5; i++) {
+    Page p = ReadAll(b, {{{}, {"a"}}}, 0, ES_FORWARD, 0);
+    ASSERT_EQ(ES_OK, p.rc) << p.err.msg;
+    EXPECT_EQ((std::vector<uint64_t>{1, 2}), Positions(p));
+  }
+  EXPECT_EQ(1u, prepared());
+  for (int i = 0; i < 3; i++) {
+    Page p = ReadAll(b, {{{}, {"a", "b"}}}, 0, ES_FORWARD, 0);  // another shape
+    ASSERT_EQ(ES_OK, p.rc) << p.err.msg;
+    EXPECT_EQ((std::vector<uint64_t>{1}), Positions(p));
+    p = ReadAll(b, {{{}, {"b"}}}, 0, ES_FORWARD, 0);  // the first shape again
+    EXPECT_EQ((std::vector<uint64_t>{1, 3}), Positions(p));
+  }
+  EXPECT_EQ(2u, prepared());
+  // The reader's session ends (its last statement was a read by query of
+  // this schema): the next read reconnects, and prepares on the new session.
+  std::string error;
+  ASSERT_TRUE(es_pg_test::PgExec(url_,
+                                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                 "WHERE pid <> pg_backend_pid() AND query LIKE '%JOIN LATERAL%' "
+                                 "AND query LIKE '%" +
+                                     schema_ + "%'",
+                                 &error))
+      << error;
+  Page p;
+  for (int i = 0; i < 50; i++) {  // the session ends a moment after it is told to
+    p = ReadAll(b, {{{}, {"a"}}}, 0, ES_FORWARD, 0);
+    if (p.rc != ES_OK || prepared() > 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(ES_OK, p.rc) << p.err.msg;
+  EXPECT_EQ((std::vector<uint64_t>{1, 2}), Positions(p));
+  EXPECT_EQ(3u, prepared());
 }
 
 TEST_F(PgTagsTest, TagsWhoseArrayHeaderLiesAreRefusedNotTrusted) {

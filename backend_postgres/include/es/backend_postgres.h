@@ -113,6 +113,8 @@ typedef struct es_pg_stats {
   uint64_t sessions_ended;        /* server processes of lost connections ended
                                      (pg_terminate_backend) before a lost commit's
                                      outcome was looked up */
+  uint64_t statements_prepared;   /* reads by query prepared on a connection the
+                                     first time it ran their text */
 } es_pg_stats_t;
 
 /* Copies the counters; zeroes *out when b is not a PostgreSQL backend. */
