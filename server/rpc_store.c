@@ -149,47 +149,95 @@ void rpc_store_append_async(call_t *c) {
 
 /* ---------------------------------------------------------------- AppendMany */
 
-static grpc_byte_buffer *do_append_many(call_t *c, const es_config_t *cfg) {
+/* An AppendMany between its decoding and its response, as append_call_t. */
+typedef struct many_call {
+  call_t *c;
+  Eventstore__V1__AppendManyRequest *m;
+  es_append_many_req_t req; /* borrows m's strings */
+  es_append_result_t *res;  /* req.append_count of them, once prepared */
+  es_err_t err;
+} many_call_t;
+
+/* Decodes and prepares c's AppendMany. NULL when the call's status is set;
+ * else *rc is ES_OK (a->res allocated) or the refusal (a->err says why). */
+static many_call_t *many_begin(call_t *c, const es_config_t *cfg, int *rc) {
   Eventstore__V1__AppendManyRequest *m =
       es_unpack(c, &eventstore__v1__append_many_request__descriptor, c->payload);
   if (!m) return NULL;
+  many_call_t *a = call_alloc(c, sizeof *a);
+  if (!a || es_codec_append_many(m, &cfg->limits, arena_alloc, c, &a->req) != ES_OK) goto oom;
+  a->c = c;
+  a->m = m;
+  es_err_clear(&a->err);
+  *rc = es_append_many_prepare(&cfg->limits, &a->req, &a->err);
+  if (*rc == ES_OK && !(a->res = call_alloc(c, a->req.append_count * sizeof *a->res))) goto oom;
+  return a;
+oom:
+  oom(c);
+  protobuf_c_message_free_unpacked(&m->base, NULL);
+  return NULL;
+}
+
+/* The response to an AppendMany the backend answered with rc (NULL with the
+ * call's status set on an error); frees the request. */
+static grpc_byte_buffer *many_end(many_call_t *a, int rc) {
+  call_t *c = a->c;
   grpc_byte_buffer *resp = NULL;
-  es_append_many_req_t req;
-  es_append_result_t *res = NULL;
+  size_t n = a->req.append_count;
   Eventstore__V1__AppendResponse *rs = NULL, **ptrs = NULL;
-  if (es_codec_append_many(m, &cfg->limits, arena_alloc, c, &req) != ES_OK) goto oom;
-  es_err_t err;
-  es_err_clear(&err);
-  int rc = es_append_many_prepare(&cfg->limits, &req, &err);
-  if (rc == ES_OK) {
-    res = call_alloc(c, req.append_count * sizeof *res);
-    rs = call_alloc(c, req.append_count * sizeof *rs);
-    ptrs = call_alloc(c, req.append_count * sizeof *ptrs);
-    if (!res || !rs || !ptrs) goto oom;
-    rc = es_backend_append_many(c->srv->backend, &req, res, &err);
-  }
   if (rc != ES_OK) {
-    call_set_error(c, &err, rc);
+    call_set_error(c, &a->err, rc);
+    goto done;
+  }
+  rs = call_alloc(c, n * sizeof *rs);
+  ptrs = call_alloc(c, n * sizeof *ptrs);
+  if (!rs || !ptrs) {
+    oom(c);
     goto done;
   }
   size_t events = 0;
-  for (size_t i = 0; i < req.append_count; i++) {
-    events += req.appends[i].event_count;
-    fill_append_response(&rs[i], &res[i]);
+  for (size_t i = 0; i < n; i++) {
+    events += a->req.appends[i].event_count;
+    fill_append_response(&rs[i], &a->res[i]);
     ptrs[i] = &rs[i];
   }
-  es_metrics_append_done(res[0].duplicate ? 0 : events, res[0].duplicate);
+  es_metrics_append_done(a->res[0].duplicate ? 0 : events, a->res[0].duplicate);
   Eventstore__V1__AppendManyResponse r = EVENTSTORE__V1__APPEND_MANY_RESPONSE__INIT;
   r.results = ptrs;
-  r.n_results = req.append_count;
+  r.n_results = n;
   resp = es_pack(&r.base);
   if (!resp) oom(c);
-  goto done;
-oom:
-  oom(c);
 done:
-  protobuf_c_message_free_unpacked(&m->base, NULL);
+  protobuf_c_message_free_unpacked(&a->m->base, NULL);
   return resp;
+}
+
+static grpc_byte_buffer *do_append_many(call_t *c, const es_config_t *cfg) {
+  int rc;
+  many_call_t *a = many_begin(c, cfg, &rc);
+  if (!a) return NULL;
+  if (rc == ES_OK) rc = es_backend_append_many(c->srv->backend, &a->req, a->res, &a->err);
+  return many_end(a, rc);
+}
+
+/* es_append_done_fn of an asynchronous AppendMany (see append_done). */
+static void many_done(void *arg, int rc) {
+  many_call_t *a = arg;
+  call_finish_unary(a->c, many_end(a, rc));
+}
+
+void rpc_store_append_many_async(call_t *c) {
+  int rc;
+  many_call_t *a = many_begin(c, c->srv->cfg, &rc);
+  if (!a) {
+    call_finish_unary(c, NULL);
+    return;
+  }
+  if (rc != ES_OK) {
+    many_done(a, rc);
+    return;
+  }
+  es_backend_append_many_async(c->srv->backend, &a->req, a->res, &a->err, many_done, a);
 }
 
 /* ---------------------------------------------------------------- reads */

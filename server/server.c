@@ -509,6 +509,8 @@ static void on_new(call_t *c, int ok) {
        * thread that commits it answers it (es/backend.h, append_async). */
       if (c->method == M_APPEND && es_backend_has_append_async(srv->backend))
         rpc_store_append_async(c);
+      else if (c->method == M_APPEND_MANY && es_backend_has_append_many_async(srv->backend))
+        rpc_store_append_many_async(c);
       else if (es_backend_is_blocking(srv->backend))
         call_schedule(c);
       else

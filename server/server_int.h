@@ -195,6 +195,8 @@ void rpc_store_unary(call_t *c); /* Append, ReadStream, ReadAll, AppendMany */
 /* An Append on a backend with append_async (es/backend.h): decoded and
  * queued on the calling thread, answered by the thread that commits it. */
 void rpc_store_append_async(call_t *c);
+/* The same for an AppendMany on a backend with append_many_async. */
+void rpc_store_append_many_async(call_t *c);
 void rpc_subscribe_start(call_t *c);
 void rpc_subscribe_pump(call_t *c);
 void rpc_subscribe_on_close(call_t *c, int ok);

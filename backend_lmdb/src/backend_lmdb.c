@@ -82,8 +82,9 @@
  * of the server's CPU per append. Such an item cannot lead a group itself,
  * so a committer thread, started by the first asynchronous append, leads
  * when one is first in the queue and nobody commits: called once per group,
- * never per append. Blocking callers (AppendMany, tools, tests) still lead
- * and follow as above, and groups mix both kinds.
+ * never per append. AppendMany has its asynchronous form too
+ * (append_many_async). Blocking callers (tools, tests) still lead and follow
+ * as above, and groups mix both kinds.
  *
  * A commit costs two syncs, never fewer: LMDB writes the transaction's pages
  * and fdatasyncs them, then writes the meta page that makes them the current
@@ -953,6 +954,8 @@ static void answer_group(append_item_t *group, const append_item_t *self) {
     next = it->next; /* `it` may be gone once it is done */
     if (it == self) continue;
     if (it->done) {
+      /* As the blocking AppendMany leaves them (es_backend_append_many). */
+      if (it->rc != ES_OK && it->many) memset(it->out, 0, it->n * sizeof *it->out);
       it->done(it->done_arg, it->rc);
       free(it);
     } else {
@@ -1067,30 +1070,30 @@ static int lmdb_append(es_backend_t *b, const es_append_req_t *req, es_append_re
   return submit(m, &item);
 }
 
-/* Queues the append and returns: the thread that commits its group calls
- * done (the essay of es_backend_methods_t.append_async). When nobody is
- * committing, the committer thread is called to commit it: an appending
- * thread of the server is never held for a commit. */
-static void lmdb_append_async(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
-                              es_err_t *err, es_append_done_fn done, void *arg) {
-  es_lmdb_t *m = (es_lmdb_t *)b;
-  memset(out, 0, sizeof *out);
-  int rc = check_fits(m, req, err);
-  if (!rc && atomic_load(&m->failed)) rc = es_err_set(err, ES_EUNAVAIL, "%s", m->failed_msg);
+/* Queues an asynchronous item (a copy of *proto with done and arg) and
+ * returns: the thread that commits its group calls done (the essay of
+ * es_backend_methods_t.append_async). When nobody is committing, the
+ * committer thread is called to commit it: an appending thread of the server
+ * is never held for a commit. */
+static void submit_async(es_lmdb_t *m, const append_item_t *proto, es_append_done_fn done,
+                         void *arg) {
+  int rc = ES_OK;
+  if (atomic_load(&m->failed)) rc = es_err_set(proto->err, ES_EUNAVAIL, "%s", m->failed_msg);
   append_item_t *item = rc ? NULL : malloc(sizeof *item);
-  if (!rc && !item) rc = es_err_set(err, ES_ENOMEM, "out of memory queueing an append");
+  if (!rc && !item) rc = es_err_set(proto->err, ES_ENOMEM, "out of memory queueing an append");
   if (rc) {
     done(arg, rc);
     return;
   }
-  *item = (append_item_t){req,          1,     req->condition, false, out, err, ES_OK,
-                          ITEM_WAITING, false, NULL,           done,  arg};
+  *item = *proto;
+  item->done = done;
+  item->done_arg = arg;
   pthread_mutex_lock(&m->qlock);
   if (!m->committer_started) {
     if (pthread_create(&m->committer, NULL, committer_main, m) != 0) {
       pthread_mutex_unlock(&m->qlock);
       free(item);
-      done(arg, es_err_set(err, ES_EUNAVAIL, "cannot start the lmdb committer thread"));
+      done(arg, es_err_set(proto->err, ES_EUNAVAIL, "cannot start the lmdb committer thread"));
       return;
     }
     m->committer_started = true;
@@ -1108,10 +1111,23 @@ static void lmdb_append_async(es_backend_t *b, const es_append_req_t *req, es_ap
   pthread_mutex_unlock(&m->qlock);
 }
 
-static int lmdb_append_many(es_backend_t *b, const es_append_many_req_t *req,
-                            es_append_result_t *results, es_err_t *err) {
+static void lmdb_append_async(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
+                              es_err_t *err, es_append_done_fn done, void *arg) {
   es_lmdb_t *m = (es_lmdb_t *)b;
-  memset(results, 0, req->append_count * sizeof *results);
+  memset(out, 0, sizeof *out);
+  int rc = check_fits(m, req, err);
+  if (rc) {
+    done(arg, rc);
+    return;
+  }
+  append_item_t item = {req,          1,     req->condition, false, out, err, ES_OK,
+                        ITEM_WAITING, false, NULL,           NULL,  NULL};
+  submit_async(m, &item, done, arg);
+}
+
+/* ES_OK when every append of req fits the format; else its error, naming
+ * the append (err->append_index). */
+static int check_many_fits(es_lmdb_t *m, const es_append_many_req_t *req, es_err_t *err) {
   for (size_t a = 0; a < req->append_count; a++) {
     int rc = check_fits(m, &req->appends[a], err);
     if (rc) {
@@ -1122,6 +1138,30 @@ static int lmdb_append_many(es_backend_t *b, const es_append_many_req_t *req,
       return rc;
     }
   }
+  return ES_OK;
+}
+
+static void lmdb_append_many_async(es_backend_t *b, const es_append_many_req_t *req,
+                                   es_append_result_t *results, es_err_t *err,
+                                   es_append_done_fn done, void *arg) {
+  es_lmdb_t *m = (es_lmdb_t *)b;
+  memset(results, 0, req->append_count * sizeof *results);
+  int rc = check_many_fits(m, req, err);
+  if (rc) {
+    done(arg, rc);
+    return;
+  }
+  append_item_t item = {req->appends, req->append_count, req->condition, true, results, err,
+                        ES_OK,        ITEM_WAITING,      false,          NULL, NULL,    NULL};
+  submit_async(m, &item, done, arg);
+}
+
+static int lmdb_append_many(es_backend_t *b, const es_append_many_req_t *req,
+                            es_append_result_t *results, es_err_t *err) {
+  es_lmdb_t *m = (es_lmdb_t *)b;
+  memset(results, 0, req->append_count * sizeof *results);
+  int rc = check_many_fits(m, req, err);
+  if (rc) return rc;
   es_err_t local;
   append_item_t item = {
       req->appends, req->append_count, req->condition, true, results, err ? err : &local,
@@ -1750,4 +1790,5 @@ static const es_backend_methods_t lmdb_methods = {
     .features = ES_BACKEND_TAGS | ES_BACKEND_QUERY | ES_BACKEND_CONDITION,
     .append_many = lmdb_append_many,
     .append_async = lmdb_append_async,
+    .append_many_async = lmdb_append_many_async,
 };

@@ -427,6 +427,67 @@ TEST(LmdbBackend, AsyncAppendsEndOnceEachAndShareCommitsWithBlockingOnes) {
   es_backend_close(b);
 }
 
+// Asynchronous AppendMany (the server's AppendMany on this backend): each
+// request's appends get one contiguous run, in request order; one whose
+// expected version fails stores nothing, names the append, and leaves its
+// results zeroed; each ends exactly once; the log stays 1..N.
+TEST(LmdbBackend, AsyncAppendManyIsAllOrNothingAndContiguous) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(1, es_backend_has_append_many_async(b));
+  es_limits_t limits;
+  es_limits_default(&limits);
+  struct Many {
+    AsyncAppend x, y;  // their req are the request's two appends
+    es_append_req_t reqs[2];
+    es_append_many_req_t req;
+    es_append_result_t res[2]{};
+    es_err_t err{};
+    std::atomic<int> calls{0}, rc{-1};
+    Many(const std::string &sx, const std::string &sy, es_limits_t *limits)
+        : x(sx, limits), y(sy, limits) {
+      reqs[0] = x.req;
+      reqs[1] = y.req;
+      req = {reqs, 2, nullptr};
+    }
+    static void Done(void *arg, int code) {
+      Many *m = static_cast<Many *>(arg);
+      m->rc = code;
+      m->calls++;
+    }
+  };
+  const int kRequests = 100;
+  std::vector<std::unique_ptr<Many>> ok;
+  for (int i = 0; i < kRequests; i++) {
+    ok.emplace_back(new Many("m" + std::to_string(i % 7), "n" + std::to_string(i % 5), &limits));
+    es_backend_append_many_async(b, &ok.back()->req, ok.back()->res, &ok.back()->err, Many::Done,
+                                 ok.back().get());
+  }
+  // The second append expects a stream that does not exist to be at 5.
+  Many bad("m0", "nowhere", &limits);
+  bad.reqs[1].expected_kind = ES_EXPECT_EXACT;
+  bad.reqs[1].expected_version = 5;
+  es_backend_append_many_async(b, &bad.req, bad.res, &bad.err, Many::Done, &bad);
+  for (int i = 0; i < 1000 && bad.calls.load() == 0; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(1, bad.calls.load());
+  EXPECT_NE(ES_OK, bad.rc.load());
+  EXPECT_TRUE(bad.err.has_append_index);
+  EXPECT_EQ(1u, bad.err.append_index);
+  EXPECT_EQ(0u, bad.res[0].first_position) << "results of a failed request are zeroed";
+  std::vector<Ev> log = WholeLog(b);
+  ExpectGapFree(log, 2 * kRequests);
+  for (const auto &m : ok) {
+    ASSERT_EQ(1, m->calls.load());
+    ASSERT_EQ(ES_OK, m->rc.load()) << m->err.msg;
+    EXPECT_EQ(m->res[0].first_position + 1, m->res[1].first_position) << "one contiguous run";
+    EXPECT_EQ(m->x.stream, log[m->res[0].first_position - 1].stream);
+    EXPECT_EQ(m->y.stream, log[m->res[1].first_position - 1].stream);
+  }
+  es_backend_close(b);
+}
+
 // The commit hook of the next test: holds the commit until released.
 std::atomic<bool> hold_commit{false}, commit_held{false};
 int HoldCommit(void *) {

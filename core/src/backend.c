@@ -100,12 +100,9 @@ int es_backend_has_append_async(const es_backend_t *b) {
   return b->methods->append_async != NULL;
 }
 
-int es_backend_append_many(es_backend_t *b, const es_append_many_req_t *req,
-                           es_append_result_t *results, es_err_t *err) {
-  assert(b != NULL && b->methods != NULL && req != NULL);
-  assert(results != NULL || req->append_count == 0);
-  if (req->append_count) memset(results, 0, req->append_count * sizeof *results);
-  es_err_clear(err);
+/* What every AppendMany is checked for before its backend sees it. */
+static int check_append_many(const es_backend_t *b, const es_append_many_req_t *req,
+                             es_err_t *err) {
   if (req->append_count == 0 || req->appends == NULL)
     return es_err_set(err, ES_EINVAL, "appends: none (request not prepared)");
   if (b->methods->append_many == NULL)
@@ -123,11 +120,44 @@ int es_backend_append_many(es_backend_t *b, const es_append_many_req_t *req,
     int rc = check_append_features(b, a, field, err);
     if (rc) return rc;
   }
-  int rc = check_condition(b, req->condition, "", err);
+  return check_condition(b, req->condition, "", err);
+}
+
+int es_backend_append_many(es_backend_t *b, const es_append_many_req_t *req,
+                           es_append_result_t *results, es_err_t *err) {
+  assert(b != NULL && b->methods != NULL && req != NULL);
+  assert(results != NULL || req->append_count == 0);
+  if (req->append_count) memset(results, 0, req->append_count * sizeof *results);
+  es_err_clear(err);
+  int rc = check_append_many(b, req, err);
   if (rc) return rc;
   rc = b->methods->append_many(b, req, results, err);
   if (rc && req->append_count) memset(results, 0, req->append_count * sizeof *results);
   return rc;
+}
+
+void es_backend_append_many_async(es_backend_t *b, const es_append_many_req_t *req,
+                                  es_append_result_t *results, es_err_t *err,
+                                  es_append_done_fn done, void *arg) {
+  assert(b != NULL && b->methods != NULL && req != NULL && err != NULL && done != NULL);
+  assert(results != NULL || req->append_count == 0);
+  if (b->methods->append_many_async == NULL) {
+    done(arg, es_backend_append_many(b, req, results, err));
+    return;
+  }
+  if (req->append_count) memset(results, 0, req->append_count * sizeof *results);
+  es_err_clear(err);
+  int rc = check_append_many(b, req, err);
+  if (rc) {
+    done(arg, rc);
+    return;
+  }
+  b->methods->append_many_async(b, req, results, err, done, arg);
+}
+
+int es_backend_has_append_many_async(const es_backend_t *b) {
+  assert(b != NULL && b->methods != NULL);
+  return b->methods->append_many_async != NULL;
 }
 
 int es_backend_check_filter(const es_backend_t *b, const es_filter_t *filter, const char *field,

@@ -935,6 +935,17 @@ TEST(AppendAsync, RefusesLikeTheBlockingAppendAndFallsBackToIt) {
   EXPECT_EQ(1, async_calls);
   EXPECT_EQ(42u, res.first_position);
   EXPECT_EQ(1, fake.appends) << "the backend's own append_async, not the blocking append";
+
+  // AppendMany: a backend without it refuses it by name, through done.
+  Many many;
+  many.appends.push_back(Make("s", {1}));
+  es_append_many_req_t mreq = many.Build();
+  Ended unsupported;
+  EXPECT_EQ(0, es_backend_has_append_many_async(b));
+  es_backend_append_many_async(b, &mreq, &res, &err, Ended::Done, &unsupported);
+  EXPECT_EQ(1, unsupported.calls);
+  EXPECT_EQ(ES_EUNSUPPORTED, unsupported.rc);
+  EXPECT_NE(std::string(err.msg).find("AppendMany"), std::string::npos) << err.msg;
 }
 
 }  // namespace

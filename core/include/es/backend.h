@@ -117,6 +117,12 @@ typedef struct es_backend_methods {
    * commits a group ends all of its appends (no thread waits per append). */
   void (*append_async)(es_backend_t *b, const es_append_req_t *req, es_append_result_t *out,
                        es_err_t *err, es_append_done_fn done, void *arg);
+
+  /* Optional (NULL = only the blocking append_many): append_many, ended like
+   * append_async. On an error, results are zeroed before done runs. */
+  void (*append_many_async)(es_backend_t *b, const es_append_many_req_t *req,
+                            es_append_result_t *results, es_err_t *err, es_append_done_fn done,
+                            void *arg);
 } es_backend_methods_t;
 
 /* The common head of every backend handle. */
@@ -149,6 +155,13 @@ void es_backend_append_async(es_backend_t *b, const es_append_req_t *req, es_app
                              es_err_t *err, es_append_done_fn done, void *arg);
 /* 1 when the backend has its own append_async. */
 int es_backend_has_append_async(const es_backend_t *b);
+/* es_backend_append_many ended by done(arg, rc), as es_backend_append_async
+ * (results holds req->append_count entries; err must not be NULL). */
+void es_backend_append_many_async(es_backend_t *b, const es_append_many_req_t *req,
+                                  es_append_result_t *results, es_err_t *err,
+                                  es_append_done_fn done, void *arg);
+/* 1 when the backend has its own append_many_async. */
+int es_backend_has_append_many_async(const es_backend_t *b);
 int es_backend_is_blocking(const es_backend_t *b);
 const char *es_backend_name(const es_backend_t *b);
 /* The backend's monitoring figures (0 when it has none); see `stats`. */
