@@ -513,10 +513,10 @@ static outcome_t try_fast(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err
   cm->group_n = n;
   if (es__pg_group_reserve(cm, n, appends, events)) return OUT_SLOW;
   for (size_t i = 0; i < n; i++) cm->wrote[i] = false;
+  if (ensure_conn(cm, gerr)) return OUT_FAIL;
   if (ask) {
     /* A condition is a question about the whole log, which the cache cannot
      * answer: the database answers it first. */
-    if (ensure_conn(cm, gerr)) return OUT_FAIL;
     outcome_t co = fast_conditions(cm, ws, n, head, gerr);
     if (co != OUT_DONE) return co;
   } else {
@@ -532,7 +532,6 @@ static outcome_t try_fast(committer_t *cm, es_pg_waiter_t **ws, size_t n, es_err
   for (int k = 0; k < N_WRITE_PARAMS; k++) fmts[k] = 1;
   cm->token = new_token(cm);
   if (es__pg_build_write(cm, ws, n, recorded_at, head, new_head, vals, lens)) return OUT_SLOW;
-  if (ensure_conn(cm, gerr)) return OUT_FAIL;
 
   PGconn *c = cm->conn;
   if (pg->test_hooks.before_write) pg->test_hooks.before_write(pg->test_hooks.arg);
