@@ -340,13 +340,19 @@ static const prepared_t COMMITTER_STATEMENTS[] = {
     {"es_conditions", offsetof(es_pg_sql_t, conditions), 0, {0}},
 };
 
+/* Prepares sql as `name` on c, within the reply deadline; PostgreSQL's
+ * answer (NULL when none came), to be cleared by the caller. */
+static PGresult *prepare_one(es_pg_t *pg, PGconn *c, const char *name, const char *sql, int n,
+                             const Oid *types) {
+  uint64_t deadline = es__pg_reply_deadline(pg);
+  return PQsendPrepare(c, name, sql, n, n ? types : NULL) ? es__pg_last_result(pg, c, deadline)
+                                                          : NULL;
+}
+
 static int prepare_all(es_pg_t *pg, PGconn *c, const prepared_t *list, size_t n, es_err_t *err) {
   for (size_t i = 0; i < n; i++) {
-    uint64_t deadline = es__pg_reply_deadline(pg);
-    PGresult *res = NULL;
-    if (PQsendPrepare(c, list[i].name, SQL_AT(&pg->sql, list[i].sql_offset), list[i].nparams,
-                      list[i].nparams ? list[i].types : NULL))
-      res = es__pg_last_result(pg, c, deadline);
+    PGresult *res = prepare_one(pg, c, list[i].name, SQL_AT(&pg->sql, list[i].sql_offset),
+                                list[i].nparams, list[i].types);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
       char what[64];
       snprintf(what, sizeof what, "preparing %s", list[i].name);
@@ -418,9 +424,7 @@ const char *es__pg_adhoc_name(es_pg_t *pg, PGconn *c, const char *sql, int n, co
   char *copy = strdup(sql);
   if (!copy) return NULL;
   snprintf(name, 16, "es_q%d", cache->n);
-  PGresult *res = NULL;
-  if (PQsendPrepare(c, name, sql, n, types))
-    res = es__pg_last_result(pg, c, es__pg_reply_deadline(pg));
+  PGresult *res = prepare_one(pg, c, name, sql, n, types);
   bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
   PQclear(res);
   if (!ok) {
