@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -330,6 +331,12 @@ TEST(LmdbBackend, AnAppendAloneIsCommittedOnItsOwnThread) {
   es_backend_close(b);
 }
 
+// Polls cond every millisecond for up to ms milliseconds; true once it holds.
+bool WaitUntil(const std::function<bool()> &cond, int ms) {
+  for (int i = 0; i < ms && !cond(); i++) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  return cond();
+}
+
 // One asynchronous append of one event to `stream`, owning everything the
 // backend borrows until done; done counts its calls.
 struct AsyncAppend {
@@ -396,8 +403,7 @@ TEST(LmdbBackend, AsyncAppendsEndOnceEachAndShareCommitsWithBlockingOnes) {
         if (Append(b, "s" + std::to_string(t), 1).rc != ES_OK) sync_failures++;
     });
   for (auto &th : threads) th.join();
-  for (int i = 0; i < 1000 && pending.load() > 0; i++)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  WaitUntil([&] { return pending.load() == 0; }, 10000);
   ASSERT_EQ(0, pending.load()) << "asynchronous appends never ended";
   EXPECT_EQ(0, sync_failures.load());
   const uint64_t total = kAsyncThreads * kAsyncEach + kSyncThreads * kSyncEach;
@@ -469,8 +475,7 @@ TEST(LmdbBackend, AsyncAppendManyIsAllOrNothingAndContiguous) {
   bad.reqs[1].expected_kind = ES_EXPECT_EXACT;
   bad.reqs[1].expected_version = 5;
   es_backend_append_many_async(b, &bad.req, bad.res, &bad.err, Many::Done, &bad);
-  for (int i = 0; i < 1000 && bad.calls.load() == 0; i++)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  WaitUntil([&] { return bad.calls.load() != 0; }, 10000);
   ASSERT_EQ(1, bad.calls.load());
   EXPECT_NE(ES_OK, bad.rc.load());
   EXPECT_TRUE(bad.err.has_append_index);
@@ -515,15 +520,13 @@ TEST(LmdbBackend, AnAsyncAppendReturnsBeforeItsCommitAndEndsAfterIt) {
     es_backend_append_async(b, &a.req, &a.res, &a.err, AsyncAppend::Done, &a);
     returned = true;
   });
-  for (int i = 0; i < 2000 && !(returned.load() && commit_held.load()); i++)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  WaitUntil([&] { return returned.load() && commit_held.load(); }, 2000);
   EXPECT_TRUE(returned.load()) << "append_async waited for the commit";
   EXPECT_TRUE(commit_held.load());
   EXPECT_EQ(0, a.calls.load()) << "ended before its commit";
   hold_commit = false;
   caller.join();
-  for (int i = 0; i < 2000 && a.calls.load() == 0; i++)
-    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  WaitUntil([&] { return a.calls.load() != 0; }, 2000);
   EXPECT_EQ(1, a.calls.load());
   EXPECT_EQ(ES_OK, a.rc.load()) << a.err.msg;
   EXPECT_EQ(1u, a.res.first_position);
