@@ -93,6 +93,23 @@
  * order is what makes LMDB crash-safe without a recovery step, so it is kept
  * (no MDB_NOSYNC, MDB_NOMETASYNC or MDB_MAPASYNC).
  *
+ * What a sync costs is up to the file, though. A transaction's new pages go
+ * past the end of data.mdb, and an fdatasync after a write that grows a
+ * file must also write the file's new size and blocks (the inode, or the
+ * journal): measured here, that made a small commit's first sync about
+ * 190 us instead of about 110 (docs/benchmarks.md). So the committing thread
+ * keeps the file written with zeros ahead of LMDB's last page (zero_ahead:
+ * refilled to ZERO_AHEAD when less than ZERO_LOW is left, in writes of
+ * 1 MiB - single larger writes were many times slower on this kernel - and
+ * one fdatasync) before it begins a group's transaction, so that a commit's
+ * pages are mostly overwrites of blocks the file already has. No guarantee
+ * changes: LMDB never reads past its last committed page, the zeros go only
+ * past the file's current end (never over a page LMDB wrote), and they are
+ * written by the committing thread, so no LMDB write runs meanwhile. A
+ * failed or short write of zeros is ignored (LMDB's own write then meets the
+ * full disk, as below) and tried again at the next group. data.mdb is thus
+ * up to ZERO_AHEAD larger than its pages; `eventstore backup` copies pages.
+ *
  * Failures. MDB_MAP_FULL aborts the group's transaction, doubles the map and
  * runs the group again (nothing of it was visible). Any other LMDB error
  * while writing fails the group's appends with ES_EUNAVAIL and leaves the
@@ -215,6 +232,8 @@ typedef struct es_lmdb {
   /* The committing thread only. */
   uint64_t head;     /* last committed position */
   uint64_t map_size; /* the map's current size */
+  uint64_t file_end; /* data.mdb's size when last seen (zero_ahead) */
+  unsigned page_size;
   int (*commit_hook)(void *);
   void *commit_hook_ctx;
 
@@ -835,6 +854,39 @@ static bool no_space(es_lmdb_t *m, int rc, char *msg, size_t size) {
   return true;
 }
 
+/* Zeros kept written past LMDB's last page (see the essay). */
+#define ZERO_AHEAD (3u << 20) /* refilled up to this much */
+#define ZERO_LOW (2u << 20)   /* when less than this is left */
+#define ZERO_PIECE (1u << 20) /* in writes of at most this */
+
+/* Writes zeros past the end of data.mdb up to ZERO_AHEAD past LMDB's last
+ * page when less than ZERO_LOW is left there, and syncs them. The committing
+ * thread only, between transactions. Errors are ignored (see the essay). */
+static void zero_ahead(es_lmdb_t *m) {
+  static const uint8_t zeros[ZERO_PIECE];
+  MDB_envinfo info;
+  int fd;
+  struct stat st;
+  if (mdb_env_info(m->env, &info) != 0) return;
+  uint64_t used = ((uint64_t)info.me_last_pgno + 1) * m->page_size;
+  if (m->file_end >= used + ZERO_LOW) return;
+  if (mdb_env_get_fd(m->env, &fd) != 0 || fstat(fd, &st) != 0) return;
+  uint64_t end = (uint64_t)st.st_size; /* LMDB may have written past file_end */
+  uint64_t target = used + ZERO_AHEAD;
+  if (target > m->map_size) target = m->map_size;
+  bool wrote = false;
+  while (end < target) {
+    size_t len = target - end < ZERO_PIECE ? (size_t)(target - end) : ZERO_PIECE;
+    ssize_t w = pwrite(fd, zeros, len, (off_t)end);
+    if (w <= 0) break;
+    end += (uint64_t)w;
+    wrote = true;
+    if ((size_t)w < len) break;
+  }
+  if (wrote) (void)fdatasync(fd);
+  m->file_end = end;
+}
+
 /* Marks the store failed for good (after a commit of unknown outcome). */
 static void fail_store(es_lmdb_t *m, append_item_t *group, const char *what, int rc) {
   snprintf(m->failed_msg, sizeof m->failed_msg,
@@ -855,6 +907,7 @@ static void commit_group(es_lmdb_t *m, append_item_t *group) {
   for (;;) {
     MDB_txn *txn;
     uint64_t head = m->head;
+    zero_ahead(m);
     int rc = mdb_txn_begin(m->env, NULL, 0, &txn);
     if (rc == MDB_PANIC) { /* LMDB's verdict after a failed meta write */
       fail_store(m, group, "a commit", rc);
@@ -1696,6 +1749,15 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
   m->map_size = info.me_mapsize; /* an existing larger file wins */
   atomic_store(&m->st_map_size, m->map_size);
   if ((rc = es__lmdb_check_size(m->env, dir, err))) goto fail;
+  {
+    MDB_stat mst;
+    int fd;
+    struct stat fst;
+    if ((mrc = mdb_env_stat(m->env, &mst))) goto lmdb_fail;
+    m->page_size = mst.ms_psize;
+    if (mdb_env_get_fd(m->env, &fd) == 0 && fstat(fd, &fst) == 0)
+      m->file_end = (uint64_t)fst.st_size;
+  }
 
   if ((mrc = mdb_txn_begin(m->env, NULL, 0, &txn))) goto lmdb_fail;
   if ((mrc = mdb_dbi_open(txn, "log", MDB_CREATE | MDB_INTEGERKEY, &m->log))) goto lmdb_fail;

@@ -999,6 +999,8 @@ TEST(LmdbBackend, AStoreOfAMillionEventsServesWithinASecondOfOpening) {
 // 512 bytes here; varint headers and the index as fixed-size sorted lists
 // appended in order, 435; the stream and the event type named by number
 // instead of by their names in every record (record format 3), 404.
+// The pages are counted (up to the last one written); the file is larger
+// by the zeros written ahead of them (zero_ahead), at most 3 MiB.
 TEST(LmdbBackend, AnEventOf256BytesTakesLessThan410BytesOnDisk) {
   std::string dir = TempDir();
   es_backend_t *b = Open(dir);
@@ -1008,13 +1010,52 @@ TEST(LmdbBackend, AnEventOf256BytesTakesLessThan410BytesOnDisk) {
     Appended a = Append(b, "order-" + std::to_string(i % 100), kBatch, {}, 256);
     ASSERT_EQ(ES_OK, a.rc) << a.err.msg;
   }
+  uint64_t used = Stat(b, "lmdb_map_used_bytes");
   es_backend_close(b);
   struct stat st;
   ASSERT_EQ(0, stat((dir + "/data.mdb").c_str(), &st));
-  double per_event = double(st.st_size) / double(kEvents);
-  printf("data.mdb: %lld bytes for %llu events: %.1f bytes per event\n", (long long)st.st_size,
-         (unsigned long long)kEvents, per_event);
+  double per_event = double(used) / double(kEvents);
+  printf("data.mdb: %llu bytes of pages (%lld in the file) for %llu events: %.1f bytes per event\n",
+         (unsigned long long)used, (long long)st.st_size, (unsigned long long)kEvents, per_event);
   EXPECT_LT(per_event, 410.0);
+  EXPECT_GE(uint64_t(st.st_size), used);
+  EXPECT_LE(uint64_t(st.st_size), used + (3u << 20));
+}
+
+// The zeros written ahead of LMDB's last page (zero_ahead) are there after
+// every commit, 1 to 3 MiB of them, and never land on a page: 40 MB of
+// events, appended 50 at a time, read back whole and in order after a
+// reopen. Fails if the zeros are written over the file's end as LMDB left
+// it (a page of the log read back as zeros), or not at all.
+TEST(LmdbBackend, TheFileIsWrittenAheadOfItsPagesAndTheZerosNeverLandOnAPage) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  const size_t kBatch = 50, kPayload = 1000, kBatches = 800;
+  for (size_t i = 0; i < kBatches; i++) {
+    Appended a = Append(b, i % 2 ? "odd" : "even", kBatch, {}, kPayload);
+    ASSERT_EQ(ES_OK, a.rc) << a.err.msg;
+    uint64_t used = Stat(b, "lmdb_map_used_bytes");
+    struct stat st;
+    ASSERT_EQ(0, stat((dir + "/data.mdb").c_str(), &st));
+    // Refilled before each group to 3 MiB past the pages, when less than
+    // 2 MiB was left: at least 2 MiB less this group's pages after it.
+    ASSERT_GE(uint64_t(st.st_size), used + (1u << 20)) << "after append " << i;
+    ASSERT_LE(uint64_t(st.st_size), used + (3u << 20)) << "after append " << i;
+  }
+  es_backend_close(b);
+  b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  std::vector<Ev> log = WholeLog(b);
+  ASSERT_EQ(kBatch * kBatches, log.size());
+  for (size_t p = 0; p < log.size(); p++) {
+    std::string want =
+        std::string((p / kBatch) % 2 ? "odd" : "even") + "/" + std::to_string(p % kBatch);
+    want.resize(kPayload, 'x');
+    ASSERT_EQ(p + 1, log[p].position);
+    ASSERT_EQ(want, log[p].payload) << "event " << p + 1;
+  }
+  es_backend_close(b);
 }
 
 // A store whose records are in an earlier format (written before the format
