@@ -14,7 +14,7 @@ void fz_fail(const char *file, int line, const char *what) {
 
 ProtobufCMessage *fz_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *data, size_t len) {
   char msg[256];
-  ProtobufCMessage *m = es_codec_unpack(d, data, len, msg, sizeof msg);
+  ProtobufCMessage *m = es_codec_unpack(d, data, len, NULL, msg, sizeof msg);
   /* The server sends the reason as its status message: it must be a C string. */
   if (!m) FZ_CHECK(memchr(msg, 0, sizeof msg) != NULL);
   return m;

@@ -12,7 +12,7 @@
 #include "wire_check.h"
 
 ProtobufCMessage *es_codec_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *data,
-                                  size_t len, char *msg, size_t msglen) {
+                                  size_t len, ProtobufCAllocator *alloc, char *msg, size_t msglen) {
   static const uint8_t empty[1];
   if (!len) data = empty;
   char field[160];
@@ -20,7 +20,7 @@ ProtobufCMessage *es_codec_unpack(const ProtobufCMessageDescriptor *d, const uin
     snprintf(msg, msglen, "%s: contains U+0000, which is not allowed in strings", field);
     return NULL;
   }
-  ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, data);
+  ProtobufCMessage *m = protobuf_c_message_unpack(d, alloc, len, data);
   if (!m) snprintf(msg, msglen, "request is not a valid %s", d->name);
   return m;
 }

@@ -18,10 +18,11 @@ extern "C" {
 
 /* Decodes a request of type d from data[0..len) (data may be NULL when len is
  * 0). Refuses a string field holding a NUL byte (protobuf-c would cut it short)
- * and bytes that are not the message. Returns the message (free with
- * protobuf_c_message_free_unpacked), or NULL with the reason in msg. */
+ * and bytes that are not the message. Returns the message, or NULL with the
+ * reason in msg. Its memory comes from alloc (NULL: malloc; then free it with
+ * protobuf_c_message_free_unpacked). */
 ProtobufCMessage *es_codec_unpack(const ProtobufCMessageDescriptor *d, const uint8_t *data,
-                                  size_t len, char *msg, size_t msglen);
+                                  size_t len, ProtobufCAllocator *alloc, char *msg, size_t msglen);
 
 /* Returns size zeroed bytes owned by ctx (freed by its owner), or NULL. */
 typedef void *(*es_codec_alloc_fn)(void *ctx, size_t size);

@@ -71,8 +71,8 @@ static void fill_append_response(Eventstore__V1__AppendResponse *r, const es_app
   r->duplicate = res->duplicate;
 }
 
-/* An Append between its decoding and its response: the request (owned),
- * the core's view of it and the backend's answer, in the call's arena. */
+/* An Append between its decoding and its response: the request, the core's
+ * view of it and the backend's answer, all in the call's arena. */
 typedef struct append_call {
   call_t *c;
   Eventstore__V1__AppendRequest *m;
@@ -85,12 +85,11 @@ typedef struct append_call {
  * oversized message, or no memory). */
 static append_call_t *append_begin(call_t *c, const es_config_t *cfg) {
   Eventstore__V1__AppendRequest *m =
-      es_unpack(c, &eventstore__v1__append_request__descriptor, c->payload);
+      es_unpack_in_arena(c, &eventstore__v1__append_request__descriptor, c->payload);
   if (!m) return NULL;
   append_call_t *a = call_alloc(c, sizeof *a);
   if (!a || es_codec_append(m, &cfg->limits, arena_alloc, c, &a->req) != ES_OK) {
     oom(c);
-    protobuf_c_message_free_unpacked(&m->base, NULL);
     return NULL;
   }
   a->c = c;
@@ -100,7 +99,7 @@ static append_call_t *append_begin(call_t *c, const es_config_t *cfg) {
 }
 
 /* The response to an Append the backend answered with rc (NULL with the
- * call's status set on an error); frees the request. */
+ * call's status set on an error). */
 static grpc_byte_buffer *append_end(append_call_t *a, int rc) {
   call_t *c = a->c;
   grpc_byte_buffer *resp = NULL;
@@ -113,7 +112,6 @@ static grpc_byte_buffer *append_end(append_call_t *a, int rc) {
     resp = es_pack(&r.base);
     if (!resp) oom(c);
   }
-  protobuf_c_message_free_unpacked(&a->m->base, NULL);
   return resp;
 }
 
@@ -162,7 +160,7 @@ typedef struct many_call {
  * else *rc is ES_OK (a->res allocated) or the refusal (a->err says why). */
 static many_call_t *many_begin(call_t *c, const es_config_t *cfg, int *rc) {
   Eventstore__V1__AppendManyRequest *m =
-      es_unpack(c, &eventstore__v1__append_many_request__descriptor, c->payload);
+      es_unpack_in_arena(c, &eventstore__v1__append_many_request__descriptor, c->payload);
   if (!m) return NULL;
   many_call_t *a = call_alloc(c, sizeof *a);
   if (!a || es_codec_append_many(m, &cfg->limits, arena_alloc, c, &a->req) != ES_OK) goto oom;
@@ -174,12 +172,11 @@ static many_call_t *many_begin(call_t *c, const es_config_t *cfg, int *rc) {
   return a;
 oom:
   oom(c);
-  protobuf_c_message_free_unpacked(&m->base, NULL);
   return NULL;
 }
 
 /* The response to an AppendMany the backend answered with rc (NULL with the
- * call's status set on an error); frees the request. */
+ * call's status set on an error). */
 static grpc_byte_buffer *many_end(many_call_t *a, int rc) {
   call_t *c = a->c;
   grpc_byte_buffer *resp = NULL;
@@ -208,7 +205,6 @@ static grpc_byte_buffer *many_end(many_call_t *a, int rc) {
   resp = es_pack(&r.base);
   if (!resp) oom(c);
 done:
-  protobuf_c_message_free_unpacked(&a->m->base, NULL);
   return resp;
 }
 

@@ -110,26 +110,35 @@ static void arena_free(call_t *c) {
 
 /* ---------------------------------------------------------------- codec */
 
-/* Decodes one bytes-range; see es_unpack. */
 /* Decodes one byte range (codec.c); a failure becomes the call's status. */
 static void *unpack_bytes(call_t *c, const ProtobufCMessageDescriptor *d, const uint8_t *data,
-                          size_t len) {
+                          size_t len, ProtobufCAllocator *alloc) {
   char msg[256];
-  void *m = es_codec_unpack(d, data, len, msg, sizeof msg);
+  void *m = es_codec_unpack(d, data, len, alloc, msg, sizeof msg);
   if (!m) call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
   return m;
 }
 
-void *es_unpack(call_t *c, const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb) {
+static void *arena_pb_alloc(void *c, size_t size) {
+  return call_alloc(c, size);
+}
+
+static void arena_pb_free(void *c, void *p) {
+  (void)c;
+  (void)p; /* the arena goes with the call */
+}
+
+static void *unpack(call_t *c, const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb,
+                    ProtobufCAllocator *alloc) {
   if (!bb) {
     call_set_status(c, GRPC_STATUS_INVALID_ARGUMENT, "missing request message");
     return NULL;
   }
   if (bb->type == GRPC_BB_RAW && bb->data.raw.compression == GRPC_COMPRESS_NONE &&
       bb->data.raw.slice_buffer.count <= 1) {
-    if (bb->data.raw.slice_buffer.count == 0) return unpack_bytes(c, d, NULL, 0);
+    if (bb->data.raw.slice_buffer.count == 0) return unpack_bytes(c, d, NULL, 0, alloc);
     grpc_slice s = bb->data.raw.slice_buffer.slices[0];
-    return unpack_bytes(c, d, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
+    return unpack_bytes(c, d, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), alloc);
   }
   grpc_byte_buffer_reader r;
   if (!grpc_byte_buffer_reader_init(&r, bb)) {
@@ -138,9 +147,18 @@ void *es_unpack(call_t *c, const ProtobufCMessageDescriptor *d, grpc_byte_buffer
   }
   grpc_slice s = grpc_byte_buffer_reader_readall(&r);
   grpc_byte_buffer_reader_destroy(&r);
-  void *m = unpack_bytes(c, d, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s));
+  void *m = unpack_bytes(c, d, GRPC_SLICE_START_PTR(s), GRPC_SLICE_LENGTH(s), alloc);
   grpc_slice_unref(s);
   return m;
+}
+
+void *es_unpack(call_t *c, const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb) {
+  return unpack(c, d, bb, NULL);
+}
+
+void *es_unpack_in_arena(call_t *c, const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb) {
+  ProtobufCAllocator alloc = {arena_pb_alloc, arena_pb_free, c};
+  return unpack(c, d, bb, &alloc);
 }
 
 static void free_packed(void *p) {

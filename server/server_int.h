@@ -188,6 +188,11 @@ void call_start_close_watch(call_t *c, void (*on_close)(call_t *c, int ok));
 /* Decodes a request. On failure (no message, not the message, a string with
  * an embedded NUL) sets an INVALID_ARGUMENT status on c and returns NULL. */
 void *es_unpack(call_t *c, const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb);
+/* The same, with the message's memory in c's arena: never freed on its own,
+ * it goes with the call. For unary calls, whose one request lives as long as
+ * the call: it saves a malloc and a free per string and byte field (five per
+ * event of an Append), which on a durable backend the committing thread paid. */
+void *es_unpack_in_arena(call_t *c, const ProtobufCMessageDescriptor *d, grpc_byte_buffer *bb);
 grpc_byte_buffer *es_pack(const ProtobufCMessage *m);
 
 /* ---- RPCs ---- */
