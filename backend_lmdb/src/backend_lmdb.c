@@ -540,8 +540,12 @@ static bool cond_match(void *ctx, const es_append_condition_t *cond, uint64_t *p
   return best != 0;
 }
 
+/* An id assigned by es_append_prepare is not looked up: it is new, and this
+ * backend never retries a commit of unknown outcome (fail_store). That saves
+ * a B-tree descent per event for the clients that leave ids to the server. */
 static bool lookup_id(void *ctx, size_t index, es_stored_event_t *out) {
   decide_ctx_t *d = ctx;
+  if (d->req->events[index].id_assigned) return false;
   MDB_val k = {ES_UUID_LEN, (void *)d->req->events[index].id}, v;
   int rc = mdb_get(d->txn, d->m->ids, &k, &v);
   if (rc == MDB_NOTFOUND) return false;

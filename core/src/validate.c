@@ -349,6 +349,7 @@ static int check_event(const es_limits_t *limits, es_event_data_t *ev, size_t i,
 
   /* 1 event_id: canonical UUID, or empty for a fresh UUIDv7. */
   len = str_len(ev->event_id);
+  ev->id_assigned = len == 0;
   if (len == 0) {
     es_uuid_v7(ev->id);
   } else if (es_uuid_parse(ev->event_id, ev->id) != 0) {

@@ -120,6 +120,25 @@ TEST_F(ValidateTest, MinimalAppendPassesAndGetsAUuidV7) {
   ExpectOk(b);
   EXPECT_EQ(0x70, b.events[0].id[6] & 0xF0);
   EXPECT_EQ(0x80, b.events[0].id[8] & 0xC0);
+  EXPECT_TRUE(b.events[0].id_assigned);
+}
+
+// id_assigned tells a backend which ids are new (LMDB skips their lookup):
+// never set for an id the client gave, whatever the field held before.
+TEST_F(ValidateTest, OnlyAnAssignedIdIsMarkedAssigned) {
+  AppendBuilder b;
+  b.specs.assign(3, EventSpec{});
+  b.specs[1].id = "0123abcd-4567-89ef-0123-456789abcdef";
+  ASSERT_EQ(ES_OK, b.Prepare(limits_)) << b.err.msg;
+  EXPECT_TRUE(b.events[0].id_assigned);
+  EXPECT_FALSE(b.events[1].id_assigned);
+  EXPECT_TRUE(b.events[2].id_assigned);
+  b.events[1].id_assigned = true;
+  b.events[2].event_id = "00000000-0000-0000-0000-000000000002";
+  es_err_t err;
+  ASSERT_EQ(ES_OK, es_append_prepare(&limits_, &b.req, &err)) << err.msg;
+  EXPECT_FALSE(b.events[1].id_assigned);
+  EXPECT_FALSE(b.events[2].id_assigned);
 }
 
 TEST_F(ValidateTest, GivenIdIsParsed) {

@@ -44,6 +44,10 @@ typedef struct es_event_data {
   /* Filled by es_append_prepare(): the parsed or assigned id. Backends use
    * this, never event_id. */
   uint8_t id[ES_UUID_LEN];
+  /* Filled by es_append_prepare(): id was assigned there (event_id was
+   * empty), a fresh UUIDv7 that no store holds yet - unless a backend
+   * retries a commit whose outcome it does not know, and finds it there. */
+  bool id_assigned;
   const char *const *tags; /* tag_count tags, in the order given (Extension 1) */
   size_t tag_count;
 } es_event_data_t;
