@@ -7,12 +7,17 @@
  *              MDB_APPEND, so the log's pages fill completely.
  *   - streams: stream id -> { number, last version, type \0 }; the number is
  *              the position of the stream's first event (unique, no counter).
- *   - index:   number -> the stream's list of (version, position), both
- *              big-endian so that memcmp orders them by version; fixed-size
- *              sorted duplicates (MDB_DUPSORT | MDB_DUPFIXED), which LMDB
- *              packs 16 bytes an entry with no per-entry header, and which
- *              are appended in order (MDB_APPENDDUP), so their pages fill.
- *              ReadStream walks a stream's list with a cursor.
+ *   - versions: (number, chunk), both big-endian -> the positions of the
+ *              stream's versions chunk * VERSION_CHUNK + 1 onwards, up to
+ *              VERSION_CHUNK of them (native 8 bytes each): a stream's index
+ *              in chunks of 64 versions, 8.4 bytes a version with the key
+ *              and node header. An append rewrites its stream's last chunk,
+ *              one leaf page a stream a commit. (Format 4 kept one sorted
+ *              duplicate list per stream, a B-tree of its own once large:
+ *              a commit then wrote its leaf, its root and the main tree's
+ *              leaf for each stream it touched, which with 64 streams was
+ *              half of what a commit wrote; check_format converts it.)
+ *              ReadStream reads a chunk at a time.
  *   - ids:     binary event id -> position, for idempotency and EEXIST.
  *   - stream_names: number -> stream id \0 type \0; records name their
  *              stream by number, and reads and idempotency lookups resolve
@@ -22,10 +27,11 @@
  *              inside the write transaction that first stores the type.
  *   - tags:    tag -> the positions of the events carrying it (Extension 1),
  *              8 big-endian bytes each, fixed-size sorted duplicates
- *              appended in order like `index`'s lists: 8 bytes an
- *              occurrence. Records hold their tags too (format 4), so a
- *              read returns them without this table.
- *   - format:  "records" -> the record format's number (check_format).
+ *              (MDB_DUPSORT | MDB_DUPFIXED) appended in order
+ *              (MDB_APPENDDUP): 8 bytes an occurrence. Records hold their
+ *              tags too (format 4), so a read returns them without this
+ *              table.
+ *   - format:  "records" -> the store's format number (check_format).
  *
  * Records (lmdb_internal.h) hold numbers, not names: with 256-byte
  * payloads, a stream id and an event type in every record were what kept
@@ -177,10 +183,11 @@
 #define DEFAULT_MAP_SIZE ((uint64_t)1 << 30)
 #define DEFAULT_MAX_READERS 1024
 #define STREAM_VAL_FIXED 16 /* number and last version */
-#define RECORD_FORMAT 4     /* of the log's records (lmdb_internal.h); see check_format */
-#define MAX_DBS 9           /* the named databases below, with room for none more */
+#define RECORD_FORMAT 5     /* of the store (lmdb_internal.h, `versions`); see check_format */
+#define MAX_DBS 10          /* the named databases below, and format 4's index while converting */
 #define NAME_SLOTS 64       /* of a read's name cache (names_t), a power of two */
-#define INDEX_ENTRY 16      /* an index entry: version, position (both big-endian) */
+#define INDEX_ENTRY 16      /* a format-4 index entry: version, position (both big-endian) */
+#define VERSION_CHUNK 64    /* versions a `versions` value holds */
 #define TAG_ENTRY 8         /* a tag index entry: position (big-endian) */
 #define INDEXED_ITEMS 16    /* query items a read walks the tag index for (validate.h's limit) */
 
@@ -211,7 +218,7 @@ typedef struct es_lmdb {
   char *dir;         /* owned; the data directory as given */
   int lock_fd;       /* DIR/lock, flock'ed exclusively */
   MDB_env *env;
-  MDB_dbi log, streams, index, ids;
+  MDB_dbi log, streams, versions, ids;
   MDB_dbi stream_names;      /* stream number -> id \0 type \0 */
   MDB_dbi types, type_names; /* event type <-> its number */
   MDB_dbi tags;              /* tag -> its positions (Extension 1) */
@@ -633,6 +640,46 @@ static int type_number(es_lmdb_t *m, MDB_txn *txn, type_memo_t *memo, const char
   return 0;
 }
 
+/* The `versions` key of a stream's chunk. */
+static void versions_key(uint8_t key[16], uint64_t number, uint64_t chunk) {
+  put_be64(key, number);
+  put_be64(key + 8, chunk);
+}
+
+/* Adds the positions first_pos.. of versions first_version.. (n of them,
+ * consecutive: one append) to stream number's index: into its last chunk
+ * while it has room, then into new ones. The stream's earlier versions are
+ * all there (appends are decided in order), so a chunk that is not where
+ * the versions say is damage. 0 or an LMDB error. */
+static int versions_add(es_lmdb_t *m, MDB_txn *txn, uint64_t number, uint64_t first_version,
+                        uint64_t first_pos, size_t n) {
+  uint64_t version = first_version, pos = first_pos;
+  while (n > 0) {
+    uint64_t chunk = (version - 1) / VERSION_CHUNK;
+    size_t slot = (size_t)((version - 1) % VERSION_CHUNK);
+    size_t take = n < VERSION_CHUNK - slot ? n : VERSION_CHUNK - slot;
+    uint8_t key[16];
+    versions_key(key, number, chunk);
+    MDB_val k = {sizeof key, key}, v;
+    uint64_t buf[VERSION_CHUNK];
+    if (slot > 0) {
+      int rc = mdb_get(txn, m->versions, &k, &v);
+      if (rc) return rc == MDB_NOTFOUND ? MDB_CORRUPTED : rc;
+      if (v.mv_size != slot * sizeof *buf) return MDB_CORRUPTED;
+      memcpy(buf, v.mv_data, v.mv_size);
+    }
+    for (size_t j = 0; j < take; j++) buf[slot + j] = pos + j;
+    v.mv_size = (slot + take) * sizeof *buf;
+    v.mv_data = buf;
+    int rc = mdb_put(txn, m->versions, &k, &v, 0);
+    if (rc) return rc;
+    version += take;
+    pos += take;
+    n -= take;
+  }
+  return 0;
+}
+
 /* Writes the events of req into txn at positions first_pos.. with versions
  * res->first_version.. (decided), and its stream's row. row is the stream
  * as read before this request wrote anything, or NULL to read it now (an
@@ -689,14 +736,6 @@ static int write_append(es_lmdb_t *m, MDB_txn *txn, type_memo_t *memo, const es_
     MDB_val ik = {ES_UUID_LEN, (void *)ev->id}, iv = {sizeof pos, &pos};
     rc = mdb_put(txn, m->ids, &ik, &iv, MDB_NOOVERWRITE);
     if (rc) break;
-    /* The stream's entries sort by version and each is the stream's
-     * newest: appended at the end of its list (full pages, no search). */
-    size_t xkey = (size_t)number;
-    uint8_t xdata[INDEX_ENTRY];
-    put_be64(xdata, version);
-    put_be64(xdata + 8, pos);
-    MDB_val xk = {sizeof xkey, &xkey}, xv = {sizeof xdata, xdata};
-    rc = mdb_put(txn, m->index, &xk, &xv, MDB_APPENDDUP);
     /* Positions grow and an event names a tag once (validation): each is
      * the newest of its tag's list. */
     uint8_t tdata[TAG_ENTRY];
@@ -706,6 +745,7 @@ static int write_append(es_lmdb_t *m, MDB_txn *txn, type_memo_t *memo, const es_
       rc = mdb_put(txn, m->tags, &tk, &tv, MDB_APPENDDUP);
     }
   }
+  if (rc == 0) rc = versions_add(m, txn, number, last + 1, first_pos, n);
   if (rc == 0) {
     MDB_val k = {id_len, (void *)req->stream_id}, v = {row_len, srow};
     rc = mdb_put(txn, m->streams, &k, &v, 0);
@@ -1304,7 +1344,6 @@ static int lmdb_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es
   const char *id = req->stream_id ? req->stream_id : "";
   size_t len = strlen(id);
   MDB_txn *txn;
-  MDB_cursor *cur = NULL;
   names_t *names = malloc(sizeof *names);
   if (!names) return es_err_set(err, ES_ENOMEM, "out of memory reading a stream");
   names_init(names);
@@ -1332,24 +1371,30 @@ static int lmdb_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es
     v = req->from_version ? req->from_version : 1;
   else
     v = (req->from_version == 0 || req->from_version > last) ? last : req->from_version;
-  if ((mrc = mdb_cursor_open(txn, m->index, &cur))) goto lmdb_error;
   /* Every event is of this stream: its names are known. */
   page_name_t sid = {id, NULL}, stype = {s.type, NULL};
-  /* The index holds versions 1..last of the stream densely: one step of the
-   * cursor per version, within the stream's list. */
-  size_t key = (size_t)s.number;
-  uint8_t want[INDEX_ENTRY] = {0};
-  put_be64(want, v);
-  MDB_val k = {sizeof key, &key}, val = {sizeof want, want};
-  MDB_cursor_op op = MDB_GET_BOTH_RANGE;
+  /* The index holds versions 1..last of the stream densely, VERSION_CHUNK
+   * to a value: one lookup per chunk, its positions read in place (the
+   * snapshot's pages stay put until the transaction ends). */
+  uint64_t chunk = UINT64_MAX;
+  MDB_val val = {0, NULL};
   while (forward ? v <= last : v >= 1) {
-    if ((mrc = mdb_cursor_get(cur, &k, &val, op))) goto lmdb_error;
-    op = forward ? MDB_NEXT_DUP : MDB_PREV_DUP;
-    if (val.mv_size != INDEX_ENTRY || get_be64(val.mv_data) != v) {
+    if ((v - 1) / VERSION_CHUNK != chunk) {
+      chunk = (v - 1) / VERSION_CHUNK;
+      uint8_t key[16];
+      versions_key(key, s.number, chunk);
+      MDB_val k = {sizeof key, key};
+      if ((mrc = mdb_get(txn, m->versions, &k, &val))) {
+        if (mrc == MDB_NOTFOUND) mrc = MDB_CORRUPTED; /* a version without its chunk */
+        goto lmdb_error;
+      }
+    }
+    size_t slot = (size_t)((v - 1) % VERSION_CHUNK);
+    if (val.mv_size % 8 != 0 || val.mv_size / 8 <= slot) {
       mrc = MDB_CORRUPTED;
       goto lmdb_error;
     }
-    uint64_t pos = get_be64((const uint8_t *)val.mv_data + 8);
+    uint64_t pos = get_u64((const uint8_t *)val.mv_data + slot * 8);
     rec_view_t r;
     if ((mrc = log_get(m, txn, pos, &r))) goto lmdb_error;
     page_name_t *etype;
@@ -1360,7 +1405,6 @@ static int lmdb_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es
     v = forward ? v + 1 : v - 1;
   }
   free(names);
-  mdb_cursor_close(cur);
   end_read(m, txn);
   if (added < 0) return read_failed(out, err, ES_ENOMEM, "a stream", 0);
   if (forward) {
@@ -1374,7 +1418,6 @@ static int lmdb_read_stream(es_backend_t *b, const es_read_stream_req_t *req, es
 
 lmdb_error:
   free(names);
-  if (cur) mdb_cursor_close(cur);
   end_read(m, txn);
   return read_failed(out, err, ES_EUNAVAIL, "a stream", mrc);
 }
@@ -1638,19 +1681,58 @@ int es__lmdb_make_dirs(const char *dir) {
   return 0;
 }
 
-/* The record format (lmdb_internal.h) is named by the `format` table. A new
- * or empty store gets the current one (it holds nothing to misread); a
- * store with events is refused rather than misread when its format is
- * another (2: stream id and event type in every record; 3: no tags, and no
- * `tags` table to read by query), or when it has no
- * `format` table (written before formats were named: fixed-width headers). */
+/* Format 4 differs from 5 only in the stream index: a sorted duplicate list
+ * per stream in `index` (number -> version, position; both big-endian).
+ * Rebuilds it as `versions` in txn, list by list, checking that each list
+ * holds versions 1, 2, ... in order, and drops `index`. 0 or an LMDB error. */
+static int convert_format_4(es_lmdb_t *m, MDB_txn *txn) {
+  MDB_dbi old;
+  MDB_cursor *cur;
+  int rc = mdb_dbi_open(txn, "index", MDB_INTEGERKEY | MDB_DUPSORT | MDB_DUPFIXED, &old);
+  if (rc == MDB_NOTFOUND) return 0; /* no stream was ever written */
+  if (rc || (rc = mdb_cursor_open(txn, old, &cur))) return rc;
+  MDB_val k, v;
+  size_t number = 0;
+  uint64_t expect = 1;
+  for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if (k.mv_size != sizeof number || v.mv_size != INDEX_ENTRY) {
+      rc = MDB_CORRUPTED;
+      break;
+    }
+    size_t key = (size_t)get_u64(k.mv_data);
+    if (key != number) { /* the next stream's list */
+      number = key;
+      expect = 1;
+    }
+    if (get_be64(v.mv_data) != expect) {
+      rc = MDB_CORRUPTED;
+      break;
+    }
+    rc = versions_add(m, txn, number, expect, get_be64((const uint8_t *)v.mv_data + 8), 1);
+    if (rc) break;
+    expect++;
+  }
+  mdb_cursor_close(cur);
+  if (rc != MDB_NOTFOUND) return rc;
+  return mdb_drop(txn, old, 1);
+}
+
+/* The store's format (lmdb_internal.h, and the stream index) is named by the
+ * `format` table. A new or empty store gets the current one (it holds
+ * nothing to misread). Format 4 is converted (convert_format_4) in the
+ * transaction that opens the store, so a crash meanwhile leaves it in
+ * format 4. A store with events is refused rather than misread when its
+ * format is another (2: stream id and event type in every record; 3: no
+ * tags, and no `tags` table to read by query), or when it has no `format`
+ * table (written before formats were named: fixed-width headers). */
 static int check_format(es_lmdb_t *m, MDB_txn *txn, es_err_t *err) {
   MDB_dbi fmt;
   int mrc = mdb_dbi_open(txn, "format", MDB_CREATE, &fmt);
   MDB_val k = {7, "records"}, v;
+  uint32_t mine = RECORD_FORMAT;
   if (mrc == 0) mrc = mdb_get(txn, fmt, &k, &v);
   if ((mrc == MDB_NOTFOUND || mrc == 0) && m->head == 0) {
-    uint32_t mine = RECORD_FORMAT;
     v.mv_size = sizeof mine;
     v.mv_data = &mine;
     mrc = mdb_put(txn, fmt, &k, &v, 0);
@@ -1666,10 +1748,24 @@ static int check_format(es_lmdb_t *m, MDB_txn *txn, es_err_t *err) {
     return es_err_set(err, ES_EUNAVAIL, "data directory '%s': lmdb: %s", m->dir, mdb_strerror(mrc));
   uint32_t theirs = 0;
   if (v.mv_size == sizeof theirs) memcpy(&theirs, v.mv_data, sizeof theirs);
+  if (theirs == 4) {
+    mrc = convert_format_4(m, txn);
+    if (mrc == 0) {
+      v.mv_size = sizeof mine;
+      v.mv_data = &mine;
+      mrc = mdb_put(txn, fmt, &k, &v, 0);
+    }
+    if (mrc)
+      return es_err_set(err, mrc == MDB_CORRUPTED ? ES_EINTERNAL : ES_EUNAVAIL,
+                        "data directory '%s': converting its stream index from record format 4 "
+                        "to %d: lmdb: %s",
+                        m->dir, RECORD_FORMAT, mdb_strerror(mrc));
+    return ES_OK;
+  }
   if (theirs != RECORD_FORMAT)
     return es_err_set(err, ES_EINTERNAL,
                       "data directory '%s': its events are in record format %u of the lmdb "
-                      "backend, and this version reads format %d only",
+                      "backend, and this version reads format %d only (and converts format 4)",
                       m->dir, (unsigned)theirs, RECORD_FORMAT);
   return ES_OK;
 }
@@ -1766,9 +1862,7 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
   if ((mrc = mdb_txn_begin(m->env, NULL, 0, &txn))) goto lmdb_fail;
   if ((mrc = mdb_dbi_open(txn, "log", MDB_CREATE | MDB_INTEGERKEY, &m->log))) goto lmdb_fail;
   if ((mrc = mdb_dbi_open(txn, "streams", MDB_CREATE, &m->streams))) goto lmdb_fail;
-  if ((mrc = mdb_dbi_open(txn, "index", MDB_CREATE | MDB_INTEGERKEY | MDB_DUPSORT | MDB_DUPFIXED,
-                          &m->index)))
-    goto lmdb_fail;
+  if ((mrc = mdb_dbi_open(txn, "versions", MDB_CREATE, &m->versions))) goto lmdb_fail;
   if ((mrc = mdb_dbi_open(txn, "ids", MDB_CREATE, &m->ids))) goto lmdb_fail;
   if ((mrc = mdb_dbi_open(txn, "stream_names", MDB_CREATE | MDB_INTEGERKEY, &m->stream_names)))
     goto lmdb_fail;

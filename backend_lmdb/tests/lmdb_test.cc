@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -1126,8 +1127,199 @@ void ExpectRefusedAsFormat(const std::string &dir, uint32_t format) {
   EXPECT_EQ(nullptr, b);
   std::string theirs = "record format " + std::to_string(format) + " of the lmdb backend";
   EXPECT_NE(nullptr, strstr(err.msg, theirs.c_str())) << err.msg;
-  EXPECT_NE(nullptr, strstr(err.msg, "reads format 4 only")) << err.msg;
+  EXPECT_NE(nullptr, strstr(err.msg, "reads format 5 only")) << err.msg;
   EXPECT_NE(nullptr, strstr(err.msg, dir.c_str())) << err.msg;
+}
+
+// A stream read with ReadStream in pages of page_size from version `from`
+// (0 = its end, backward), as (version, position) pairs.
+std::vector<std::pair<uint64_t, uint64_t>> ReadStreamAll(es_backend_t *b, const std::string &id,
+                                                         uint32_t page_size, int direction,
+                                                         uint64_t from) {
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (int guard = 0; guard < 100000; guard++) {
+    es_read_stream_req_t rs;
+    std::memset(&rs, 0, sizeof rs);
+    rs.stream_id = id.c_str();
+    rs.from_version = from;
+    rs.max_count = page_size;
+    rs.direction = direction;
+    rs.max_bytes = 4 << 20;
+    es_page_t page;
+    std::memset(&page, 0, sizeof page);
+    es_err_t err{};
+    int rc = es_backend_read_stream(b, &rs, &page, &err);
+    EXPECT_EQ(ES_OK, rc) << err.msg;
+    if (rc) break;
+    for (size_t i = 0; i < page.count; i++)
+      out.push_back({page.events[i].stream_version, page.events[i].global_position});
+    from = page.next;
+    bool end = page.is_end;
+    es_page_free(&page);
+    if (end) break;
+  }
+  return out;
+}
+
+// The stream index keeps 64 versions a chunk (`versions`). Appends of 7, 1
+// and 64 events cross chunk boundaries inside an append and between them;
+// every read, forward and backward, from every version near a boundary and
+// in pages of 1, 63, 64 and 65, returns each version once, in order, at the
+// position the append answered.
+TEST(LmdbBackend, StreamReadsCrossTheIndexChunksOfSixtyFourVersions) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  std::vector<uint64_t> pos_of(1, 0);  // [version] -> position, for stream "c"
+  for (size_t n : {7, 1, 64, 7, 7, 7, 7, 7, 7, 7, 7, 7, 64, 1, 7}) {
+    Appended a = Append(b, "c", n);
+    ASSERT_EQ(ES_OK, a.rc) << a.err.msg;
+    ASSERT_EQ(ES_OK, Append(b, "other", 3).rc);  // positions of "c" are not contiguous
+    for (size_t i = 0; i < n; i++) pos_of.push_back(a.res.first_position + i);
+  }
+  const uint64_t last = pos_of.size() - 1;  // 201
+  for (int reopen = 0; reopen < 2; reopen++) {
+    for (uint32_t page : {1u, 63u, 64u, 65u}) {
+      for (uint64_t from : {1ull, 63ull, 64ull, 65ull, 128ull, 129ull, 192ull, 200ull, 201ull}) {
+        auto fwd = ReadStreamAll(b, "c", page, ES_FORWARD, from);
+        ASSERT_EQ(last - from + 1, fwd.size()) << page << " " << from;
+        for (size_t i = 0; i < fwd.size(); i++) {
+          ASSERT_EQ(from + i, fwd[i].first);
+          ASSERT_EQ(pos_of[from + i], fwd[i].second) << "version " << from + i;
+        }
+        auto back = ReadStreamAll(b, "c", page, ES_BACKWARD, from);
+        ASSERT_EQ(from, back.size()) << page << " " << from;
+        for (size_t i = 0; i < back.size(); i++) {
+          ASSERT_EQ(from - i, back[i].first);
+          ASSERT_EQ(pos_of[from - i], back[i].second) << "version " << from - i;
+        }
+      }
+    }
+    es_backend_close(b);
+    b = Open(dir);
+    ASSERT_NE(nullptr, b);
+  }
+  es_backend_close(b);
+}
+
+// Rewrites the closed store in dir as record format 4 left it: the stream
+// index as one sorted duplicate list per stream in `index` (number ->
+// version, position, both big-endian) instead of `versions`, and the
+// format named 4.
+void RewriteAsFormat4(const std::string &dir) {
+  MDB_env *env = nullptr;
+  ASSERT_EQ(0, mdb_env_create(&env));
+  ASSERT_EQ(0, mdb_env_set_maxdbs(env, 16));
+  ASSERT_EQ(0, mdb_env_open(env, dir.c_str(), 0, 0600));
+  MDB_txn *txn = nullptr;
+  ASSERT_EQ(0, mdb_txn_begin(env, nullptr, 0, &txn));
+  MDB_dbi versions, index;
+  ASSERT_EQ(0, mdb_dbi_open(txn, "versions", 0, &versions));
+  ASSERT_EQ(0, mdb_dbi_open(txn, "index", MDB_CREATE | MDB_INTEGERKEY | MDB_DUPSORT | MDB_DUPFIXED,
+                            &index));
+  MDB_cursor *cur = nullptr;
+  ASSERT_EQ(0, mdb_cursor_open(txn, versions, &cur));
+  MDB_val k, v;
+  auto be64 = [](const uint8_t *p) {
+    uint64_t x = 0;
+    for (int i = 0; i < 8; i++) x = (x << 8) | p[i];
+    return x;
+  };
+  size_t entries = 0;
+  for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+       rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    ASSERT_EQ(16u, k.mv_size);
+    size_t number = be64(static_cast<const uint8_t *>(k.mv_data));
+    uint64_t chunk = be64(static_cast<const uint8_t *>(k.mv_data) + 8);
+    for (size_t i = 0; i < v.mv_size / 8; i++) {
+      uint64_t pos;
+      std::memcpy(&pos, static_cast<const uint8_t *>(v.mv_data) + 8 * i, 8);
+      uint64_t version = chunk * 64 + i + 1;
+      uint8_t entry[16];
+      for (int j = 0; j < 8; j++) {
+        entry[j] = uint8_t(version >> (56 - 8 * j));
+        entry[8 + j] = uint8_t(pos >> (56 - 8 * j));
+      }
+      MDB_val ik = {sizeof number, &number}, iv = {sizeof entry, entry};
+      ASSERT_EQ(0, mdb_put(txn, index, &ik, &iv, 0));
+      entries++;
+    }
+  }
+  mdb_cursor_close(cur);
+  ASSERT_GT(entries, 0u);
+  ASSERT_EQ(0, mdb_drop(txn, versions, 1));
+  MDB_dbi fmt;
+  ASSERT_EQ(0, mdb_dbi_open(txn, "format", 0, &fmt));
+  uint32_t four = 4;
+  MDB_val fk = {7, const_cast<char *>("records")}, fv = {sizeof four, &four};
+  ASSERT_EQ(0, mdb_put(txn, fmt, &fk, &fv, 0));
+  ASSERT_EQ(0, mdb_txn_commit(txn));
+  mdb_env_close(env);
+}
+
+// The record format named in the closed store in dir, and whether it has a
+// table of that name.
+uint32_t StoredFormat(const std::string &dir, const char *table, bool *has_table) {
+  MDB_env *env = nullptr;
+  EXPECT_EQ(0, mdb_env_create(&env));
+  EXPECT_EQ(0, mdb_env_set_maxdbs(env, 16));
+  EXPECT_EQ(0, mdb_env_open(env, dir.c_str(), MDB_RDONLY, 0600));
+  MDB_txn *txn = nullptr;
+  EXPECT_EQ(0, mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn));
+  MDB_dbi fmt, t;
+  uint32_t format = 0;
+  MDB_val k = {7, const_cast<char *>("records")}, v;
+  if (mdb_dbi_open(txn, "format", 0, &fmt) == 0 && mdb_get(txn, fmt, &k, &v) == 0 &&
+      v.mv_size == sizeof format)
+    std::memcpy(&format, v.mv_data, sizeof format);
+  *has_table = mdb_dbi_open(txn, table, 0, &t) == 0;
+  mdb_txn_abort(txn);
+  mdb_env_close(env);
+  return format;
+}
+
+// A store of record format 4 (a duplicate list per stream as its index) is
+// converted when it is opened: every stream reads as before, forward and
+// backward, appends go on at the next versions, and the store is format 5
+// without the old table. Fails without the conversion (refused as format 4).
+TEST(LmdbBackend, AStoreInRecordFormat4IsConvertedWhenOpened) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  const std::vector<std::pair<std::string, size_t>> streams = {
+      {"long", 150}, {"chunk", 64}, {"one", 1}, {"mid", 65}};
+  for (int round = 0; round < 3; round++)
+    for (const auto &st : streams) {
+      size_t n = st.second / 3 + (round == 2 ? st.second % 3 : 0);
+      if (n > 0) ASSERT_EQ(ES_OK, Append(b, st.first, n).rc);
+    }
+  std::vector<std::vector<std::pair<uint64_t, uint64_t>>> before;
+  for (const auto &st : streams) before.push_back(ReadStreamAll(b, st.first, 1000, ES_FORWARD, 1));
+  es_backend_close(b);
+  RewriteAsFormat4(dir);
+  bool has_index = false, has_versions = true;
+  ASSERT_EQ(4u, StoredFormat(dir, "versions", &has_versions));
+  ASSERT_FALSE(has_versions);
+
+  b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  for (size_t i = 0; i < streams.size(); i++) {
+    auto fwd = ReadStreamAll(b, streams[i].first, 7, ES_FORWARD, 1);
+    EXPECT_EQ(before[i], fwd) << streams[i].first;
+    EXPECT_EQ(streams[i].second, fwd.size()) << streams[i].first;
+    auto back = ReadStreamAll(b, streams[i].first, 7, ES_BACKWARD, 0);
+    std::reverse(back.begin(), back.end());
+    EXPECT_EQ(before[i], back) << streams[i].first;
+  }
+  Appended next = Append(b, "long", 2);
+  ASSERT_EQ(ES_OK, next.rc) << next.err.msg;
+  EXPECT_EQ(151u, next.res.first_version);
+  EXPECT_EQ(152u, ReadStreamAll(b, "long", 1000, ES_FORWARD, 1).size());
+  es_backend_close(b);
+  EXPECT_EQ(5u, StoredFormat(dir, "index", &has_index));
+  EXPECT_FALSE(has_index);
+  StoredFormat(dir, "versions", &has_versions);
+  EXPECT_TRUE(has_versions);
 }
 
 // A store of record format 2 (stream ids and event types in every record)
