@@ -1205,8 +1205,9 @@ TEST(LmdbBackend, StreamReadsCrossTheIndexChunksOfSixtyFourVersions) {
 // Rewrites the closed store in dir as record format 4 left it: the stream
 // index as one sorted duplicate list per stream in `index` (number ->
 // version, position, both big-endian) instead of `versions`, and the
-// format named 4.
-void RewriteAsFormat4(const std::string &dir) {
+// format named 4. drop_version (when not 0) is left out of every list, as
+// damage.
+void RewriteAsFormat4(const std::string &dir, uint64_t drop_version = 0) {
   MDB_env *env = nullptr;
   ASSERT_EQ(0, mdb_env_create(&env));
   ASSERT_EQ(0, mdb_env_set_maxdbs(env, 16));
@@ -1235,6 +1236,7 @@ void RewriteAsFormat4(const std::string &dir) {
       uint64_t pos;
       std::memcpy(&pos, static_cast<const uint8_t *>(v.mv_data) + 8 * i, 8);
       uint64_t version = chunk * 64 + i + 1;
+      if (version == drop_version) continue;
       uint8_t entry[16];
       for (int j = 0; j < 8; j++) {
         entry[j] = uint8_t(version >> (56 - 8 * j));
@@ -1291,7 +1293,9 @@ TEST(LmdbBackend, AStoreInRecordFormat4IsConvertedWhenOpened) {
   for (int round = 0; round < 3; round++)
     for (const auto &st : streams) {
       size_t n = st.second / 3 + (round == 2 ? st.second % 3 : 0);
-      if (n > 0) ASSERT_EQ(ES_OK, Append(b, st.first, n).rc);
+      if (n > 0) {
+        ASSERT_EQ(ES_OK, Append(b, st.first, n).rc);
+      }
     }
   std::vector<std::vector<std::pair<uint64_t, uint64_t>>> before;
   for (const auto &st : streams) before.push_back(ReadStreamAll(b, st.first, 1000, ES_FORWARD, 1));
@@ -1320,6 +1324,89 @@ TEST(LmdbBackend, AStoreInRecordFormat4IsConvertedWhenOpened) {
   EXPECT_FALSE(has_index);
   StoredFormat(dir, "versions", &has_versions);
   EXPECT_TRUE(has_versions);
+}
+
+// Damage in the stream index is refused, never read past: a format-4 list
+// with a version missing fails the conversion (the store is refused at open,
+// naming the directory, and left in format 4), and a format-5 chunk cut
+// short fails the read of the versions it no longer holds while the others
+// still read.
+TEST(LmdbBackend, ADamagedStreamIndexIsRefusedNotMisread) {
+  std::string dir = TempDir();
+  es_backend_t *b = Open(dir);
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, Append(b, "s", 100).rc);
+  es_backend_close(b);
+  RewriteAsFormat4(dir, 70);
+  es_lmdb_options_t opts;
+  es_lmdb_options_default(&opts);
+  es_err_t err{};
+  b = nullptr;
+  EXPECT_EQ(ES_EINTERNAL, es_lmdb_open(dir.c_str(), &opts, &b, &err));
+  EXPECT_EQ(nullptr, b);
+  EXPECT_NE(nullptr, strstr(err.msg, "converting its stream index")) << err.msg;
+  EXPECT_NE(nullptr, strstr(err.msg, dir.c_str())) << err.msg;
+  bool has_index = false;
+  EXPECT_EQ(4u, StoredFormat(dir, "index", &has_index));
+  EXPECT_TRUE(has_index);
+
+  std::string cut = TempDir();
+  b = Open(cut);
+  ASSERT_NE(nullptr, b);
+  ASSERT_EQ(ES_OK, Append(b, "s", 100).rc);
+  es_backend_close(b);
+  {  // the second chunk (versions 65..100) keeps 10 of its 36 positions
+    MDB_env *env = nullptr;
+    ASSERT_EQ(0, mdb_env_create(&env));
+    ASSERT_EQ(0, mdb_env_set_maxdbs(env, 16));
+    ASSERT_EQ(0, mdb_env_open(env, cut.c_str(), 0, 0600));
+    MDB_txn *txn = nullptr;
+    ASSERT_EQ(0, mdb_txn_begin(env, nullptr, 0, &txn));
+    MDB_dbi versions;
+    ASSERT_EQ(0, mdb_dbi_open(txn, "versions", 0, &versions));
+    MDB_cursor *cur = nullptr;
+    ASSERT_EQ(0, mdb_cursor_open(txn, versions, &cur));
+    MDB_val k, v;
+    ASSERT_EQ(0, mdb_cursor_get(cur, &k, &v, MDB_LAST));
+    ASSERT_EQ(36u * 8, v.mv_size);
+    std::vector<uint8_t> key(static_cast<uint8_t *>(k.mv_data),
+                             static_cast<uint8_t *>(k.mv_data) + k.mv_size);
+    std::vector<uint8_t> val(static_cast<uint8_t *>(v.mv_data),
+                             static_cast<uint8_t *>(v.mv_data) + 10 * 8);
+    mdb_cursor_close(cur);
+    MDB_val nk = {key.size(), key.data()}, nv = {val.size(), val.data()};
+    ASSERT_EQ(0, mdb_put(txn, versions, &nk, &nv, 0));
+    ASSERT_EQ(0, mdb_txn_commit(txn));
+    mdb_env_close(env);
+  }
+  b = Open(cut);
+  ASSERT_NE(nullptr, b);
+  es_read_stream_req_t rs;
+  std::memset(&rs, 0, sizeof rs);
+  rs.stream_id = "s";
+  rs.from_version = 1;
+  rs.max_count = 70;  // versions 1..70 (and 71, looked at to end the page): all still held
+  rs.direction = ES_FORWARD;
+  rs.max_bytes = 4 << 20;
+  es_page_t page;
+  std::memset(&page, 0, sizeof page);
+  es_err_t rerr{};
+  ASSERT_EQ(ES_OK, es_backend_read_stream(b, &rs, &page, &rerr)) << rerr.msg;
+  EXPECT_EQ(70u, page.count);
+  es_page_free(&page);
+  rs.from_version = 80;
+  rs.max_count = 5;
+  std::memset(&page, 0, sizeof page);
+  EXPECT_EQ(ES_EUNAVAIL, es_backend_read_stream(b, &rs, &page, &rerr));
+  EXPECT_NE(nullptr, strstr(rerr.msg, "MDB_CORRUPTED")) << rerr.msg;
+  EXPECT_EQ(0u, page.count);
+  es_page_free(&page);
+  rs.from_version = 60;
+  std::memset(&page, 0, sizeof page);
+  EXPECT_EQ(ES_OK, es_backend_read_stream(b, &rs, &page, &rerr)) << rerr.msg;
+  EXPECT_EQ(5u, page.count);
+  es_page_free(&page);
+  es_backend_close(b);
 }
 
 // A store of record format 2 (stream ids and event types in every record)
