@@ -239,7 +239,7 @@ typedef struct es_lmdb {
   /* The committing thread only. */
   uint64_t head;     /* last committed position */
   uint64_t map_size; /* the map's current size */
-  uint64_t file_end; /* data.mdb's size when last seen (zero_ahead) */
+  uint64_t file_end; /* data.mdb's size when zero_ahead last looked; 0 before */
   unsigned page_size;
   int (*commit_hook)(void *);
   void *commit_hook_ctx;
@@ -1850,13 +1850,9 @@ int es_lmdb_open(const char *dir, const es_lmdb_options_t *opts, es_backend_t **
   atomic_store(&m->st_map_size, m->map_size);
   if ((rc = es__lmdb_check_size(m->env, dir, err))) goto fail;
   {
-    MDB_stat mst;
-    int fd;
-    struct stat fst;
+    MDB_stat mst; /* file_end stays 0: the first group's zero_ahead looks */
     if ((mrc = mdb_env_stat(m->env, &mst))) goto lmdb_fail;
     m->page_size = mst.ms_psize;
-    if (mdb_env_get_fd(m->env, &fd) == 0 && fstat(fd, &fst) == 0)
-      m->file_end = (uint64_t)fst.st_size;
   }
 
   if ((mrc = mdb_txn_begin(m->env, NULL, 0, &txn))) goto lmdb_fail;
