@@ -1059,6 +1059,32 @@ TEST(LmdbBackend, TheFileIsWrittenAheadOfItsPagesAndTheZerosNeverLandOnAPage) {
   es_backend_close(b);
 }
 
+// A closed store in dir opened with LMDB itself, as another program or an
+// earlier version of the backend would: its environment and one
+// transaction (read-only when flags has MDB_RDONLY), aborted at the end of
+// the scope unless Commit() was called. txn is NULL when opening failed.
+struct RawStore {
+  MDB_env *env = nullptr;
+  MDB_txn *txn = nullptr;
+  explicit RawStore(const std::string &dir, unsigned flags = 0) {
+    EXPECT_EQ(0, mdb_env_create(&env));
+    EXPECT_EQ(0, mdb_env_set_maxdbs(env, 16));
+    int rc = mdb_env_open(env, dir.c_str(), flags, 0600);
+    EXPECT_EQ(0, rc) << mdb_strerror(rc);
+    if (rc == 0) {
+      EXPECT_EQ(0, mdb_txn_begin(env, nullptr, flags & MDB_RDONLY, &txn));
+    }
+  }
+  int Commit() {
+    int rc = mdb_txn_commit(txn);
+    txn = nullptr;
+    return rc;
+  }
+  ~RawStore() {
+    if (txn) mdb_txn_abort(txn);
+    mdb_env_close(env);
+  }
+};
 // A store whose records are in an earlier format (written before the format
 // was named in the `format` table) is refused with the reason, not misread.
 TEST(LmdbBackend, AStoreInAnEarlierRecordFormatIsRefused) {
@@ -1067,18 +1093,14 @@ TEST(LmdbBackend, AStoreInAnEarlierRecordFormatIsRefused) {
   ASSERT_NE(nullptr, b);
   ASSERT_EQ(ES_OK, Append(b, "s", 2).rc);
   es_backend_close(b);
-  // Take the format's name away, as a store of the earlier format lacks it.
-  MDB_env *env = nullptr;
-  ASSERT_EQ(0, mdb_env_create(&env));
-  ASSERT_EQ(0, mdb_env_set_maxdbs(env, 8));
-  ASSERT_EQ(0, mdb_env_open(env, dir.c_str(), 0, 0600));
-  MDB_txn *txn = nullptr;
-  ASSERT_EQ(0, mdb_txn_begin(env, nullptr, 0, &txn));
-  MDB_dbi fmt;
-  ASSERT_EQ(0, mdb_dbi_open(txn, "format", 0, &fmt));
-  ASSERT_EQ(0, mdb_drop(txn, fmt, 1));
-  ASSERT_EQ(0, mdb_txn_commit(txn));
-  mdb_env_close(env);
+  {  // Take the format's name away, as a store of the earlier format lacks it.
+    RawStore raw(dir);
+    ASSERT_NE(nullptr, raw.txn);
+    MDB_dbi fmt;
+    ASSERT_EQ(0, mdb_dbi_open(raw.txn, "format", 0, &fmt));
+    ASSERT_EQ(0, mdb_drop(raw.txn, fmt, 1));
+    ASSERT_EQ(0, raw.Commit());
+  }
 
   es_lmdb_options_t opts;
   es_lmdb_options_default(&opts);
@@ -1102,18 +1124,13 @@ TEST(LmdbBackend, AStoreInAnEarlierRecordFormatIsRefused) {
 // Writes `format` as the record format of the closed store in dir, as an
 // earlier version of the backend would have left it.
 void MarkRecordFormat(const std::string &dir, uint32_t format) {
-  MDB_env *env = nullptr;
-  ASSERT_EQ(0, mdb_env_create(&env));
-  ASSERT_EQ(0, mdb_env_set_maxdbs(env, 16));
-  ASSERT_EQ(0, mdb_env_open(env, dir.c_str(), 0, 0600));
-  MDB_txn *txn = nullptr;
-  ASSERT_EQ(0, mdb_txn_begin(env, nullptr, 0, &txn));
+  RawStore raw(dir);
+  ASSERT_NE(nullptr, raw.txn);
   MDB_dbi fmt;
-  ASSERT_EQ(0, mdb_dbi_open(txn, "format", 0, &fmt));
+  ASSERT_EQ(0, mdb_dbi_open(raw.txn, "format", 0, &fmt));
   MDB_val k = {7, const_cast<char *>("records")}, v = {sizeof format, &format};
-  ASSERT_EQ(0, mdb_put(txn, fmt, &k, &v, 0));
-  ASSERT_EQ(0, mdb_txn_commit(txn));
-  mdb_env_close(env);
+  ASSERT_EQ(0, mdb_put(raw.txn, fmt, &k, &v, 0));
+  ASSERT_EQ(0, raw.Commit());
 }
 
 // Opening dir fails, naming the store's format, the one this version reads
@@ -1208,12 +1225,9 @@ TEST(LmdbBackend, StreamReadsCrossTheIndexChunksOfSixtyFourVersions) {
 // format named 4. drop_version (when not 0) is left out of every list, as
 // damage.
 void RewriteAsFormat4(const std::string &dir, uint64_t drop_version = 0) {
-  MDB_env *env = nullptr;
-  ASSERT_EQ(0, mdb_env_create(&env));
-  ASSERT_EQ(0, mdb_env_set_maxdbs(env, 16));
-  ASSERT_EQ(0, mdb_env_open(env, dir.c_str(), 0, 0600));
-  MDB_txn *txn = nullptr;
-  ASSERT_EQ(0, mdb_txn_begin(env, nullptr, 0, &txn));
+  RawStore raw(dir);
+  MDB_txn *txn = raw.txn;
+  ASSERT_NE(nullptr, txn);
   MDB_dbi versions, index;
   ASSERT_EQ(0, mdb_dbi_open(txn, "versions", 0, &versions));
   ASSERT_EQ(0, mdb_dbi_open(txn, "index", MDB_CREATE | MDB_INTEGERKEY | MDB_DUPSORT | MDB_DUPFIXED,
@@ -1255,28 +1269,22 @@ void RewriteAsFormat4(const std::string &dir, uint64_t drop_version = 0) {
   uint32_t four = 4;
   MDB_val fk = {7, const_cast<char *>("records")}, fv = {sizeof four, &four};
   ASSERT_EQ(0, mdb_put(txn, fmt, &fk, &fv, 0));
-  ASSERT_EQ(0, mdb_txn_commit(txn));
-  mdb_env_close(env);
+  ASSERT_EQ(0, raw.Commit());
 }
 
 // The record format named in the closed store in dir, and whether it has a
 // table of that name.
 uint32_t StoredFormat(const std::string &dir, const char *table, bool *has_table) {
-  MDB_env *env = nullptr;
-  EXPECT_EQ(0, mdb_env_create(&env));
-  EXPECT_EQ(0, mdb_env_set_maxdbs(env, 16));
-  EXPECT_EQ(0, mdb_env_open(env, dir.c_str(), MDB_RDONLY, 0600));
-  MDB_txn *txn = nullptr;
-  EXPECT_EQ(0, mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn));
+  RawStore raw(dir, MDB_RDONLY);
+  *has_table = false;
+  if (!raw.txn) return 0;
   MDB_dbi fmt, t;
   uint32_t format = 0;
   MDB_val k = {7, const_cast<char *>("records")}, v;
-  if (mdb_dbi_open(txn, "format", 0, &fmt) == 0 && mdb_get(txn, fmt, &k, &v) == 0 &&
+  if (mdb_dbi_open(raw.txn, "format", 0, &fmt) == 0 && mdb_get(raw.txn, fmt, &k, &v) == 0 &&
       v.mv_size == sizeof format)
     std::memcpy(&format, v.mv_data, sizeof format);
-  *has_table = mdb_dbi_open(txn, table, 0, &t) == 0;
-  mdb_txn_abort(txn);
-  mdb_env_close(env);
+  *has_table = mdb_dbi_open(raw.txn, table, 0, &t) == 0;
   return format;
 }
 
@@ -1356,12 +1364,9 @@ TEST(LmdbBackend, ADamagedStreamIndexIsRefusedNotMisread) {
   ASSERT_EQ(ES_OK, Append(b, "s", 100).rc);
   es_backend_close(b);
   {  // the second chunk (versions 65..100) keeps 10 of its 36 positions
-    MDB_env *env = nullptr;
-    ASSERT_EQ(0, mdb_env_create(&env));
-    ASSERT_EQ(0, mdb_env_set_maxdbs(env, 16));
-    ASSERT_EQ(0, mdb_env_open(env, cut.c_str(), 0, 0600));
-    MDB_txn *txn = nullptr;
-    ASSERT_EQ(0, mdb_txn_begin(env, nullptr, 0, &txn));
+    RawStore raw(cut);
+    MDB_txn *txn = raw.txn;
+    ASSERT_NE(nullptr, txn);
     MDB_dbi versions;
     ASSERT_EQ(0, mdb_dbi_open(txn, "versions", 0, &versions));
     MDB_cursor *cur = nullptr;
@@ -1376,8 +1381,7 @@ TEST(LmdbBackend, ADamagedStreamIndexIsRefusedNotMisread) {
     mdb_cursor_close(cur);
     MDB_val nk = {key.size(), key.data()}, nv = {val.size(), val.data()};
     ASSERT_EQ(0, mdb_put(txn, versions, &nk, &nv, 0));
-    ASSERT_EQ(0, mdb_txn_commit(txn));
-    mdb_env_close(env);
+    ASSERT_EQ(0, raw.Commit());
   }
   b = Open(cut);
   ASSERT_NE(nullptr, b);
@@ -1885,12 +1889,9 @@ TEST(LmdbBackend, AnEventWithoutTagsTakesNoMoreBytesThanInFormat3) {
   ASSERT_EQ(ES_OK, Append(b, "s", 1, {}, 256).rc);
   ASSERT_EQ(ES_OK, AppendTags(b, "t", {{"Tick", {"a", "bc"}}}).rc);
   es_backend_close(b);
-  MDB_env *env = nullptr;
-  ASSERT_EQ(0, mdb_env_create(&env));
-  ASSERT_EQ(0, mdb_env_set_maxdbs(env, 9));
-  ASSERT_EQ(0, mdb_env_open(env, dir.c_str(), MDB_RDONLY, 0600));
-  MDB_txn *txn = nullptr;
-  ASSERT_EQ(0, mdb_txn_begin(env, nullptr, MDB_RDONLY, &txn));
+  RawStore raw(dir, MDB_RDONLY);
+  MDB_txn *txn = raw.txn;
+  ASSERT_NE(nullptr, txn);
   MDB_dbi log, tags;
   ASSERT_EQ(0, mdb_dbi_open(txn, "log", MDB_INTEGERKEY, &log));
   ASSERT_EQ(0, mdb_dbi_open(txn, "tags", 0, &tags));
@@ -1909,8 +1910,6 @@ TEST(LmdbBackend, AnEventWithoutTagsTakesNoMoreBytesThanInFormat3) {
   MDB_stat st;
   ASSERT_EQ(0, mdb_stat(txn, tags, &st));
   EXPECT_EQ(2u, st.ms_entries); /* "a" -> 2, "bc" -> 2: none for event 1 */
-  mdb_txn_abort(txn);
-  mdb_env_close(env);
 }
 
 namespace {
