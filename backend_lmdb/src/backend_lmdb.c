@@ -1134,16 +1134,21 @@ static int check_fits(es_lmdb_t *m, const es_append_req_t *req, es_err_t *err) {
   return ES_OK;
 }
 
-/* Queues item and waits for its answer; commits its group when no other
- * thread is committing (the essay). */
-static int submit(es_lmdb_t *m, append_item_t *item) {
-  if (atomic_load(&m->failed)) return es_err_set(item->err, ES_EUNAVAIL, "%s", m->failed_msg);
-  pthread_mutex_lock(&m->qlock);
+/* Puts item at the end of the queue. Under qlock. */
+static void enqueue(es_lmdb_t *m, append_item_t *item) {
   if (m->qtail)
     m->qtail->next = item;
   else
     m->qhead = item;
   m->qtail = item;
+}
+
+/* Queues item and waits for its answer; commits its group when no other
+ * thread is committing (the essay). */
+static int submit(es_lmdb_t *m, append_item_t *item) {
+  if (atomic_load(&m->failed)) return es_err_set(item->err, ES_EUNAVAIL, "%s", m->failed_msg);
+  pthread_mutex_lock(&m->qlock);
+  enqueue(m, item);
   bool lead = !m->committing; /* nobody commits: this thread does, at once */
   m->committing = true;
   if (!lead) {
@@ -1195,11 +1200,7 @@ static void submit_async(es_lmdb_t *m, const append_item_t *proto, es_append_don
     }
     m->committer_started = true;
   }
-  if (m->qtail)
-    m->qtail->next = item;
-  else
-    m->qhead = item;
-  m->qtail = item;
+  enqueue(m, item);
   if (!m->committing) {
     m->committing = true;
     m->committer_called = true;
